@@ -23,6 +23,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status.run(json_output=args.json, out=sys.stdout)
 
 
+def _cmd_flush(args: argparse.Namespace) -> int:
+    from l7ctl.netlink import Client
+
+    with Client() as c:
+        c.flush()
+    print("configuration flushed")
+    return 0
+
+
 def _cmd_parse(args: argparse.Namespace) -> int:
     from l7ctl import httpparse
 
@@ -45,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=_cmd_status)
+
+    s = sub.add_parser(
+        "flush",
+        help="remove the whole configuration of this network namespace",
+        description="Remove every service, pool and rule table of the current network "
+        "namespace from the module. Needs CAP_NET_ADMIN.",
+    )
+    s.set_defaults(func=_cmd_flush)
 
     s = sub.add_parser(
         "parse",
