@@ -31,7 +31,7 @@ echo $? >$out/insmod.rc
 if [ "$mode" = script ]; then
 	bash "$script"
 else
-	pytest -p no:cacheprovider -o addopts= --junitxml=$out/junit.xml "$@"
+	pytest -p no:cacheprovider -o addopts= --durations=8 --junitxml=$out/junit.xml "$@"
 fi
 echo $? >$out/run.rc
 

@@ -133,6 +133,7 @@ class Topology:
         conf = prefix / "nginx.conf"
         conf.write_text(
             f"""daemon off;
+user root;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log;
