@@ -33,9 +33,15 @@ help:
 setup:
 	scripts/setup.sh
 
-build: module ext
+# Set up on first use, and again when what setup installs has changed.
+SETUP_STAMP := $(VENV)/.ktcpvs-setup
+$(SETUP_STAMP): scripts/setup.sh scripts/debian-packages.txt pyproject.toml setup.py
+	scripts/setup.sh
 
-module:
+build: $(SETUP_STAMP)
+	$(MAKE) module ext
+
+module: $(SETUP_STAMP)
 	@test -d "$(KDIR)" || { echo "no kernel headers at $(KDIR): run make setup" >&2; exit 1; }
 	$(MAKE) -C $(KDIR) M=$(CURDIR)/kmod W=1 modules
 	@mkdir -p $(BUILD) && cp kmod/ktcpvs.ko $(BUILD)/ktcpvs.ko

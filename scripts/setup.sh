@@ -44,4 +44,5 @@ fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[dev]'
 .venv/bin/python setup.py -q build_ext --inplace
+touch .venv/.ktcpvs-setup
 echo "setup: done"
