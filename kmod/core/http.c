@@ -1,0 +1,1562 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * http.c - strict, incremental HTTP/1.x parser.  See http.h for the model
+ * and docs/http.md for every rule and refusal.
+ *
+ * Layout: character classes, helpers (hosts, paths, field values), the
+ * head parser (one resumable function: a state per place a line can be cut),
+ * then the body framing machine and the lookups.
+ */
+#include "kt_compat.h"
+#include "http.h"
+
+#define KT_C_TCHAR	0x01	/* token character (RFC 9110 5.6.2) */
+#define KT_C_FVAL	0x02	/* field value: VCHAR, obs-text, SP, HTAB */
+#define KT_C_TARGET	0x04	/* pchar / "/" / "?" without '%' */
+#define KT_C_HEX	0x08	/* HEXDIG */
+#define KT_C_UNRES	0x10	/* unreserved (RFC 3986 2.3) */
+#define KT_C_REGNAME	0x20	/* reg-name: unreserved / sub-delims */
+#define KT_C_QDTEXT	0x40	/* qdtext (RFC 9110 5.6.4) */
+#define KT_C_DIGIT	0x80	/* DIGIT */
+
+static const u8 kt_http_cc[256] = {
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x00 */
+	0x00, 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x08 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x10 */
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x18 */
+	0x42, 0x67, 0x02, 0x43, 0x67, 0x43, 0x67, 0x67,	/* 0x20 */
+	0x66, 0x66, 0x67, 0x67, 0x66, 0x77, 0x77, 0x46,	/* 0x28 */
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,	/* 0x30 */
+	0xff, 0xff, 0x46, 0x66, 0x42, 0x66, 0x42, 0x46,	/* 0x38 */
+	0x46, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x77,	/* 0x40 */
+	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x48 */
+	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x50 */
+	0x77, 0x77, 0x77, 0x42, 0x02, 0x42, 0x43, 0x77,	/* 0x58 */
+	0x43, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x77,	/* 0x60 */
+	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x68 */
+	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x70 */
+	0x77, 0x77, 0x77, 0x42, 0x43, 0x42, 0x77, 0x00,	/* 0x78 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0x80 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0x88 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0x90 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0x98 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xa0 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xa8 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xb0 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xb8 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xc0 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xc8 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xd0 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xd8 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xe0 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xe8 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xf0 */
+	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xf8 */
+};
+
+static inline bool kt_http_is(u8 c, u8 cls)
+{
+	return kt_http_cc[c] & cls;
+}
+
+static inline u8 kt_http_lc(u8 c)
+{
+	return (u8)(c - 'A') < 26 ? c + 32 : c;
+}
+
+static inline u32 kt_http_min(u32 a, u32 b)
+{
+	return a < b ? a : b;
+}
+
+static inline u8 kt_http_hexval(u8 c)
+{
+	return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+static inline bool kt_http_ws(u8 c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Case-insensitive compare of s[0..n) with lower-case literal @lit. */
+static bool kt_http_eq_ci(const u8 *s, u32 n, const char *lit, u32 lit_len)
+{
+	u32 i;
+
+	if (n != lit_len)
+		return false;
+	for (i = 0; i < n; i++)
+		if (kt_http_lc(s[i]) != (u8)lit[i])
+			return false;
+	return true;
+}
+
+/* Head parser states. */
+enum {
+	KT_S_START = 0,		/* before the start line: CRLFs allowed */
+	KT_S_START_LF,
+	KT_S_METHOD,
+	KT_S_TARGET,
+	KT_S_VERSION,
+	KT_S_RL_LF,
+	KT_S_RVERSION,
+	KT_S_RCODE,
+	KT_S_REASON,
+	KT_S_SL_LF,
+	KT_S_FIELD_START,
+	KT_S_NAME,
+	KT_S_OWS,
+	KT_S_VALUE,
+	KT_S_FIELD_LF,
+	KT_S_HEAD_LF,
+	KT_S_DONE,
+	KT_S_ERROR,
+};
+
+/* Private flags kept in m->tok2 while the request line is scanned. */
+#define KT_P_PCT	0x1	/* '%' in the target */
+#define KT_P_BRACKET	0x2	/* '[' or ']' in the target */
+
+/* Private bits in m->flags (above the public ones). */
+#define KT_HTTP_P_HOSTFIELD	0x10000	/* a Host field was seen */
+#define KT_HTTP_P_ABSHOST	0x20000	/* host taken from the target */
+
+static const char *const kt_http_methods[] = {
+	[KT_HTTP_M_OTHER] = NULL,
+	[KT_HTTP_M_GET] = "GET",
+	[KT_HTTP_M_HEAD] = "HEAD",
+	[KT_HTTP_M_POST] = "POST",
+	[KT_HTTP_M_PUT] = "PUT",
+	[KT_HTTP_M_DELETE] = "DELETE",
+	[KT_HTTP_M_CONNECT] = "CONNECT",
+	[KT_HTTP_M_OPTIONS] = "OPTIONS",
+	[KT_HTTP_M_TRACE] = "TRACE",
+	[KT_HTTP_M_PATCH] = "PATCH",
+};
+
+const char *kt_http_method_name(unsigned int method)
+{
+	if (method >= sizeof(kt_http_methods) / sizeof(kt_http_methods[0]))
+		return NULL;
+	return kt_http_methods[method];
+}
+
+static bool kt_http_lit(const u8 *s, const char *lit, u32 n)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++)
+		if (s[i] != (u8)lit[i])
+			return false;
+	return true;
+}
+
+/* Methods are case-sensitive (RFC 9110 9.1). */
+static u8 kt_http_method_id(const u8 *s, u32 n)
+{
+	switch (n) {
+	case 3:
+		if (kt_http_lit(s, "GET", 3))
+			return KT_HTTP_M_GET;
+		if (kt_http_lit(s, "PUT", 3))
+			return KT_HTTP_M_PUT;
+		break;
+	case 4:
+		if (kt_http_lit(s, "POST", 4))
+			return KT_HTTP_M_POST;
+		if (kt_http_lit(s, "HEAD", 4))
+			return KT_HTTP_M_HEAD;
+		break;
+	case 5:
+		if (kt_http_lit(s, "PATCH", 5))
+			return KT_HTTP_M_PATCH;
+		if (kt_http_lit(s, "TRACE", 5))
+			return KT_HTTP_M_TRACE;
+		break;
+	case 6:
+		if (kt_http_lit(s, "DELETE", 6))
+			return KT_HTTP_M_DELETE;
+		break;
+	case 7:
+		if (kt_http_lit(s, "OPTIONS", 7))
+			return KT_HTTP_M_OPTIONS;
+		if (kt_http_lit(s, "CONNECT", 7))
+			return KT_HTTP_M_CONNECT;
+		break;
+	}
+	return KT_HTTP_M_OTHER;
+}
+
+void kt_http_limits_init(struct kt_http_limits *l)
+{
+	l->request_line = KT_HTTP_DEF_REQUEST_LINE;
+	l->header_line = KT_HTTP_DEF_HEADER_LINE;
+	l->fields = KT_HTTP_DEF_FIELDS;
+	l->head = KT_HTTP_DEF_HEAD;
+	l->flags = KT_HTTP_F_MERGE_SLASHES;
+}
+
+static void kt_http_init(struct kt_http_msg *m, const struct kt_http_limits *lim,
+			 struct kt_http_field *fields, u32 cap)
+{
+	memset(m, 0, sizeof(*m));
+	if (lim)
+		m->lim = *lim;
+	else
+		kt_http_limits_init(&m->lim);
+	m->fields = fields;
+	m->fields_cap = fields ? cap : 0;
+	if (fields && cap < m->lim.fields)
+		m->lim.fields = cap;
+	m->end_lim = m->lim.head;
+	m->state = KT_S_START;
+}
+
+void kt_http_req_init(struct kt_http_msg *m, const struct kt_http_limits *lim,
+		      struct kt_http_field *fields, u32 cap,
+		      u8 *out, u32 out_cap)
+{
+	kt_http_init(m, lim, fields, cap);
+	m->out = out;
+	m->out_cap = out ? out_cap : 0;
+}
+
+void kt_http_resp_init(struct kt_http_msg *m, const struct kt_http_limits *lim,
+		       struct kt_http_field *fields, u32 cap,
+		       unsigned int req_method)
+{
+	kt_http_init(m, lim, fields, cap);
+	m->flags = KT_HTTP_RESPONSE;
+	m->req_method = (u16)req_method;
+}
+
+bool kt_http_idle(const struct kt_http_msg *m)
+{
+	return m->state == KT_S_START;
+}
+
+static int kt_http_fail(struct kt_http_msg *m, u16 status, const char *why,
+			u32 off)
+{
+	m->status = (m->flags & KT_HTTP_RESPONSE) ? 502 : status;
+	m->reason = why;
+	m->err_off = off;
+	m->state = KT_S_ERROR;
+	return KT_HTTP_ERROR;
+}
+
+/* ---- hosts ---- */
+
+/* dec-octet "." dec-octet "." dec-octet "." dec-octet, no leading zeros */
+static bool kt_http_ipv4(const u8 *s, u32 n)
+{
+	u32 i = 0, parts = 0, v, d;
+
+	for (;;) {
+		v = 0;
+		d = 0;
+		while (i < n && kt_http_is(s[i], KT_C_DIGIT) && d < 4) {
+			v = v * 10 + (s[i] - '0');
+			i++;
+			d++;
+		}
+		if (d == 0 || d > 3 || v > 255 || (d > 1 && s[i - d] == '0'))
+			return false;
+		if (++parts == 4)
+			return i == n;
+		if (i >= n || s[i] != '.')
+			return false;
+		i++;
+	}
+}
+
+/* IPv6address of RFC 3986 3.2.2 (no zone identifier, no IPvFuture). */
+static bool kt_http_ipv6(const u8 *s, u32 n)
+{
+	u32 i = 0, st, groups = 0;
+	bool dbl = false;
+
+	if (n >= 2 && s[0] == ':' && s[1] == ':') {
+		dbl = true;
+		i = 2;
+		if (i == n)
+			return true;
+	} else if (n == 0 || s[0] == ':') {
+		return false;
+	}
+	while (i < n) {
+		st = i;
+		while (i < n && i - st < 5 && kt_http_is(s[i], KT_C_HEX))
+			i++;
+		if (i < n && s[i] == '.') {
+			if (!kt_http_ipv4(s + st, n - st))
+				return false;
+			groups += 2;
+			break;
+		}
+		if (i == st || i - st > 4)
+			return false;
+		groups++;
+		if (i == n)
+			break;
+		if (s[i] != ':')
+			return false;
+		i++;
+		if (i < n && s[i] == ':') {
+			if (dbl)
+				return false;
+			dbl = true;
+			i++;
+		} else if (i == n) {
+			return false;
+		}
+	}
+	return dbl ? groups <= 7 : groups == 8;
+}
+
+/*
+ * uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2): reg-name without
+ * pct-encoding, IPv4 or an IPv6 literal; port up to 65535, may be empty
+ * unless @need_port.  *@hl = length of the host part.
+ */
+static const char *kt_http_authority(const u8 *s, u32 n, u32 *hl,
+				     bool need_port)
+{
+	u32 i = 0, d, port = 0;
+
+	*hl = 0;
+	if (n && s[0] == '[') {
+		while (i < n && s[i] != ']')
+			i++;
+		if (i >= n || !kt_http_ipv6(s + 1, i - 1))
+			return "invalid IPv6 literal";
+		i++;
+	} else {
+		while (i < n && kt_http_is(s[i], KT_C_REGNAME))
+			i++;
+	}
+	*hl = i;
+	if (i > KT_HTTP_HOST_MAX)
+		return "host too long";
+	if (i == n)
+		return need_port ? "missing port" : NULL;
+	if (s[i] != ':')
+		return "invalid character in host";
+	d = ++i;
+	while (i < n && kt_http_is(s[i], KT_C_DIGIT)) {
+		if (i - d == 5)
+			return "invalid port";
+		port = port * 10 + (s[i] - '0');
+		i++;
+	}
+	if (i < n || port > 65535)
+		return "invalid port";
+	if (need_port && i == d)
+		return "missing port";
+	return NULL;
+}
+
+static int kt_http_put_host(struct kt_http_msg *m, const u8 *s, u32 n)
+{
+	u32 i;
+
+	if (n > m->out_cap - m->out_len)
+		return -1;
+	m->host_off = m->out_len;
+	m->host_len = n;
+	for (i = 0; i < n; i++)
+		m->out[m->out_len + i] = kt_http_lc(s[i]);
+	m->out_len += n;
+	m->flags |= KT_HTTP_HAS_HOST;
+	return 0;
+}
+
+/* ---- request target ---- */
+
+static inline u8 kt_http_hexup(u8 c)
+{
+	return (c >= 'a' && c <= 'f') ? c - 32 : c;
+}
+
+/*
+ * Normalize the path s[0..n) (s[0] == '/', stops at '?') into m->out:
+ * RFC 3986 6.2.2: %XX of unreserved characters decoded, other %XX kept with
+ * upper-case hex digits (so %2F stays), dot segments removed (after
+ * decoding); runs of '/' merged when KT_HTTP_F_MERGE_SLASHES.  Refused: bad
+ * %-escapes, %00, '[' or ']', and ".." above the root.  Returns the length
+ * of the raw path consumed, or -1 after kt_http_fail().
+ */
+static long kt_http_norm_path(struct kt_http_msg *m, const u8 *s, u32 n,
+			      u32 base)
+{
+	u32 i = 0, ol = 0, seg, sl;
+	bool merge = m->lim.flags & KT_HTTP_F_MERGE_SLASHES;
+	bool last;
+	u8 *o;
+	u8 c;
+
+	if (n > m->out_cap - m->out_len) {
+		kt_http_fail(m, 414, "request target too long", base);
+		return -1;
+	}
+	o = m->out + m->out_len;
+	while (i < n && s[i] != '?') {
+		/* s[i] == '/' */
+		i++;
+		seg = ol;
+		o[ol++] = '/';
+		while (i < n) {
+			c = s[i];
+			if (c == '/' || c == '?')
+				break;
+			if (c == '%') {
+				if (i + 2 >= n || !kt_http_is(s[i + 1], KT_C_HEX) ||
+				    !kt_http_is(s[i + 2], KT_C_HEX)) {
+					kt_http_fail(m, 400,
+						     "invalid percent-encoding",
+						     base + i);
+					return -1;
+				}
+				c = kt_http_hexval(s[i + 1]) << 4 |
+				    kt_http_hexval(s[i + 2]);
+				if (c == 0) {
+					kt_http_fail(m, 400, "%00 in path",
+						     base + i);
+					return -1;
+				}
+				if (kt_http_is(c, KT_C_UNRES)) {
+					o[ol++] = c;
+				} else {
+					o[ol++] = '%';
+					o[ol++] = kt_http_hexup(s[i + 1]);
+					o[ol++] = kt_http_hexup(s[i + 2]);
+				}
+				i += 3;
+				continue;
+			}
+			if (unlikely(c == '[' || c == ']')) {
+				kt_http_fail(m, 400,
+					     "invalid character in request target",
+					     base + i);
+				return -1;
+			}
+			o[ol++] = c;
+			i++;
+		}
+		last = i >= n || s[i] == '?';
+		sl = ol - seg - 1;
+		if (sl == 1 && o[seg + 1] == '.') {
+			ol = seg;
+			if (last)
+				o[ol++] = '/';
+		} else if (sl == 2 && o[seg + 1] == '.' && o[seg + 2] == '.') {
+			if (seg == 0) {
+				kt_http_fail(m, 400, "path climbs above root",
+					     base + i - 1);
+				return -1;
+			}
+			ol = seg;
+			while (o[--ol] != '/')
+				;
+			if (last)
+				o[ol++] = '/';
+		} else if (sl == 0 && merge && !last) {
+			ol = seg;
+		}
+	}
+	m->path_off = m->out_len;
+	m->path_len = ol;
+	m->out_len += ol;
+	return i;
+}
+
+/* Query: every '%' starts a valid escape, no '[' or ']'. */
+static int kt_http_check_query(struct kt_http_msg *m, const u8 *s, u32 n,
+			       u32 base)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] == '%') {
+			if (i + 2 >= n || !kt_http_is(s[i + 1], KT_C_HEX) ||
+			    !kt_http_is(s[i + 2], KT_C_HEX))
+				return kt_http_fail(m, 400,
+						    "invalid percent-encoding",
+						    base + i);
+		} else if (s[i] == '[' || s[i] == ']') {
+			return kt_http_fail(m, 400,
+					    "invalid character in request target",
+					    base + i);
+		}
+	}
+	return 0;
+}
+
+/* Path (from s[0] == '/') and optional query of origin/absolute-form. */
+static int kt_http_path_query(struct kt_http_msg *m, const u8 *buf, u32 off,
+			      u32 n, u32 pflags)
+{
+	const u8 *s = buf + off;
+	long pl;
+
+	pl = kt_http_norm_path(m, s, n, off);
+	if (pl < 0)
+		return KT_HTTP_ERROR;
+	if ((u32)pl < n) {
+		/* s[pl] == '?' */
+		m->flags |= KT_HTTP_HAS_QUERY;
+		m->query_off = off + pl + 1;
+		m->query_len = n - pl - 1;
+		if (pflags & (KT_P_PCT | KT_P_BRACKET))
+			return kt_http_check_query(m, buf + m->query_off,
+						   m->query_len, m->query_off);
+	}
+	return 0;
+}
+
+static int kt_http_out_const(struct kt_http_msg *m, const char *s, u32 n)
+{
+	if (n > m->out_cap - m->out_len)
+		return kt_http_fail(m, 414, "request target too long",
+				    m->target_off);
+	memcpy(m->out + m->out_len, s, n);
+	m->path_off = m->out_len;
+	m->path_len = n;
+	m->out_len += n;
+	return 0;
+}
+
+/* absolute-form: "http" / "https" "://" authority path-abempty [ "?" query ] */
+static int kt_http_absolute(struct kt_http_msg *m, const u8 *buf, u32 pflags)
+{
+	const u8 *t = buf + m->target_off;
+	u32 n = m->target_len, i, a, hl, sch;
+	const char *why;
+
+	if (n > 7 && kt_http_eq_ci(t, 7, "http://", 7))
+		sch = 7;
+	else if (n > 8 && kt_http_eq_ci(t, 8, "https://", 8))
+		sch = 8;
+	else
+		return kt_http_fail(m, 400, "invalid request target",
+				    m->target_off);
+	a = sch;
+	for (i = a; i < n && t[i] != '/' && t[i] != '?'; i++)
+		if (t[i] == '@')
+			return kt_http_fail(m, 400, "userinfo in request target",
+					    m->target_off + i);
+	why = kt_http_authority(t + a, i - a, &hl, false);
+	if (why)
+		return kt_http_fail(m, 400, why, m->target_off + a + hl);
+	if (hl == 0)
+		return kt_http_fail(m, 400, "empty host in request target",
+				    m->target_off + a);
+	if (i < n && t[i] == '/') {
+		if (kt_http_path_query(m, buf, m->target_off + i, n - i, pflags))
+			return KT_HTTP_ERROR;
+	} else {
+		if (kt_http_out_const(m, "/", 1))
+			return KT_HTTP_ERROR;
+		if (i < n) {
+			m->flags |= KT_HTTP_HAS_QUERY;
+			m->query_off = m->target_off + i + 1;
+			m->query_len = n - i - 1;
+			if ((pflags & (KT_P_PCT | KT_P_BRACKET)) &&
+			    kt_http_check_query(m, buf + m->query_off,
+						m->query_len, m->query_off))
+				return KT_HTTP_ERROR;
+		}
+	}
+	/* Checked for brackets only inside the authority (above). */
+	if (kt_http_put_host(m, t + a, hl))
+		return kt_http_fail(m, 400, "host too long", m->target_off);
+	m->flags |= KT_HTTP_P_ABSHOST;
+	m->form = KT_HTTP_T_ABSOLUTE;
+	return 0;
+}
+
+/* The request line is complete: method, target form, path, version. */
+static int kt_http_request_line(struct kt_http_msg *m, const u8 *buf,
+				u32 pflags)
+{
+	const u8 *t = buf + m->target_off;
+	const u8 *v = buf + m->tok;
+	u32 n = m->target_len, hl;
+	const char *why;
+
+	m->method = kt_http_method_id(buf + m->method_off, m->method_len);
+
+	if (!kt_http_lit(v, "HTTP/", 5) || !kt_http_is(v[5], KT_C_DIGIT) ||
+	    v[6] != '.' || !kt_http_is(v[7], KT_C_DIGIT))
+		return kt_http_fail(m, 400, "malformed HTTP version", m->tok);
+	if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+		return kt_http_fail(m, 505, "HTTP version not supported",
+				    m->tok);
+	m->version = v[7] == '1' ? 11 : 10;
+
+	if (t[0] == '/') {
+		if (m->method == KT_HTTP_M_CONNECT)
+			return kt_http_fail(m, 400,
+					    "CONNECT needs authority-form",
+					    m->target_off);
+		m->form = KT_HTTP_T_ORIGIN;
+		return kt_http_path_query(m, buf, m->target_off, n, pflags);
+	}
+	if (n == 1 && t[0] == '*') {
+		if (m->method != KT_HTTP_M_OPTIONS)
+			return kt_http_fail(m, 400,
+					    "asterisk-form only with OPTIONS",
+					    m->target_off);
+		m->form = KT_HTTP_T_ASTERISK;
+		return kt_http_out_const(m, "*", 1);
+	}
+	if (m->method == KT_HTTP_M_CONNECT) {
+		why = kt_http_authority(t, n, &hl, true);
+		if (!why && hl == 0)
+			why = "empty host in request target";
+		if (why)
+			return kt_http_fail(m, 400, why, m->target_off);
+		m->form = KT_HTTP_T_AUTHORITY;
+		m->path_off = m->out_len;
+		m->path_len = 0;
+		if (kt_http_put_host(m, t, hl))
+			return kt_http_fail(m, 414, "request target too long",
+					    m->target_off);
+		m->flags |= KT_HTTP_P_ABSHOST;
+		return 0;
+	}
+	return kt_http_absolute(m, buf, pflags);
+}
+
+/* ---- header fields ---- */
+
+/* Content-Length = 1#DIGIT, all list members and fields equal. */
+static int kt_http_content_length(struct kt_http_msg *m, const u8 *s, u32 n,
+				  u32 off)
+{
+	u32 i = 0, st, d;
+	u64 v;
+
+	for (;;) {
+		while (i < n && kt_http_ws(s[i]))
+			i++;
+		st = i;
+		v = 0;
+		while (i < n && kt_http_is(s[i], KT_C_DIGIT)) {
+			d = s[i] - '0';
+			if (v > KT_HTTP_LENGTH_MAX / 10 ||
+			    (v == KT_HTTP_LENGTH_MAX / 10 &&
+			     d > KT_HTTP_LENGTH_MAX % 10))
+				return kt_http_fail(m, 400,
+						    "Content-Length too large",
+						    off + i);
+			v = v * 10 + d;
+			i++;
+		}
+		if (i == st)
+			return kt_http_fail(m, 400, "malformed Content-Length",
+					    off + i);
+		if ((m->flags & KT_HTTP_HAS_CL) && v != m->content_length)
+			return kt_http_fail(m, 400,
+					    "conflicting Content-Length",
+					    off + st);
+		m->flags |= KT_HTTP_HAS_CL;
+		m->content_length = v;
+		while (i < n && kt_http_ws(s[i]))
+			i++;
+		if (i == n)
+			return 0;
+		if (s[i] != ',')
+			return kt_http_fail(m, 400, "malformed Content-Length",
+					    off + i);
+		i++;
+	}
+}
+
+/*
+ * Transfer-Encoding: the only coding a switch needs to understand is
+ * chunked; anything else is "not understood" (501, RFC 9112 6.1).
+ */
+static int kt_http_transfer_encoding(struct kt_http_msg *m, const u8 *s,
+				     u32 n, u32 off)
+{
+	u32 i = 0, st, e;
+
+	if (m->version == 10)
+		return kt_http_fail(m, 400, "Transfer-Encoding in HTTP/1.0",
+				    off);
+	m->flags |= KT_HTTP_HAS_TE;
+	for (;;) {
+		while (i < n && kt_http_ws(s[i]))
+			i++;
+		st = i;
+		while (i < n && s[i] != ',')
+			i++;
+		e = i;
+		while (e > st && kt_http_ws(s[e - 1]))
+			e--;
+		if (e == st)
+			return kt_http_fail(m, 400, "empty transfer coding",
+					    off + st);
+		if (!kt_http_eq_ci(s + st, e - st, "chunked", 7))
+			return kt_http_fail(m, 501, "unknown transfer coding",
+					    off + st);
+		if (m->flags & KT_HTTP_TE_CHUNKED)
+			return kt_http_fail(m, 400, "chunked applied twice",
+					    off + st);
+		m->flags |= KT_HTTP_TE_CHUNKED;
+		if (i == n)
+			return 0;
+		i++;
+	}
+}
+
+/* Connection: close / keep-alive / upgrade options (case-insensitive). */
+static void kt_http_connection(struct kt_http_msg *m, const u8 *s, u32 n)
+{
+	u32 i = 0, st, e;
+
+	while (i < n) {
+		while (i < n && (kt_http_ws(s[i]) || s[i] == ','))
+			i++;
+		st = i;
+		while (i < n && s[i] != ',')
+			i++;
+		e = i;
+		while (e > st && kt_http_ws(s[e - 1]))
+			e--;
+		if (kt_http_eq_ci(s + st, e - st, "close", 5))
+			m->flags |= KT_HTTP_CONN_CLOSE;
+		else if (kt_http_eq_ci(s + st, e - st, "keep-alive", 10))
+			m->flags |= KT_HTTP_CONN_KA;
+		else if (kt_http_eq_ci(s + st, e - st, "upgrade", 7))
+			m->flags |= KT_HTTP_CONN_UPGRADE;
+	}
+}
+
+static int kt_http_host_field(struct kt_http_msg *m, const u8 *s, u32 n,
+			      u32 off)
+{
+	const char *why;
+	u32 hl;
+
+	if (m->flags & KT_HTTP_P_HOSTFIELD)
+		return kt_http_fail(m, 400, "duplicate Host", off);
+	why = kt_http_authority(s, n, &hl, false);
+	if (why)
+		return kt_http_fail(m, 400, why, off + hl);
+	m->flags |= KT_HTTP_P_HOSTFIELD;
+	m->raw_host_off = off;
+	m->raw_host_len = hl;
+	return 0;
+}
+
+/* A complete field line: name buf[tok..tok2), value buf[vo..vo+vl). */
+static int kt_http_field_done(struct kt_http_msg *m, const u8 *buf, u32 vo,
+			      u32 vl)
+{
+	const u8 *name = buf + m->tok;
+	const u8 *val = buf + vo;
+	u32 nl = m->tok2 - m->tok;
+
+	if (m->fields) {
+		struct kt_http_field *f = &m->fields[m->nfields++];
+
+		f->name_off = m->tok;
+		f->name_len = nl;
+		f->value_off = vo;
+		f->value_len = vl;
+	}
+	m->nf_seen++;
+	switch (nl) {
+	case 4:
+		if (!(m->flags & KT_HTTP_RESPONSE) &&
+		    kt_http_eq_ci(name, nl, "host", 4))
+			return kt_http_host_field(m, val, vl, vo);
+		break;
+	case 7:
+		if (kt_http_eq_ci(name, nl, "upgrade", 7))
+			m->flags |= KT_HTTP_HAS_UPGRADE;
+		break;
+	case 10:
+		if (kt_http_eq_ci(name, nl, "connection", 10))
+			kt_http_connection(m, val, vl);
+		break;
+	case 14:
+		if (kt_http_eq_ci(name, nl, "content-length", 14))
+			return kt_http_content_length(m, val, vl, vo);
+		break;
+	case 17:
+		if (kt_http_eq_ci(name, nl, "transfer-encoding", 17))
+			return kt_http_transfer_encoding(m, val, vl, vo);
+		break;
+	}
+	return 0;
+}
+
+static void kt_http_keep_alive(struct kt_http_msg *m)
+{
+	if (m->flags & KT_HTTP_CONN_CLOSE)
+		return;
+	if (m->version == 11 || (m->flags & KT_HTTP_CONN_KA))
+		m->flags |= KT_HTTP_KEEP_ALIVE;
+}
+
+/* The empty line arrived at offset @off: message-level checks, framing. */
+static int kt_http_head_done(struct kt_http_msg *m, const u8 *buf, u32 off)
+{
+	u32 f = m->flags;
+
+	if ((f & KT_HTTP_HAS_TE) && (f & KT_HTTP_HAS_CL))
+		return kt_http_fail(m, 400,
+				    "Content-Length with Transfer-Encoding",
+				    off);
+	kt_http_keep_alive(m);
+	if (!(f & KT_HTTP_RESPONSE)) {
+		if (m->version == 11 && !(f & KT_HTTP_P_HOSTFIELD))
+			return kt_http_fail(m, 400, "missing Host", off);
+		if (!(f & KT_HTTP_P_ABSHOST) && (f & KT_HTTP_P_HOSTFIELD) &&
+		    kt_http_put_host(m, buf + m->raw_host_off,
+				     m->raw_host_len))
+			return kt_http_fail(m, 431, "host too long",
+					    m->raw_host_off);
+		if ((f & KT_HTTP_HAS_UPGRADE) && (f & KT_HTTP_CONN_UPGRADE))
+			m->flags |= KT_HTTP_UPGRADE;
+		if (f & KT_HTTP_HAS_TE)
+			m->framing = KT_HTTP_FR_CHUNKED;
+		else if (f & KT_HTTP_HAS_CL)
+			m->framing = KT_HTTP_FR_LENGTH;
+		return 0;
+	}
+	/* Response framing, RFC 9112 6.3. */
+	if (m->status == 101 ||
+	    (m->req_method == KT_HTTP_M_CONNECT && m->status / 100 == 2)) {
+		m->framing = KT_HTTP_FR_TUNNEL;
+		m->flags &= ~KT_HTTP_KEEP_ALIVE;
+		if (m->status == 101)
+			m->flags |= KT_HTTP_UPGRADE;
+	} else if (m->status < 200 || m->status == 204 || m->status == 304 ||
+		   m->req_method == KT_HTTP_M_HEAD) {
+		m->framing = KT_HTTP_FR_NONE;
+	} else if (f & KT_HTTP_HAS_TE) {
+		m->framing = KT_HTTP_FR_CHUNKED;
+	} else if (f & KT_HTTP_HAS_CL) {
+		m->framing = KT_HTTP_FR_LENGTH;
+	} else {
+		m->framing = KT_HTTP_FR_CLOSE;
+		m->flags &= ~KT_HTTP_KEEP_ALIVE;
+	}
+	return 0;
+}
+
+/* ---- the head parser ---- */
+
+#define KT_ONES		0x0101010101010101ULL
+#define KT_HIGHS	0x8080808080808080ULL
+
+/*
+ * First offset in [p, end) that is not a field-value byte (VCHAR, obs-text,
+ * SP, HTAB), or end.  Eight bytes at a time: a word with no byte < 0x20 and
+ * no 0x7f is all valid (obs-text has its high bit set and never triggers).
+ */
+static inline u32 kt_http_scan_fval(const u8 *buf, u32 p, u32 end)
+{
+	u64 w, y;
+	u32 stop;
+
+	for (;;) {
+		while (p + 8 <= end) {
+			memcpy(&w, buf + p, 8);
+			y = w ^ (KT_ONES * 0x7f);
+			if ((((w - KT_ONES * 0x20) & ~w) |
+			     ((y - KT_ONES) & ~y)) & KT_HIGHS)
+				break;
+			p += 8;
+		}
+		stop = kt_http_min(p + 8, end);
+		while (p < stop && kt_http_is(buf[p], KT_C_FVAL))
+			p++;
+		if (p < stop || p >= end)
+			return p;
+	}
+}
+
+/* Set up the limit for a line starting at @p with at most @max bytes. */
+static inline void kt_http_line(struct kt_http_msg *m, u32 p, u32 max)
+{
+	u32 e = p + max + 2;
+
+	m->line_start = p;
+	m->end_lim = (e < p || e > m->lim.head) ? m->lim.head : e;
+}
+
+/* The line or the head ran over its limit at m->end_lim. */
+static int kt_http_too_long(struct kt_http_msg *m)
+{
+	u32 off = m->end_lim;
+
+	switch (m->state) {
+	case KT_S_START:
+	case KT_S_START_LF:
+		break;
+	case KT_S_METHOD:
+	case KT_S_TARGET:
+	case KT_S_VERSION:
+	case KT_S_RL_LF:
+		if (m->end_lim - m->line_start == m->lim.request_line + 2)
+			return kt_http_fail(m, 414, "request line too long",
+					    off);
+		break;
+	case KT_S_RVERSION:
+	case KT_S_RCODE:
+	case KT_S_REASON:
+	case KT_S_SL_LF:
+		if (m->end_lim - m->line_start == m->lim.request_line + 2)
+			return kt_http_fail(m, 502, "status line too long",
+					    off);
+		break;
+	default:
+		if (m->end_lim - m->line_start == m->lim.header_line + 2)
+			return kt_http_fail(m, 431, "header line too long",
+					    off);
+		break;
+	}
+	return kt_http_fail(m, 431, "head too large", off);
+}
+
+#define KT_MORE(st)							\
+	do {								\
+		m->state = (st);					\
+		if (end == m->end_lim)					\
+			return kt_http_too_long(m);			\
+		m->pos = p;						\
+		return KT_HTTP_AGAIN;					\
+	} while (0)
+
+#define KT_FAIL(st, why, off)	return kt_http_fail(m, (st), (why), (off))
+
+int kt_http_parse(struct kt_http_msg *m, const u8 *buf, size_t len)
+{
+	u32 n = len > m->lim.head ? m->lim.head : (u32)len;
+	u32 p = m->pos, end = kt_http_min(n, m->end_lim), vo, ve;
+	u8 c;
+
+	switch (m->state) {
+	case KT_S_START:	goto s_start;
+	case KT_S_START_LF:	goto s_start_lf;
+	case KT_S_METHOD:	goto s_method;
+	case KT_S_TARGET:	goto s_target;
+	case KT_S_VERSION:	goto s_version;
+	case KT_S_RL_LF:	goto s_rl_lf;
+	case KT_S_RVERSION:	goto s_rversion;
+	case KT_S_RCODE:	goto s_rcode;
+	case KT_S_REASON:	goto s_reason;
+	case KT_S_SL_LF:	goto s_sl_lf;
+	case KT_S_FIELD_START:	goto s_field_start;
+	case KT_S_NAME:		goto s_name;
+	case KT_S_OWS:		goto s_ows;
+	case KT_S_VALUE:	goto s_value;
+	case KT_S_FIELD_LF:	goto s_field_lf;
+	case KT_S_HEAD_LF:	goto s_head_lf;
+	case KT_S_DONE:		return KT_HTTP_DONE;
+	default:		return KT_HTTP_ERROR;
+	}
+
+s_start:
+	/* Empty lines before the start line are ignored (RFC 9112 2.2). */
+	if (p >= end)
+		KT_MORE(KT_S_START);
+	c = buf[p];
+	if (c == '\r') {
+		p++;
+		goto s_start_lf;
+	}
+	m->start_off = p;
+	kt_http_line(m, p, m->lim.request_line);
+	end = kt_http_min(n, m->end_lim);
+	m->tok = p;
+	if (m->flags & KT_HTTP_RESPONSE)
+		goto s_rversion;
+	if (unlikely(!kt_http_is(c, KT_C_TCHAR))) {
+		if (c == '\n')
+			KT_FAIL(400, "bare LF", p);
+		KT_FAIL(400, "invalid method", p);
+	}
+	p++;
+	goto s_method;
+
+s_start_lf:
+	if (p >= end)
+		KT_MORE(KT_S_START_LF);
+	if (buf[p] != '\n')
+		KT_FAIL(400, "bare CR", p);
+	p++;
+	goto s_start;
+
+s_method:
+	while (p < end && kt_http_is(buf[p], KT_C_TCHAR))
+		p++;
+	if (p >= end)
+		KT_MORE(KT_S_METHOD);
+	if (buf[p] != ' ')
+		KT_FAIL(400, "invalid method", p);
+	m->method_off = m->tok;
+	m->method_len = p - m->tok;
+	m->tok = ++p;
+	m->tok2 = 0;
+	/* fall through */
+s_target:
+	for (;;) {
+		while (p + 4 <= end && kt_http_is(buf[p], KT_C_TARGET) &&
+		       kt_http_is(buf[p + 1], KT_C_TARGET) &&
+		       kt_http_is(buf[p + 2], KT_C_TARGET) &&
+		       kt_http_is(buf[p + 3], KT_C_TARGET))
+			p += 4;
+		while (p < end && kt_http_is(buf[p], KT_C_TARGET))
+			p++;
+		if (p >= end)
+			KT_MORE(KT_S_TARGET);
+		c = buf[p];
+		if (c == ' ')
+			break;
+		if (c == '%')
+			m->tok2 |= KT_P_PCT;
+		else if (c == '[' || c == ']')
+			m->tok2 |= KT_P_BRACKET;
+		else if (c == '\r' || c == '\n')
+			KT_FAIL(400, "missing HTTP version", p);
+		else
+			KT_FAIL(400, "invalid character in request target", p);
+		p++;
+	}
+	if (p == m->tok)
+		KT_FAIL(400, "empty request target", p);
+	m->target_off = m->tok;
+	m->target_len = p - m->tok;
+	m->tok = ++p;
+	/* fall through */
+s_version:
+	while (p < end && buf[p] > ' ' && buf[p] < 0x7f)
+		p++;
+	if (p >= end)
+		KT_MORE(KT_S_VERSION);
+	c = buf[p];
+	if (c != '\r') {
+		if (c == '\n')
+			KT_FAIL(400, "bare LF", p);
+		KT_FAIL(400, "malformed HTTP version", p);
+	}
+	if (p - m->tok != 8)
+		KT_FAIL(400, "malformed HTTP version", m->tok);
+	p++;
+	/* fall through */
+s_rl_lf:
+	if (p >= end)
+		KT_MORE(KT_S_RL_LF);
+	if (buf[p] != '\n')
+		KT_FAIL(400, "bare CR", p);
+	p++;
+	if (kt_http_request_line(m, buf, m->tok2))
+		return KT_HTTP_ERROR;
+	goto fields;
+
+s_rversion:
+	while (p < end && buf[p] > ' ' && buf[p] < 0x7f)
+		p++;
+	if (p >= end)
+		KT_MORE(KT_S_RVERSION);
+	if (buf[p] != ' ' || p - m->tok != 8)
+		KT_FAIL(502, "malformed HTTP version", p);
+	{
+		const u8 *v = buf + m->tok;
+
+		if (!kt_http_lit(v, "HTTP/", 5) ||
+		    !kt_http_is(v[5], KT_C_DIGIT) || v[6] != '.' ||
+		    !kt_http_is(v[7], KT_C_DIGIT))
+			KT_FAIL(502, "malformed HTTP version", m->tok);
+		if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+			KT_FAIL(502, "HTTP version not supported", m->tok);
+		m->version = v[7] == '1' ? 11 : 10;
+	}
+	m->tok = ++p;
+	/* fall through */
+s_rcode:
+	while (p < end && kt_http_is(buf[p], KT_C_DIGIT))
+		p++;
+	if (p >= end)
+		KT_MORE(KT_S_RCODE);
+	c = buf[p];
+	if (p - m->tok != 3 || (c != ' ' && c != '\r') ||
+	    buf[m->tok] < '1' || buf[m->tok] > '5')
+		KT_FAIL(502, "malformed status code", p);
+	m->status = (buf[m->tok] - '0') * 100 + (buf[m->tok + 1] - '0') * 10 +
+		    (buf[m->tok + 2] - '0');
+	m->tok = p + (c == ' ');
+	p = m->tok;
+	/* fall through */
+s_reason:
+	p = kt_http_scan_fval(buf, p, end);
+	if (p >= end)
+		KT_MORE(KT_S_REASON);
+	if (buf[p] != '\r')
+		KT_FAIL(502, buf[p] == '\n' ? "bare LF" :
+			"invalid character in reason phrase", p);
+	m->reason_off = m->tok;
+	m->reason_len = p - m->tok;
+	p++;
+	/* fall through */
+s_sl_lf:
+	if (p >= end)
+		KT_MORE(KT_S_SL_LF);
+	if (buf[p] != '\n')
+		KT_FAIL(502, "bare CR", p);
+	p++;
+	/* fall through */
+fields:
+	kt_http_line(m, p, m->lim.header_line);
+	end = kt_http_min(n, m->end_lim);
+	/* fall through */
+s_field_start:
+	if (p >= end)
+		KT_MORE(KT_S_FIELD_START);
+	c = buf[p];
+	if (unlikely(!kt_http_is(c, KT_C_TCHAR))) {
+		if (c == '\r') {
+			p++;
+			goto s_head_lf;
+		}
+		if (kt_http_ws(c))
+			KT_FAIL(400, m->nf_seen ? "obs-fold" :
+				"whitespace before first header field", p);
+		if (c == '\n')
+			KT_FAIL(400, "bare LF", p);
+		if (c == ':')
+			KT_FAIL(400, "empty field name", p);
+		KT_FAIL(400, "invalid character in field name", p);
+	}
+	if (unlikely(m->nf_seen >= m->lim.fields))
+		KT_FAIL(431, "too many header fields", p);
+	m->tok = p++;
+	/* fall through */
+s_name:
+	while (p < end && kt_http_is(buf[p], KT_C_TCHAR))
+		p++;
+	if (p >= end)
+		KT_MORE(KT_S_NAME);
+	if (unlikely(buf[p] != ':')) {
+		if (kt_http_ws(buf[p]))
+			KT_FAIL(400, "whitespace before colon", p);
+		KT_FAIL(400, "invalid character in field name", p);
+	}
+	m->tok2 = p++;
+	/* fall through */
+s_ows:
+	while (p < end && kt_http_ws(buf[p]))
+		p++;
+	if (p >= end)
+		KT_MORE(KT_S_OWS);
+	m->val = p;
+	/* fall through */
+s_value:
+	p = kt_http_scan_fval(buf, p, end);
+	if (p >= end)
+		KT_MORE(KT_S_VALUE);
+	if (unlikely(buf[p] != '\r')) {
+		if (buf[p] == '\n')
+			KT_FAIL(400, "bare LF", p);
+		KT_FAIL(400, "invalid character in field value", p);
+	}
+	p++;
+	/* fall through */
+s_field_lf:
+	if (p >= end)
+		KT_MORE(KT_S_FIELD_LF);
+	if (unlikely(buf[p] != '\n'))
+		KT_FAIL(400, "bare CR", p);
+	/* value: from its start to the CR at p - 1, trailing OWS trimmed */
+	vo = m->val;
+	ve = p - 1;
+	while (ve > vo && kt_http_ws(buf[ve - 1]))
+		ve--;
+	p++;
+	if (kt_http_field_done(m, buf, vo, ve - vo))
+		return KT_HTTP_ERROR;
+	goto fields;
+
+s_head_lf:
+	if (p >= end)
+		KT_MORE(KT_S_HEAD_LF);
+	if (buf[p] != '\n')
+		KT_FAIL(400, "bare CR", p);
+	p++;
+	m->head_len = p;
+	m->pos = p;
+	if (kt_http_head_done(m, buf, p - 2))
+		return KT_HTTP_ERROR;
+	m->state = KT_S_DONE;
+	return KT_HTTP_DONE;
+}
+
+/* ---- body framing ---- */
+
+enum {
+	KT_B_DONE = 0,
+	KT_B_LENGTH,		/* Content-Length countdown */
+	KT_B_CLOSE,		/* until the peer closes */
+	KT_B_SIZE,		/* first hex digit of a chunk size */
+	KT_B_SIZE_MORE,		/* more hex digits */
+	KT_B_SIZE_WS,		/* BWS after the size: ';' must follow */
+	KT_B_EXT_PRE_NAME,	/* BWS after ';' */
+	KT_B_EXT_NAME,
+	KT_B_EXT_POST_NAME,	/* BWS after a name: '=' or ';' */
+	KT_B_EXT_PRE_VAL,	/* BWS after '=' */
+	KT_B_EXT_TOKEN,
+	KT_B_EXT_QS,		/* inside a quoted string */
+	KT_B_EXT_QS_ESC,	/* after '\' */
+	KT_B_EXT_QEND,		/* after the closing quote */
+	KT_B_EXT_POST_VAL,	/* BWS after a value: ';' must follow */
+	KT_B_SIZE_LF,
+	KT_B_DATA,
+	KT_B_DATA_CR,
+	KT_B_DATA_LF,
+	KT_B_TR_START,		/* start of a trailer line */
+	KT_B_TR_NAME,
+	KT_B_TR_VALUE,
+	KT_B_TR_LF,
+	KT_B_TR_END_LF,		/* final CRLF of the trailer section */
+	KT_B_ERROR,
+};
+
+void kt_http_body_init(struct kt_http_body *b, const struct kt_http_msg *m)
+{
+	memset(b, 0, sizeof(*b));
+	b->framing = m->framing;
+	b->response = !!(m->flags & KT_HTTP_RESPONSE);
+	b->max_line = m->lim.header_line;
+	b->max_fields = m->lim.fields;
+	b->max_section = m->lim.head;
+	switch (m->framing) {
+	case KT_HTTP_FR_LENGTH:
+		b->remaining = m->content_length;
+		b->state = m->content_length ? KT_B_LENGTH : KT_B_DONE;
+		break;
+	case KT_HTTP_FR_CHUNKED:
+		b->state = KT_B_SIZE;
+		break;
+	case KT_HTTP_FR_CLOSE:
+		b->state = KT_B_CLOSE;
+		break;
+	default:
+		b->state = KT_B_DONE;
+		break;
+	}
+}
+
+static int kt_http_body_fail(struct kt_http_body *b, u16 status,
+			     const char *why, u8 c, size_t i, size_t *used)
+{
+	if (c == '\n' && status == 400)
+		why = "bare LF";
+	b->status = b->response ? 502 : status;
+	b->reason = why;
+	b->state = KT_B_ERROR;
+	*used = i;
+	return KT_HTTP_ERROR;
+}
+
+#define KT_BFAIL(why)	return kt_http_body_fail(b, 400, (why), c, i, used)
+
+int kt_http_body_feed(struct kt_http_body *b, const u8 *d, size_t len,
+		      size_t *used)
+{
+	size_t i = 0;
+	u64 take;
+	u8 c;
+
+	switch (b->state) {
+	case KT_B_DONE:
+		*used = 0;
+		return KT_HTTP_DONE;
+	case KT_B_ERROR:
+		*used = 0;
+		return KT_HTTP_ERROR;
+	case KT_B_CLOSE:
+		b->decoded += len;
+		b->wire += len;
+		*used = len;
+		return KT_HTTP_AGAIN;
+	case KT_B_LENGTH:
+		take = b->remaining < len ? b->remaining : len;
+		b->remaining -= take;
+		b->decoded += take;
+		b->wire += take;
+		*used = (size_t)take;
+		if (b->remaining)
+			return KT_HTTP_AGAIN;
+		b->state = KT_B_DONE;
+		return KT_HTTP_DONE;
+	}
+
+	while (i < len) {
+		if (b->state == KT_B_DATA) {
+			take = b->remaining < len - i ? b->remaining : len - i;
+			i += (size_t)take;
+			b->remaining -= take;
+			b->decoded += take;
+			if (!b->remaining)
+				b->state = KT_B_DATA_CR;
+			continue;
+		}
+		c = d[i];
+		if (b->state >= KT_B_TR_START) {
+			if (++b->section_len > b->max_section)
+				return kt_http_body_fail(b, 431,
+					"trailer section too large", c, i,
+					used);
+			if (++b->line_len > b->max_line + 2)
+				return kt_http_body_fail(b, 431,
+					"trailer line too long", c, i, used);
+		} else if (b->state != KT_B_DATA_CR &&
+			   b->state != KT_B_DATA_LF) {
+			if (++b->line_len > b->max_line + 2)
+				KT_BFAIL("chunk line too long");
+		}
+		switch (b->state) {
+		case KT_B_SIZE:
+			if (!kt_http_is(c, KT_C_HEX))
+				KT_BFAIL("invalid chunk size");
+			b->remaining = kt_http_hexval(c);
+			b->state = KT_B_SIZE_MORE;
+			break;
+		case KT_B_SIZE_MORE:
+			if (kt_http_is(c, KT_C_HEX)) {
+				if (b->remaining > (KT_HTTP_LENGTH_MAX >> 4))
+					KT_BFAIL("chunk size too large");
+				b->remaining = b->remaining << 4 |
+					       kt_http_hexval(c);
+			} else if (c == ';') {
+				b->state = KT_B_EXT_PRE_NAME;
+			} else if (kt_http_ws(c)) {
+				b->state = KT_B_SIZE_WS;
+			} else if (c == '\r') {
+				b->state = KT_B_SIZE_LF;
+			} else {
+				KT_BFAIL("invalid chunk size");
+			}
+			break;
+		case KT_B_SIZE_WS:
+		case KT_B_EXT_POST_VAL:
+			if (c == ';')
+				b->state = KT_B_EXT_PRE_NAME;
+			else if (!kt_http_ws(c))
+				KT_BFAIL("invalid chunk extension");
+			break;
+		case KT_B_EXT_PRE_NAME:
+			if (kt_http_is(c, KT_C_TCHAR))
+				b->state = KT_B_EXT_NAME;
+			else if (!kt_http_ws(c))
+				KT_BFAIL("invalid chunk extension");
+			break;
+		case KT_B_EXT_NAME:
+		case KT_B_EXT_TOKEN:
+			if (kt_http_is(c, KT_C_TCHAR))
+				break;
+			if (c == ';')
+				b->state = KT_B_EXT_PRE_NAME;
+			else if (c == '\r')
+				b->state = KT_B_SIZE_LF;
+			else if (c == '=' && b->state == KT_B_EXT_NAME)
+				b->state = KT_B_EXT_PRE_VAL;
+			else if (kt_http_ws(c))
+				b->state = b->state == KT_B_EXT_NAME ?
+					   KT_B_EXT_POST_NAME :
+					   KT_B_EXT_POST_VAL;
+			else
+				KT_BFAIL("invalid chunk extension");
+			break;
+		case KT_B_EXT_POST_NAME:
+			if (c == '=')
+				b->state = KT_B_EXT_PRE_VAL;
+			else if (c == ';')
+				b->state = KT_B_EXT_PRE_NAME;
+			else if (!kt_http_ws(c))
+				KT_BFAIL("invalid chunk extension");
+			break;
+		case KT_B_EXT_PRE_VAL:
+			if (kt_http_is(c, KT_C_TCHAR))
+				b->state = KT_B_EXT_TOKEN;
+			else if (c == '"')
+				b->state = KT_B_EXT_QS;
+			else if (!kt_http_ws(c))
+				KT_BFAIL("invalid chunk extension");
+			break;
+		case KT_B_EXT_QS:
+			if (c == '"')
+				b->state = KT_B_EXT_QEND;
+			else if (c == '\\')
+				b->state = KT_B_EXT_QS_ESC;
+			else if (!kt_http_is(c, KT_C_QDTEXT))
+				KT_BFAIL("invalid chunk extension");
+			break;
+		case KT_B_EXT_QS_ESC:
+			if (!kt_http_is(c, KT_C_FVAL))
+				KT_BFAIL("invalid chunk extension");
+			b->state = KT_B_EXT_QS;
+			break;
+		case KT_B_EXT_QEND:
+			if (c == ';')
+				b->state = KT_B_EXT_PRE_NAME;
+			else if (c == '\r')
+				b->state = KT_B_SIZE_LF;
+			else if (kt_http_ws(c))
+				b->state = KT_B_EXT_POST_VAL;
+			else
+				KT_BFAIL("invalid chunk extension");
+			break;
+		case KT_B_SIZE_LF:
+			if (c != '\n')
+				KT_BFAIL("bare CR");
+			b->line_len = 0;
+			b->state = b->remaining ? KT_B_DATA : KT_B_TR_START;
+			break;
+		case KT_B_DATA_CR:
+			if (c != '\r')
+				return kt_http_body_fail(b, 400,
+					"missing CRLF after chunk data", 0, i,
+					used);
+			b->state = KT_B_DATA_LF;
+			break;
+		case KT_B_DATA_LF:
+			if (c != '\n')
+				return kt_http_body_fail(b, 400,
+					"missing CRLF after chunk data", 0, i,
+					used);
+			b->line_len = 0;
+			b->state = KT_B_SIZE;
+			break;
+		case KT_B_TR_START:
+			if (c == '\r') {
+				b->state = KT_B_TR_END_LF;
+			} else if (kt_http_is(c, KT_C_TCHAR)) {
+				if (++b->ntrailers > b->max_fields)
+					return kt_http_body_fail(b, 431,
+						"too many trailer fields", c,
+						i, used);
+				b->state = KT_B_TR_NAME;
+			} else if (kt_http_ws(c)) {
+				KT_BFAIL("obs-fold");
+			} else {
+				KT_BFAIL("invalid character in field name");
+			}
+			break;
+		case KT_B_TR_NAME:
+			if (c == ':')
+				b->state = KT_B_TR_VALUE;
+			else if (kt_http_ws(c))
+				KT_BFAIL("whitespace before colon");
+			else if (!kt_http_is(c, KT_C_TCHAR))
+				KT_BFAIL("invalid character in field name");
+			break;
+		case KT_B_TR_VALUE:
+			if (c == '\r')
+				b->state = KT_B_TR_LF;
+			else if (!kt_http_is(c, KT_C_FVAL))
+				KT_BFAIL("invalid character in field value");
+			break;
+		case KT_B_TR_LF:
+			if (c != '\n')
+				KT_BFAIL("bare CR");
+			b->line_len = 0;
+			b->state = KT_B_TR_START;
+			break;
+		case KT_B_TR_END_LF:
+			if (c != '\n')
+				KT_BFAIL("bare CR");
+			b->state = KT_B_DONE;
+			i++;
+			b->wire += i;
+			*used = i;
+			return KT_HTTP_DONE;
+		}
+		i++;
+	}
+	b->wire += len;
+	*used = len;
+	return KT_HTTP_AGAIN;
+}
+
+int kt_http_body_eof(struct kt_http_body *b)
+{
+	if (b->state == KT_B_CLOSE)
+		b->state = KT_B_DONE;
+	if (b->state == KT_B_DONE)
+		return KT_HTTP_DONE;
+	if (b->state != KT_B_ERROR) {
+		b->status = b->response ? 502 : 400;
+		b->reason = "incomplete body";
+		b->state = KT_B_ERROR;
+	}
+	return KT_HTTP_ERROR;
+}
+
+/* ---- lookups ---- */
+
+int kt_http_find_field(const struct kt_http_msg *m, const u8 *buf,
+		       const char *name, u32 name_len, u32 from)
+{
+	u32 i, j;
+
+	for (i = from; i < m->nfields; i++) {
+		const struct kt_http_field *f = &m->fields[i];
+		const u8 *s = buf + f->name_off;
+
+		if (f->name_len != name_len)
+			continue;
+		for (j = 0; j < name_len; j++)
+			if (kt_http_lc(s[j]) != kt_http_lc((u8)name[j]))
+				break;
+		if (j == name_len)
+			return (int)i;
+	}
+	return -1;
+}
+
+/*
+ * cookie-string = cookie-pair *( ";" SP cookie-pair ) (RFC 6265 4.2.1),
+ * read leniently: pairs split on ';', OWS around them ignored.  Cookie
+ * names are case-sensitive.
+ */
+bool kt_http_cookie(const struct kt_http_msg *m, const u8 *buf,
+		    const char *name, u32 name_len, u32 *off, u32 *len)
+{
+	int fi = -1;
+
+	while ((fi = kt_http_find_field(m, buf, "cookie", 6, fi + 1)) >= 0) {
+		const struct kt_http_field *f = &m->fields[fi];
+		const u8 *s = buf + f->value_off;
+		u32 n = f->value_len, i = 0, st, eq, e;
+
+		while (i < n) {
+			while (i < n && (kt_http_ws(s[i]) || s[i] == ';'))
+				i++;
+			st = i;
+			eq = n;
+			while (i < n && s[i] != ';') {
+				if (s[i] == '=' && eq == n)
+					eq = i;
+				i++;
+			}
+			e = i;
+			while (e > st && kt_http_ws(s[e - 1]))
+				e--;
+			if (eq < e && eq - st == name_len &&
+			    kt_http_lit(s + st, name, name_len)) {
+				*off = f->value_off + eq + 1;
+				*len = e - eq - 1;
+				return true;
+			}
+		}
+	}
+	return false;
+}
