@@ -1,0 +1,943 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * match.c - validate compiled rule tables and match requests against them.
+ *
+ * The blob layout is described in docs/rules-format.md and produced by
+ * l7ctl/tables.py; the constants below must agree with both.  Validation
+ * establishes every invariant the matcher relies on, so the matching code
+ * below it does no bounds checks of its own.  See match.h for the API and
+ * the cost model.
+ */
+#include "match.h"
+
+/* ---- layout ---------------------------------------------------------------- */
+
+#define KT_R_HDR_WORDS	8
+#define KT_R_NSECT	10
+#define KT_R_DIR_WORDS	(2 * KT_R_NSECT)
+
+enum {
+	KT_R_S_STR, KT_R_S_POOL, KT_R_S_SERVER, KT_R_S_SERVICE, KT_R_S_RULE,
+	KT_R_S_PRED, KT_R_S_FIELD, KT_R_S_HASH, KT_R_S_DFA, KT_R_S_WORDS,
+};
+
+static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 32, 8, 1, 8, 5, 6, 1 };
+
+/* pool record */
+#define KT_P_NAME_OFF	0
+#define KT_P_NAME_LEN	1
+#define KT_P_SCHED	2
+#define KT_P_FIRST	3
+#define KT_P_COUNT	4
+#define KT_P_FLAGS	5
+/* server record */
+#define KT_SV_FAMILY	0
+#define KT_SV_ADDR	1	/* 4 words */
+#define KT_SV_PORT	5
+#define KT_SV_WEIGHT	6
+#define KT_SV_STATE	7
+/* service record */
+#define KT_S_NAME_OFF	0
+#define KT_S_NAME_LEN	1
+#define KT_S_FAMILY	2
+#define KT_S_ADDR	3	/* 4 words */
+#define KT_S_PORT	7
+#define KT_S_FLAGS	8
+#define KT_S_LIMITS	9	/* 4 words */
+#define KT_S_TIMEOUTS	13	/* 4 words */
+#define KT_S_RULE_FIRST	17
+#define KT_S_NRULES	18
+#define KT_S_PRED_FIRST	19
+#define KT_S_NPREDS	20
+#define KT_S_FIELD_FIRST 21
+#define KT_S_NFIELDS	22
+#define KT_S_ALWAYS	23
+#define KT_S_F_METHOD	24
+#define KT_S_F_HOST	25
+#define KT_S_F_PATH	26
+#define KT_S_F_SRC4	27
+#define KT_S_F_SRC6	28
+#define KT_S_H_HEADER	29
+#define KT_S_H_COOKIE	30
+#define KT_S_H_QUERY	31
+/* rule record */
+#define KT_RU_ACTION	0
+#define KT_RU_POOL	1
+#define KT_RU_STATUS	2
+#define KT_RU_LOC_OFF	3
+#define KT_RU_LOC_LEN	4
+#define KT_RU_CODE_OFF	5
+#define KT_RU_CODE_LEN	6
+#define KT_RU_LINE	7
+/* field record */
+#define KT_F_KIND	0
+#define KT_F_EXISTS	1
+#define KT_F_HASH	2
+#define KT_F_LIT	3
+#define KT_F_RE		4
+#define KT_F_NAME_OFF	5
+#define KT_F_NAME_LEN	6
+#define KT_F_PAD	7
+/* hash record */
+#define KT_H_NBUCKETS	0
+#define KT_H_FOLD	1
+#define KT_H_BUCKETS	2
+#define KT_H_ENTRIES	3
+#define KT_H_NENTRIES	4
+/* dfa record */
+#define KT_D_NSTATES	0
+#define KT_D_NCLASSES	1
+#define KT_D_START	2
+#define KT_D_CLASSMAP	3
+#define KT_D_ROWS	4
+#define KT_D_FLAGS	5
+
+/* field kinds */
+#define KT_FK_METHOD	1
+#define KT_FK_HOST	2
+#define KT_FK_PATH	3
+#define KT_FK_HEADER	4
+#define KT_FK_COOKIE	5
+#define KT_FK_QUERY	6
+#define KT_FK_SRC4	7
+#define KT_FK_SRC6	8
+
+/* formula opcodes: insn = op << 28 | arg */
+#define KT_OP_PRED	0
+#define KT_OP_TRUE	1
+#define KT_OP_NOT	2
+#define KT_OP_AND	3
+#define KT_OP_OR	4
+#define KT_OP_STACK	64	/* evaluation stack depth (bits of a u64) */
+
+#define KT_HASH_MAX_BUCKETS	(1U << 24)
+
+/* ---- validation ------------------------------------------------------------ */
+
+struct kt_rules_vctx {
+	struct kt_rules *r;
+	const char *why;
+	u64 work;		/* list items checked, bounded by budget */
+	u64 budget;
+	u32 next_hash;		/* hashes and DFAs are checked once each: */
+	u32 next_dfa;		/* references must be strictly increasing */
+};
+
+static bool kt_rules_bad(struct kt_rules_vctx *v, const char *why)
+{
+	if (!v->why)
+		v->why = why;
+	return false;
+}
+
+static bool kt_rules_v_str(struct kt_rules_vctx *v, u32 off, u32 len)
+{
+	if ((u64)off + len > v->r->str_len)
+		return kt_rules_bad(v, "string out of range");
+	return true;
+}
+
+static bool kt_rules_v_words(struct kt_rules_vctx *v, u32 off, u64 n)
+{
+	if ((u64)off + n > v->r->nwords)
+		return kt_rules_bad(v, "array out of range");
+	return true;
+}
+
+/* A list at words[off]: count, then count items each < bound. */
+static bool kt_rules_v_list(struct kt_rules_vctx *v, u32 off, u32 bound,
+			    bool ascending)
+{
+	const u32 *w = v->r->words;
+	u32 n, i, x, prev = 0;
+
+	if (off >= v->r->nwords)
+		return kt_rules_bad(v, "list offset out of range");
+	n = w[off];
+	if (n > v->r->nwords - off - 1)
+		return kt_rules_bad(v, "list length out of range");
+	v->work += (u64)n + 1;
+	if (v->work > v->budget)
+		return kt_rules_bad(v, "table too complex to validate");
+	for (i = 0; i < n; i++) {
+		x = w[off + 1 + i];
+		if (x >= bound)
+			return kt_rules_bad(v, "list item out of range");
+		if (ascending && i && x <= prev)
+			return kt_rules_bad(v, "list not in ascending order");
+		prev = x;
+	}
+	return true;
+}
+
+static bool kt_rules_v_hash(struct kt_rules_vctx *v, u32 idx, u32 bound)
+{
+	const struct kt_rules *r = v->r;
+	const u32 *h, *w = r->words;
+	u32 nb, ne, b, e, first, cnt;
+
+	if (idx >= r->nhashes || idx < v->next_hash)
+		return kt_rules_bad(v, "bad hash table reference");
+	v->next_hash = idx + 1;
+	h = r->hash + (size_t)idx * kt_rules_recw[KT_R_S_HASH];
+	nb = h[KT_H_NBUCKETS];
+	ne = h[KT_H_NENTRIES];
+	if (!nb || nb > KT_HASH_MAX_BUCKETS || (nb & (nb - 1)))
+		return kt_rules_bad(v, "hash bucket count not a power of two");
+	if (h[KT_H_FOLD] > 1)
+		return kt_rules_bad(v, "bad hash flags");
+	if (!kt_rules_v_words(v, h[KT_H_BUCKETS], 2ULL * nb) ||
+	    !kt_rules_v_words(v, h[KT_H_ENTRIES], 3ULL * ne))
+		return false;
+	v->work += (u64)nb + ne;
+	for (b = 0; b < nb; b++) {
+		first = w[h[KT_H_BUCKETS] + 2 * b];
+		cnt = w[h[KT_H_BUCKETS] + 2 * b + 1];
+		if ((u64)first + cnt > ne)
+			return kt_rules_bad(v, "hash bucket out of range");
+	}
+	for (e = 0; e < ne; e++) {
+		const u32 *ent = w + h[KT_H_ENTRIES] + 3 * (size_t)e;
+
+		if (!kt_rules_v_str(v, ent[0], ent[1]) ||
+		    !kt_rules_v_list(v, ent[2], bound, false))
+			return false;
+	}
+	return true;
+}
+
+static bool kt_rules_v_dfa(struct kt_rules_vctx *v, u32 idx, u32 npreds)
+{
+	const struct kt_rules *r = v->r;
+	const u32 *d, *w = r->words, *row;
+	const u8 *cmap;
+	u32 ns, nc, s, c, stride;
+
+	if (idx >= r->ndfas || idx < v->next_dfa)
+		return kt_rules_bad(v, "bad automaton reference");
+	v->next_dfa = idx + 1;
+	d = r->dfa + (size_t)idx * kt_rules_recw[KT_R_S_DFA];
+	ns = d[KT_D_NSTATES];
+	nc = d[KT_D_NCLASSES];
+	if (!ns || ns > KT_RULES_MAX_STATES || !nc || nc > 256)
+		return kt_rules_bad(v, "bad automaton size");
+	if (d[KT_D_START] >= ns || d[KT_D_FLAGS])
+		return kt_rules_bad(v, "bad automaton header");
+	stride = nc + 2;
+	if (!kt_rules_v_words(v, d[KT_D_CLASSMAP], 64) ||
+	    !kt_rules_v_words(v, d[KT_D_ROWS], (u64)ns * stride))
+		return false;
+	cmap = (const u8 *)(w + d[KT_D_CLASSMAP]);
+	for (c = 0; c < 256; c++)
+		if (cmap[c] >= nc)
+			return kt_rules_bad(v, "automaton class out of range");
+	v->work += (u64)ns * stride;
+	for (s = 0; s < ns; s++) {
+		row = w + d[KT_D_ROWS] + (size_t)s * stride;
+		if (!kt_rules_v_list(v, row[0], npreds, false) ||
+		    !kt_rules_v_list(v, row[1], npreds, false))
+			return false;
+		for (c = 0; c < nc; c++) {
+			if (row[2 + c] >= ns)
+				return kt_rules_bad(v, "automaton transition out of range");
+			if (!s && row[2 + c])
+				return kt_rules_bad(v, "automaton state 0 is not dead");
+		}
+		if (!s && (w[row[0]] || w[row[1]]))
+			return kt_rules_bad(v, "automaton state 0 has outputs");
+	}
+	return true;
+}
+
+static bool kt_rules_v_code(struct kt_rules_vctx *v, u32 off, u32 len,
+			    u32 npreds)
+{
+	const u32 *w = v->r->words;
+	u32 i, depth = 0, op, arg;
+
+	if (!len || !kt_rules_v_words(v, off, len))
+		return kt_rules_bad(v, "bad rule code range");
+	v->work += len;
+	if (v->work > v->budget)
+		return kt_rules_bad(v, "table too complex to validate");
+	for (i = 0; i < len; i++) {
+		op = w[off + i] >> 28;
+		arg = w[off + i] & 0x0fffffff;
+		switch (op) {
+		case KT_OP_PRED:
+			if (arg >= npreds)
+				return kt_rules_bad(v, "rule uses an unknown predicate");
+			fallthrough;
+		case KT_OP_TRUE:
+			if (op == KT_OP_TRUE && arg)
+				return kt_rules_bad(v, "bad rule instruction");
+			if (++depth > KT_OP_STACK)
+				return kt_rules_bad(v, "rule too deeply nested");
+			break;
+		case KT_OP_NOT:
+			if (arg || depth < 1)
+				return kt_rules_bad(v, "bad rule instruction");
+			break;
+		case KT_OP_AND:
+		case KT_OP_OR:
+			if (arg || depth < 2)
+				return kt_rules_bad(v, "bad rule instruction");
+			depth--;
+			break;
+		default:
+			return kt_rules_bad(v, "bad rule instruction");
+		}
+	}
+	if (depth != 1)
+		return kt_rules_bad(v, "rule code leaves a bad stack");
+	return true;
+}
+
+static bool kt_rules_v_addr(struct kt_rules_vctx *v, const u32 *a, u32 family)
+{
+	if (family == KT_MATCH_AF_INET) {
+		if (a[1] || a[2] || a[3])
+			return kt_rules_bad(v, "bad IPv4 address");
+		return true;
+	}
+	if (family != KT_MATCH_AF_INET6)
+		return kt_rules_bad(v, "bad address family");
+	return true;
+}
+
+static bool kt_rules_v_field_ref(struct kt_rules_vctx *v, const u32 *fields,
+				 u32 nfields, u32 fi, u32 kind)
+{
+	if (fi == KT_RULES_NONE)
+		return true;
+	if (fi >= nfields ||
+	    fields[(size_t)fi * kt_rules_recw[KT_R_S_FIELD] + KT_F_KIND] != kind)
+		return kt_rules_bad(v, "bad field reference");
+	return true;
+}
+
+/* A name hash: every value list holds field indexes of the given kind. */
+static bool kt_rules_v_names(struct kt_rules_vctx *v, u32 hidx,
+			     const u32 *fields, u32 nfields, u32 kind)
+{
+	const u32 *h, *w = v->r->words;
+	u32 e, i, n, off;
+
+	if (hidx == KT_RULES_NONE)
+		return true;
+	if (!kt_rules_v_hash(v, hidx, nfields))
+		return false;
+	h = v->r->hash + (size_t)hidx * kt_rules_recw[KT_R_S_HASH];
+	for (e = 0; e < h[KT_H_NENTRIES]; e++) {
+		off = w[h[KT_H_ENTRIES] + 3 * (size_t)e + 2];
+		n = w[off];
+		for (i = 0; i < n; i++)
+			if (!kt_rules_v_field_ref(v, fields, nfields,
+						  w[off + 1 + i], kind))
+				return false;
+	}
+	return true;
+}
+
+static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
+			       u32 *rule_next, u32 *pred_next, u32 *field_next)
+{
+	const struct kt_rules *r = v->r;
+	u32 nrules = s[KT_S_NRULES], npreds = s[KT_S_NPREDS];
+	u32 nfields = s[KT_S_NFIELDS];
+	const u32 *rules, *fields, *f;
+	u32 i, kind;
+	u64 scratch;
+
+	if (!kt_rules_v_str(v, s[KT_S_NAME_OFF], s[KT_S_NAME_LEN]) ||
+	    !kt_rules_v_addr(v, s + KT_S_ADDR, s[KT_S_FAMILY]))
+		return false;
+	if (!s[KT_S_PORT] || s[KT_S_PORT] > 65535 ||
+	    (s[KT_S_FLAGS] & ~KT_SERVICE_XFF))
+		return kt_rules_bad(v, "bad service port or flags");
+	/* services own consecutive, disjoint ranges of rules/preds/fields */
+	if (s[KT_S_RULE_FIRST] != *rule_next ||
+	    s[KT_S_PRED_FIRST] != *pred_next ||
+	    s[KT_S_FIELD_FIRST] != *field_next ||
+	    nrules > r->nrules - *rule_next ||
+	    npreds > r->npreds - *pred_next ||
+	    nfields > r->nfields - *field_next ||
+	    npreds > 0x0fffffff)
+		return kt_rules_bad(v, "bad service ranges");
+	*rule_next += nrules;
+	*pred_next += npreds;
+	*field_next += nfields;
+	rules = r->rule + (size_t)s[KT_S_RULE_FIRST] * kt_rules_recw[KT_R_S_RULE];
+	fields = r->field + (size_t)s[KT_S_FIELD_FIRST] * kt_rules_recw[KT_R_S_FIELD];
+
+	for (i = 0; i < nrules; i++) {
+		const u32 *ru = rules + (size_t)i * kt_rules_recw[KT_R_S_RULE];
+
+		switch (ru[KT_RU_ACTION]) {
+		case KT_ACTION_ROUTE:
+			if (ru[KT_RU_POOL] >= r->npools)
+				return kt_rules_bad(v, "rule routes to an unknown pool");
+			break;
+		case KT_ACTION_REDIRECT:
+		case KT_ACTION_BLOCK:
+			if (ru[KT_RU_STATUS] < 100 || ru[KT_RU_STATUS] > 999)
+				return kt_rules_bad(v, "bad rule status");
+			break;
+		default:
+			return kt_rules_bad(v, "bad rule action");
+		}
+		if (!kt_rules_v_str(v, ru[KT_RU_LOC_OFF], ru[KT_RU_LOC_LEN]) ||
+		    !kt_rules_v_code(v, ru[KT_RU_CODE_OFF], ru[KT_RU_CODE_LEN],
+				     npreds))
+			return false;
+	}
+	for (i = 0; i < npreds; i++)
+		if (!kt_rules_v_list(v, r->pred[s[KT_S_PRED_FIRST] + i], nrules,
+				     true))
+			return false;
+	if (!kt_rules_v_list(v, s[KT_S_ALWAYS], nrules, true))
+		return false;
+	for (i = 0; i < nfields; i++) {
+		f = fields + (size_t)i * kt_rules_recw[KT_R_S_FIELD];
+		kind = f[KT_F_KIND];
+		if (kind < KT_FK_METHOD || kind > KT_FK_SRC6 || f[KT_F_PAD])
+			return kt_rules_bad(v, "bad field kind");
+		if (f[KT_F_EXISTS] != KT_RULES_NONE && f[KT_F_EXISTS] >= npreds)
+			return kt_rules_bad(v, "bad field predicate");
+		if (!kt_rules_v_str(v, f[KT_F_NAME_OFF], f[KT_F_NAME_LEN]))
+			return false;
+		if (f[KT_F_HASH] != KT_RULES_NONE &&
+		    !kt_rules_v_hash(v, f[KT_F_HASH], npreds))
+			return false;
+		if (f[KT_F_LIT] != KT_RULES_NONE &&
+		    !kt_rules_v_dfa(v, f[KT_F_LIT], npreds))
+			return false;
+		if (f[KT_F_RE] != KT_RULES_NONE &&
+		    !kt_rules_v_dfa(v, f[KT_F_RE], npreds))
+			return false;
+	}
+	if (!kt_rules_v_field_ref(v, fields, nfields, s[KT_S_F_METHOD], KT_FK_METHOD) ||
+	    !kt_rules_v_field_ref(v, fields, nfields, s[KT_S_F_HOST], KT_FK_HOST) ||
+	    !kt_rules_v_field_ref(v, fields, nfields, s[KT_S_F_PATH], KT_FK_PATH) ||
+	    !kt_rules_v_field_ref(v, fields, nfields, s[KT_S_F_SRC4], KT_FK_SRC4) ||
+	    !kt_rules_v_field_ref(v, fields, nfields, s[KT_S_F_SRC6], KT_FK_SRC6) ||
+	    !kt_rules_v_names(v, s[KT_S_H_HEADER], fields, nfields, KT_FK_HEADER) ||
+	    !kt_rules_v_names(v, s[KT_S_H_COOKIE], fields, nfields, KT_FK_COOKIE) ||
+	    !kt_rules_v_names(v, s[KT_S_H_QUERY], fields, nfields, KT_FK_QUERY))
+		return false;
+	scratch = ((u64)npreds + 31) / 32 + npreds;
+	if (scratch > v->r->scratch_words)
+		v->r->scratch_words = (u32)scratch;
+	return true;
+}
+
+int kt_rules_validate(struct kt_rules *r, const void *blob, size_t len,
+		      const char **why)
+{
+	struct kt_rules_vctx v = { .r = r };
+	const u32 *w = blob, *p, *sv;
+	u32 nw, i, off, cnt, rule_next = 0, pred_next = 0, field_next = 0;
+	const u32 **sect[KT_R_NSECT] = {
+		NULL, &r->pool, &r->server, &r->service, &r->rule,
+		&r->pred, &r->field, &r->hash, &r->dfa, &r->words,
+	};
+	u32 *count[KT_R_NSECT] = {
+		&r->str_len, &r->npools, &r->nservers, &r->nservices, &r->nrules,
+		&r->npreds, &r->nfields, &r->nhashes, &r->ndfas, &r->nwords,
+	};
+
+	memset(r, 0, sizeof(*r));
+	if (!blob || ((uintptr_t)blob & 3))
+		goto bad_align;
+	if (len < (KT_R_HDR_WORDS + KT_R_DIR_WORDS) * 4 || (len & 3) ||
+	    len > KT_RULES_MAX_SIZE) {
+		kt_rules_bad(&v, "bad table size");
+		goto out;
+	}
+	nw = (u32)(len / 4);
+	if (w[0] != KT_RULES_MAGIC) {
+		kt_rules_bad(&v, "not a rules table (bad magic or byte order)");
+		goto out;
+	}
+	if ((w[1] >> 16) != KT_RULES_VERSION_MAJOR) {
+		kt_rules_bad(&v, "unsupported rules table version");
+		goto out;
+	}
+	if (w[2] != len || w[3] || w[4] != KT_R_NSECT) {
+		kt_rules_bad(&v, "bad table header");
+		goto out;
+	}
+	r->w = w;
+	r->nwords_total = nw;
+	for (i = 0; i < KT_R_NSECT; i++) {
+		off = w[KT_R_HDR_WORDS + 2 * i];
+		cnt = w[KT_R_HDR_WORDS + 2 * i + 1];
+		if (off < KT_R_HDR_WORDS + KT_R_DIR_WORDS || off > nw) {
+			kt_rules_bad(&v, "section out of range");
+			goto out;
+		}
+		if (i == KT_R_S_STR) {
+			if (cnt > (u64)(nw - off) * 4) {
+				kt_rules_bad(&v, "section out of range");
+				goto out;
+			}
+			r->str = (const u8 *)(w + off);
+		} else {
+			if ((u64)cnt * kt_rules_recw[i] > nw - off) {
+				kt_rules_bad(&v, "section out of range");
+				goto out;
+			}
+			*sect[i] = w + off;
+		}
+		*count[i] = cnt;
+	}
+	if (!r->nwords || r->words[0]) {
+		kt_rules_bad(&v, "word heap must start with the empty list");
+		goto out;
+	}
+	v.budget = 4ULL * nw + (1ULL << 20);
+
+	for (i = 0; i < r->npools; i++) {
+		p = r->pool + (size_t)i * kt_rules_recw[KT_R_S_POOL];
+		if (!kt_rules_v_str(&v, p[KT_P_NAME_OFF], p[KT_P_NAME_LEN]))
+			goto out;
+		if (p[KT_P_SCHED] >= KT_SCHED_COUNT || p[KT_P_FLAGS] ||
+		    (u64)p[KT_P_FIRST] + p[KT_P_COUNT] > r->nservers) {
+			kt_rules_bad(&v, "bad pool");
+			goto out;
+		}
+	}
+	for (i = 0; i < r->nservers; i++) {
+		p = r->server + (size_t)i * kt_rules_recw[KT_R_S_SERVER];
+		if (!kt_rules_v_addr(&v, p + KT_SV_ADDR, p[KT_SV_FAMILY]))
+			goto out;
+		if (!p[KT_SV_PORT] || p[KT_SV_PORT] > 65535 ||
+		    p[KT_SV_WEIGHT] > 65535 || p[KT_SV_STATE] > KT_SERVER_DOWN) {
+			kt_rules_bad(&v, "bad server");
+			goto out;
+		}
+	}
+	for (i = 0; i < r->nservices; i++) {
+		sv = r->service + (size_t)i * kt_rules_recw[KT_R_S_SERVICE];
+		if (!kt_rules_v_service(&v, sv, &rule_next, &pred_next,
+					&field_next))
+			goto out;
+	}
+	if (rule_next != r->nrules || pred_next != r->npreds ||
+	    field_next != r->nfields) {
+		kt_rules_bad(&v, "rules, predicates or fields not owned by a service");
+		goto out;
+	}
+	return 0;
+
+bad_align:
+	kt_rules_bad(&v, "table not 4-byte aligned");
+out:
+	if (why)
+		*why = v.why;
+	memset(r, 0, sizeof(*r));
+	return -1;
+}
+
+/* ---- configuration views --------------------------------------------------- */
+
+u32 kt_rules_nservices(const struct kt_rules *r)
+{
+	return r->nservices;
+}
+
+u32 kt_rules_npools(const struct kt_rules *r)
+{
+	return r->npools;
+}
+
+static void kt_rules_get_addr(u8 *out, const u32 *a)
+{
+	memcpy(out, a, 16);
+}
+
+void kt_rules_service(const struct kt_rules *r, u32 i,
+		      struct kt_rules_service_info *out)
+{
+	const u32 *s = r->service + (size_t)i * kt_rules_recw[KT_R_S_SERVICE];
+	u32 k;
+
+	out->name.ptr = r->str + s[KT_S_NAME_OFF];
+	out->name.len = s[KT_S_NAME_LEN];
+	out->family = (u8)s[KT_S_FAMILY];
+	kt_rules_get_addr(out->addr, s + KT_S_ADDR);
+	out->port = (u16)s[KT_S_PORT];
+	out->flags = s[KT_S_FLAGS];
+	for (k = 0; k < 4; k++) {
+		out->limits[k] = s[KT_S_LIMITS + k];
+		out->timeouts_ms[k] = s[KT_S_TIMEOUTS + k];
+	}
+	out->nrules = s[KT_S_NRULES];
+}
+
+void kt_rules_pool(const struct kt_rules *r, u32 i,
+		   struct kt_rules_pool_info *out)
+{
+	const u32 *p = r->pool + (size_t)i * kt_rules_recw[KT_R_S_POOL];
+
+	out->name.ptr = r->str + p[KT_P_NAME_OFF];
+	out->name.len = p[KT_P_NAME_LEN];
+	out->scheduler = p[KT_P_SCHED];
+	out->first_server = p[KT_P_FIRST];
+	out->nservers = p[KT_P_COUNT];
+}
+
+void kt_rules_server(const struct kt_rules *r, u32 i,
+		     struct kt_rules_server_info *out)
+{
+	const u32 *p = r->server + (size_t)i * kt_rules_recw[KT_R_S_SERVER];
+
+	out->family = (u8)p[KT_SV_FAMILY];
+	kt_rules_get_addr(out->addr, p + KT_SV_ADDR);
+	out->port = (u16)p[KT_SV_PORT];
+	out->weight = (u16)p[KT_SV_WEIGHT];
+	out->state = (u8)p[KT_SV_STATE];
+}
+
+u32 kt_match_scratch_words(const struct kt_rules *r)
+{
+	return r->scratch_words;
+}
+
+void kt_match_scratch_init(u32 *scratch, u32 nwords)
+{
+	if (nwords)
+		memset(scratch, 0, (size_t)nwords * sizeof(u32));
+}
+
+/* ---- matching -------------------------------------------------------------- */
+
+struct kt_match_ctx {
+	const struct kt_rules *r;
+	const u32 *words;
+	const u32 *fields;
+	u32 *bits;		/* one bit per predicate */
+	u32 *truelist;		/* predicates that hold, in discovery order */
+	u32 ntrue;
+};
+
+static inline u8 kt_match_lower(u8 c)
+{
+	return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+static inline void kt_match_mark(struct kt_match_ctx *c, u32 p)
+{
+	u32 m = 1U << (p & 31);
+
+	if (!(c->bits[p >> 5] & m)) {
+		c->bits[p >> 5] |= m;
+		c->truelist[c->ntrue++] = p;
+	}
+}
+
+static void kt_match_mark_list(struct kt_match_ctx *c, u32 off)
+{
+	const u32 *l = c->words + off;
+	u32 i, n = l[0];
+
+	for (i = 0; i < n; i++)
+		kt_match_mark(c, l[1 + i]);
+}
+
+static u32 kt_match_fnv(const u8 *s, u32 n, bool fold)
+{
+	u32 h = 0x811c9dc5U, i;
+
+	for (i = 0; i < n; i++) {
+		h ^= fold ? kt_match_lower(s[i]) : s[i];
+		h *= 0x01000193U;
+	}
+	return h;
+}
+
+/* Value list offset for key s[0..n) in hash table idx, or KT_RULES_NONE. */
+static u32 kt_match_hash_find(const struct kt_rules *r, u32 idx,
+			      const u8 *s, u32 n)
+{
+	const u32 *h = r->hash + (size_t)idx * kt_rules_recw[KT_R_S_HASH];
+	const u32 *w = r->words, *b, *ent;
+	bool fold = h[KT_H_FOLD];
+	u32 e, i, end;
+	const u8 *k;
+
+	b = w + h[KT_H_BUCKETS] +
+	    2 * (kt_match_fnv(s, n, fold) & (h[KT_H_NBUCKETS] - 1));
+	end = b[0] + b[1];
+	for (e = b[0]; e < end; e++) {
+		ent = w + h[KT_H_ENTRIES] + 3 * (size_t)e;
+		if (ent[1] != n)
+			continue;
+		k = r->str + ent[0];
+		if (fold) {
+			for (i = 0; i < n; i++)
+				if (kt_match_lower(s[i]) != k[i])
+					break;
+			if (i == n)
+				return ent[2];
+		} else if (!n || !memcmp(k, s, n)) {
+			return ent[2];
+		}
+	}
+	return KT_RULES_NONE;
+}
+
+static void kt_match_dfa(struct kt_match_ctx *c, u32 idx, const u8 *s, u32 n)
+{
+	const u32 *d = c->r->dfa + (size_t)idx * kt_rules_recw[KT_R_S_DFA];
+	const u8 *cmap = (const u8 *)(c->words + d[KT_D_CLASSMAP]);
+	const u32 *rows = c->words + d[KT_D_ROWS];
+	u32 stride = d[KT_D_NCLASSES] + 2, st, i;
+	const u32 *row = rows + (size_t)d[KT_D_START] * stride;
+
+	if (row[0])
+		kt_match_mark_list(c, row[0]);
+	for (i = 0; i < n; i++) {
+		st = row[2 + cmap[s[i]]];
+		if (!st)
+			return;		/* dead: nothing more can match */
+		row = rows + (size_t)st * stride;
+		if (row[0])
+			kt_match_mark_list(c, row[0]);
+	}
+	if (row[1])
+		kt_match_mark_list(c, row[1]);
+}
+
+static void kt_match_field(struct kt_match_ctx *c, u32 fi, const u8 *s, u32 n)
+{
+	const u32 *f = c->fields + (size_t)fi * kt_rules_recw[KT_R_S_FIELD];
+	u32 l;
+
+	if (f[KT_F_EXISTS] != KT_RULES_NONE)
+		kt_match_mark(c, f[KT_F_EXISTS]);
+	if (f[KT_F_HASH] != KT_RULES_NONE) {
+		l = kt_match_hash_find(c->r, f[KT_F_HASH], s, n);
+		if (l != KT_RULES_NONE)
+			kt_match_mark_list(c, l);
+	}
+	if (f[KT_F_LIT] != KT_RULES_NONE)
+		kt_match_dfa(c, f[KT_F_LIT], s, n);
+	if (f[KT_F_RE] != KT_RULES_NONE)
+		kt_match_dfa(c, f[KT_F_RE], s, n);
+}
+
+/* All fields named s[0..n) in name hash hidx get value v[0..vn). */
+static void kt_match_named(struct kt_match_ctx *c, u32 hidx, const u8 *s,
+			   u32 n, const u8 *v, u32 vn)
+{
+	u32 l = kt_match_hash_find(c->r, hidx, s, n), i;
+
+	if (l == KT_RULES_NONE)
+		return;
+	for (i = 0; i < c->words[l]; i++)
+		kt_match_field(c, c->words[l + 1 + i], v, vn);
+}
+
+static bool kt_match_is_cookie(const struct kt_match_slice *name)
+{
+	static const char ck[] = "cookie";
+	u32 i;
+
+	if (name->len != 6)
+		return false;
+	for (i = 0; i < 6; i++)
+		if (kt_match_lower(name->ptr[i]) != (u8)ck[i])
+			return false;
+	return true;
+}
+
+/* Cookie: a=b; c=d -- pieces trimmed of SP/HTAB, split at the first '='. */
+static void kt_match_cookies(struct kt_match_ctx *c, u32 hidx,
+			     const u8 *s, u32 n)
+{
+	u32 i = 0, j, a, b, eq;
+
+	while (i <= n) {
+		for (j = i; j < n && s[j] != ';'; j++)
+			;
+		a = i;
+		b = j;
+		while (a < b && (s[a] == ' ' || s[a] == '\t'))
+			a++;
+		while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+			b--;
+		for (eq = a; eq < b && s[eq] != '='; eq++)
+			;
+		if (eq < b)
+			kt_match_named(c, hidx, s + a, eq - a, s + eq + 1,
+				       b - eq - 1);
+		i = j + 1;
+	}
+}
+
+/* Query: a=b&c -- split at '&', then at the first '=' (none: empty value). */
+static void kt_match_query(struct kt_match_ctx *c, u32 hidx,
+			   const u8 *s, u32 n)
+{
+	u32 i = 0, j, eq;
+
+	while (i < n) {
+		for (j = i; j < n && s[j] != '&'; j++)
+			;
+		if (j > i) {
+			for (eq = i; eq < j && s[eq] != '='; eq++)
+				;
+			if (eq < j)
+				kt_match_named(c, hidx, s + i, eq - i,
+					       s + eq + 1, j - eq - 1);
+			else
+				kt_match_named(c, hidx, s + i, j - i, s + j, 0);
+		}
+		i = j + 1;
+	}
+}
+
+static bool kt_match_eval(const struct kt_match_ctx *c, const u32 *rule)
+{
+	const u32 *code = c->words + rule[KT_RU_CODE_OFF];
+	u32 i, n = rule[KT_RU_CODE_LEN], op, arg;
+	u64 st = 0, top;
+
+	for (i = 0; i < n; i++) {
+		op = code[i] >> 28;
+		arg = code[i] & 0x0fffffff;
+		switch (op) {
+		case KT_OP_PRED:
+			st = (st << 1) | ((c->bits[arg >> 5] >> (arg & 31)) & 1);
+			break;
+		case KT_OP_TRUE:
+			st = (st << 1) | 1;
+			break;
+		case KT_OP_NOT:
+			st ^= 1;
+			break;
+		case KT_OP_AND:
+			top = st & 1;
+			st >>= 1;
+			if (!top)
+				st &= ~1ULL;
+			break;
+		default:	/* KT_OP_OR, validated */
+			top = st & 1;
+			st >>= 1;
+			st |= top;
+			break;
+		}
+	}
+	return st & 1;
+}
+
+/* First rule (lowest index < best) in list off whose formula holds. */
+static u32 kt_match_scan(const struct kt_match_ctx *c, const u32 *rules,
+			 u32 off, u32 best)
+{
+	const u32 *l = c->words + off;
+	u32 i, n = l[0], rid;
+
+	for (i = 0; i < n; i++) {
+		rid = l[1 + i];
+		if (rid >= best)
+			break;
+		if (kt_match_eval(c, rules + (size_t)rid * kt_rules_recw[KT_R_S_RULE]))
+			return rid;
+	}
+	return best;
+}
+
+u32 kt_match_trace(const struct kt_rules *r, u32 svc,
+		   const struct kt_match_req *req, u32 *scratch,
+		   struct kt_match_result *res, u32 *preds, u32 cap,
+		   u32 *npreds)
+{
+	const u32 *s = r->service + (size_t)svc * kt_rules_recw[KT_R_S_SERVICE];
+	u32 np = s[KT_S_NPREDS], nrules = s[KT_S_NRULES];
+	const u32 *rules = r->rule +
+			   (size_t)s[KT_S_RULE_FIRST] * kt_rules_recw[KT_R_S_RULE];
+	const u32 *ptrig = r->pred + s[KT_S_PRED_FIRST];
+	struct kt_match_ctx c = {
+		.r = r,
+		.words = r->words,
+		.fields = r->field +
+			  (size_t)s[KT_S_FIELD_FIRST] * kt_rules_recw[KT_R_S_FIELD],
+		.bits = scratch,
+		.truelist = scratch + (np + 31) / 32,
+	};
+	const u8 *a = req->addr;
+	u32 i, best, hn = s[KT_S_H_HEADER], cn = s[KT_S_H_COOKIE];
+	const struct kt_match_header *h;
+	const u32 *ru;
+
+	if (s[KT_S_F_METHOD] != KT_RULES_NONE)
+		kt_match_field(&c, s[KT_S_F_METHOD], req->method.ptr, req->method.len);
+	if (s[KT_S_F_HOST] != KT_RULES_NONE)
+		kt_match_field(&c, s[KT_S_F_HOST], req->host.ptr, req->host.len);
+	if (s[KT_S_F_PATH] != KT_RULES_NONE)
+		kt_match_field(&c, s[KT_S_F_PATH], req->path.ptr, req->path.len);
+	if (hn != KT_RULES_NONE || cn != KT_RULES_NONE) {
+		for (i = 0; i < req->nheaders; i++) {
+			h = &req->headers[i];
+			if (hn != KT_RULES_NONE)
+				kt_match_named(&c, hn, h->name.ptr, h->name.len,
+					       h->value.ptr, h->value.len);
+			if (cn != KT_RULES_NONE && kt_match_is_cookie(&h->name))
+				kt_match_cookies(&c, cn, h->value.ptr, h->value.len);
+		}
+	}
+	if (s[KT_S_H_QUERY] != KT_RULES_NONE)
+		kt_match_query(&c, s[KT_S_H_QUERY], req->query.ptr, req->query.len);
+	if (req->family == KT_MATCH_AF_INET6 && !a[0] && !a[1] && !a[2] &&
+	    !a[3] && !a[4] && !a[5] && !a[6] && !a[7] && !a[8] && !a[9] &&
+	    a[10] == 0xff && a[11] == 0xff) {
+		if (s[KT_S_F_SRC4] != KT_RULES_NONE)
+			kt_match_field(&c, s[KT_S_F_SRC4], a + 12, 4);
+	} else if (req->family == KT_MATCH_AF_INET) {
+		if (s[KT_S_F_SRC4] != KT_RULES_NONE)
+			kt_match_field(&c, s[KT_S_F_SRC4], a, 4);
+	} else if (req->family == KT_MATCH_AF_INET6) {
+		if (s[KT_S_F_SRC6] != KT_RULES_NONE)
+			kt_match_field(&c, s[KT_S_F_SRC6], a, 16);
+	}
+
+	/* rule selection: the lowest-numbered candidate whose formula holds */
+	best = kt_match_scan(&c, rules, s[KT_S_ALWAYS], nrules);
+	for (i = 0; i < c.ntrue; i++)
+		best = kt_match_scan(&c, rules, ptrig[c.truelist[i]], best);
+
+	if (npreds) {
+		*npreds = c.ntrue;
+		for (i = 0; i < c.ntrue && i < cap; i++)
+			preds[i] = c.truelist[i];
+	}
+	for (i = 0; i < c.ntrue; i++)
+		c.bits[c.truelist[i] >> 5] = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (best >= nrules) {
+		res->rule = KT_RULES_NONE;
+		res->action = KT_ACTION_NONE;
+		res->pool = KT_RULES_NONE;
+		return KT_RULES_NONE;
+	}
+	ru = rules + (size_t)best * kt_rules_recw[KT_R_S_RULE];
+	res->rule = best;
+	res->action = ru[KT_RU_ACTION];
+	res->pool = ru[KT_RU_ACTION] == KT_ACTION_ROUTE ? ru[KT_RU_POOL] :
+							   KT_RULES_NONE;
+	res->status = ru[KT_RU_STATUS];
+	res->location.ptr = r->str + ru[KT_RU_LOC_OFF];
+	res->location.len = ru[KT_RU_LOC_LEN];
+	res->line = ru[KT_RU_LINE];
+	return best;
+}
+
+u32 kt_match(const struct kt_rules *r, u32 svc, const struct kt_match_req *req,
+	     u32 *scratch, struct kt_match_result *res)
+{
+	return kt_match_trace(r, svc, req, scratch, res, NULL, 0, NULL);
+}

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * match.h - the rule matcher of the pure-C core.
+ *
+ * l7ctl compiles a .rules file into one binary blob (docs/rules-format.md):
+ * pools, servers, services (listen address, options) and, per service, the
+ * rule table: predicates, per-field automata, rule formulas.  The blob comes
+ * from user space and is untrusted:
+ *
+ *   1. kt_rules_validate() checks it completely (every offset, index, count,
+ *      list, automaton transition, formula) and fills a struct kt_rules view;
+ *      a blob that fails is refused and never walked.
+ *   2. kt_match() then matches a request view against one service's rules;
+ *      it assumes a validated table and cannot fail.
+ *
+ * Cost of kt_match(): one hash lookup and at most two DFA walks (linear in
+ * the field's length, no backtracking) per request field the rules look at,
+ * one hash lookup per header / cookie / query parameter; then rule
+ * selection, which evaluates only rules whose trigger predicates are true
+ * (plus rules that cannot be triggered, e.g. `not ...` or the default) in
+ * rule order, stopping at the first match.  It does not scan all rules.
+ *
+ * No allocation, no recursion, no floating point.  The caller provides a
+ * scratch area of kt_match_scratch_words() u32 words, zeroed once with
+ * kt_match_scratch_init(); kt_match() leaves it zeroed again, so it can be
+ * reused (for example one per CPU, with preemption disabled while matching).
+ * A validated table is read-only: any number of kt_match() calls may run on
+ * it concurrently, each with its own scratch.
+ */
+#ifndef KT_MATCH_H
+#define KT_MATCH_H
+
+#include "kt_compat.h"
+
+#define KT_RULES_MAGIC		0x4c52544bU	/* "KTRL" little-endian */
+#define KT_RULES_VERSION_MAJOR	1
+#define KT_RULES_MAX_SIZE	(8U << 20)	/* bytes */
+#define KT_RULES_MAX_STATES	(1U << 20)	/* per DFA */
+#define KT_RULES_NONE		0xffffffffU
+
+/* Actions */
+#define KT_ACTION_NONE		0	/* no rule matched: answer 404 */
+#define KT_ACTION_ROUTE		1
+#define KT_ACTION_BLOCK		2
+#define KT_ACTION_REDIRECT	3
+
+/* Pool schedulers, in this order (index in the blob). */
+enum kt_rules_sched {
+	KT_SCHED_RR, KT_SCHED_WRR, KT_SCHED_LC, KT_SCHED_WLC,
+	KT_SCHED_LBLC, KT_SCHED_LBLCR, KT_SCHED_DH, KT_SCHED_SH,
+	KT_SCHED_COUNT
+};
+
+/* Server states */
+#define KT_SERVER_UP		0
+#define KT_SERVER_DRAIN		1
+#define KT_SERVER_DOWN		2
+
+/* Service flags */
+#define KT_SERVICE_XFF		0x1	/* add X-Forwarded-For */
+
+/* Service limits and timeouts, index into the arrays; 0 = module default */
+#define KT_LIMIT_REQUEST_LINE	0
+#define KT_LIMIT_HEADER_SIZE	1
+#define KT_LIMIT_HEADERS	2
+#define KT_LIMIT_CONNECTIONS	3
+#define KT_TIMEOUT_HEADER	0
+#define KT_TIMEOUT_IDLE		1
+#define KT_TIMEOUT_CONNECT	2
+#define KT_TIMEOUT_BACKEND	3
+
+/* A validated blob.  Pointers into the caller's blob, which must stay
+ * alive (and unmodified) as long as this view is used. */
+struct kt_rules {
+	const u32 *w;		/* the blob as u32 words */
+	u32 nwords_total;
+	const u8 *str;		/* string bytes */
+	u32 str_len;
+	const u32 *pool, *server, *service, *rule, *pred, *field, *hash, *dfa;
+	const u32 *words;	/* the heap: lists, code, rows, ... */
+	u32 npools, nservers, nservices, nrules, npreds, nfields, nhashes;
+	u32 ndfas, nwords;
+	u32 scratch_words;	/* kt_match_scratch_words() */
+};
+
+/* Address family of a request's client or a listen/server address */
+#define KT_MATCH_AF_NONE	0
+#define KT_MATCH_AF_INET	4
+#define KT_MATCH_AF_INET6	6
+
+struct kt_match_slice {
+	const u8 *ptr;
+	u32 len;
+};
+
+struct kt_match_header {
+	struct kt_match_slice name, value;	/* value without OWS */
+};
+
+/*
+ * The request as the matcher sees it; filled by the caller from its parser.
+ * host: lower-cased (the matcher folds again, so it need not be), no port;
+ * path: the normalized path (RFC 3986 6), no query; query: raw, without '?'.
+ * client: family KT_MATCH_AF_INET uses addr[0..3], INET6 all 16 bytes
+ * (IPv4-mapped IPv6 addresses are matched as IPv4).
+ */
+struct kt_match_req {
+	struct kt_match_slice method, host, path, query;
+	const struct kt_match_header *headers;
+	u32 nheaders;
+	u8 family;
+	u8 addr[16];
+};
+
+struct kt_match_result {
+	u32 rule;		/* index in the service, KT_RULES_NONE: none */
+	u32 action;		/* KT_ACTION_* */
+	u32 pool;		/* KT_ACTION_ROUTE: index of the pool */
+	u32 status;		/* BLOCK, REDIRECT: HTTP status */
+	struct kt_match_slice location;	/* REDIRECT */
+	u32 line;		/* source line of the rule (for logs/stats) */
+};
+
+/* Read-only views of the configuration, for setting services up. */
+struct kt_rules_service_info {
+	struct kt_match_slice name;
+	u8 family;
+	u8 addr[16];
+	u16 port;
+	u32 flags;		/* KT_SERVICE_* */
+	u32 limits[4];		/* KT_LIMIT_*, 0 = default */
+	u32 timeouts_ms[4];	/* KT_TIMEOUT_*, 0 = default */
+	u32 nrules;
+};
+
+struct kt_rules_pool_info {
+	struct kt_match_slice name;
+	u32 scheduler;		/* enum kt_rules_sched */
+	u32 first_server, nservers;	/* into kt_rules_server() */
+};
+
+struct kt_rules_server_info {
+	u8 family;
+	u8 addr[16];
+	u16 port;
+	u16 weight;
+	u8 state;		/* KT_SERVER_* */
+};
+
+/*
+ * Validate blob[0..len) and fill *r.  The blob must be 4-byte aligned.
+ * Returns 0, or -1 with *why (if why is not NULL) set to a static string
+ * naming the first problem found (suitable for a netlink extack message).
+ * Cost: linear in len (every reference is checked once).
+ */
+int kt_rules_validate(struct kt_rules *r, const void *blob, size_t len,
+		      const char **why);
+
+u32 kt_rules_nservices(const struct kt_rules *r);
+u32 kt_rules_npools(const struct kt_rules *r);
+void kt_rules_service(const struct kt_rules *r, u32 i,
+		      struct kt_rules_service_info *out);
+void kt_rules_pool(const struct kt_rules *r, u32 i,
+		   struct kt_rules_pool_info *out);
+void kt_rules_server(const struct kt_rules *r, u32 i,
+		     struct kt_rules_server_info *out);
+
+/* Scratch: the largest need over all services of a validated table. */
+u32 kt_match_scratch_words(const struct kt_rules *r);
+void kt_match_scratch_init(u32 *scratch, u32 nwords);
+
+/*
+ * Match req against the rules of service svc (< kt_rules_nservices()).
+ * scratch: kt_match_scratch_words(r) zeroed words; returned zeroed.
+ * Returns the rule index (== res->rule) or KT_RULES_NONE.
+ */
+u32 kt_match(const struct kt_rules *r, u32 svc,
+	     const struct kt_match_req *req, u32 *scratch,
+	     struct kt_match_result *res);
+
+/*
+ * kt_match() that also reports which predicates held (for `l7ctl route`):
+ * up to cap predicate ids go to preds[], their number to *npreds.
+ */
+u32 kt_match_trace(const struct kt_rules *r, u32 svc,
+		   const struct kt_match_req *req, u32 *scratch,
+		   struct kt_match_result *res, u32 *preds, u32 cap,
+		   u32 *npreds);
+
+#endif /* KT_MATCH_H */

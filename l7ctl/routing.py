@@ -1,0 +1,425 @@
+"""Answer "where does this request go?" exactly as the kernel would.
+
+The request is parsed by the switch's own C parser (l7ctl._http, the code
+the module runs) and matched by the kernel's C matcher (l7ctl._match) on
+the compiled tables.  The reference evaluator runs alongside; if the two
+ever disagree that is a bug and is reported as such.
+
+Library API used by ``l7ctl route`` and ``l7ctl test``:
+
+* :func:`load` - compile a rules file or raise L7ctlError.
+* :func:`build_request` / :func:`parse_raw` - request views.
+* :func:`route` - the decision and its explanation.
+* :func:`run_cases` - a cases file, with rule coverage.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l7ctl import compiler, ir
+from l7ctl import evaluator as ev
+from l7ctl.errors import L7ctlError
+
+
+@dataclass
+class Compiled:
+    result: compiler.Result
+    config: ir.Config
+    tables: bytes
+    table: Any = None  # l7ctl._match.Table, when the extension is built
+
+    @property
+    def engine(self) -> str:
+        return "C matcher" if self.table is not None else "reference evaluator"
+
+
+def load(path: str) -> Compiled:
+    res = compiler.compile_file(path)
+    if not res.ok or res.ir is None or res.tables is None:
+        first = res.errors[0] if res.errors else None
+        msg = first.format(res.sources).split("\n")[0] if first else "compilation failed"
+        more = (
+            f" (and {len(res.errors) - 1} more errors; run l7ctl check)"
+            if len(res.errors) > 1
+            else ""
+        )
+        raise L7ctlError(msg + more)
+    table = None
+    try:
+        from l7ctl import _match  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+    else:
+        try:
+            table = _match.Table(res.tables)
+        except ValueError as e:  # pragma: no cover - encoder bug
+            raise L7ctlError(f"the matcher refused the compiled tables: {e}") from None
+    return Compiled(res, res.ir, res.tables, table)
+
+
+def pick_service(c: Compiled, name: str | None, port: int | None = None) -> ir.Service:
+    svcs = c.config.services
+    if not svcs:
+        raise L7ctlError("the rules file defines no service")
+    if name is not None:
+        for s in svcs:
+            if s.name == name:
+                return s
+        raise L7ctlError(f"no service {name!r}; services: {', '.join(s.name for s in svcs)}")
+    if len(svcs) == 1:
+        return svcs[0]
+    if port is not None:
+        hits = [s for s in svcs if s.port == port]
+        if len(hits) == 1:
+            return hits[0]
+    raise L7ctlError(
+        f"several services ({', '.join(s.name for s in svcs)}): choose one with --service"
+    )
+
+
+def _http_parser() -> Any:
+    try:
+        from l7ctl import httpparse
+
+        return httpparse
+    except ImportError:
+        return None
+
+
+def parse_raw(data: bytes, client: str | None = None) -> ev.Request:
+    """The request view of raw request bytes, through the C parser."""
+    hp = _http_parser()
+    if hp is None:
+        raise L7ctlError("--raw needs the C parser extension (make ext)")
+    msgs = hp.parse_requests(data)
+    if not msgs:
+        raise L7ctlError("incomplete request: no end of head (a blank line) in the input")
+    m = msgs[0]
+    if isinstance(m, hp.Refusal):
+        raise L7ctlError(
+            f"the switch refuses this request with {m.status}: {m.error} (at byte {m.offset})"
+        )
+    addr = _client(client)
+    return ev.Request(m.method, m.host or b"", m.path, m.query or b"", tuple(m.headers), addr)
+
+
+def _client(client: str | None) -> ir.IPAddress | None:
+    if not client:
+        return None
+    try:
+        return ipaddress.ip_address(client)
+    except ValueError:
+        raise L7ctlError(f"bad client address {client!r}") from None
+
+
+def build_request(
+    method: str, url: str, headers: list[str], client: str | None, default_host: str
+) -> ev.Request:
+    """``METHOD URL -H 'Name: value'`` as an HTTP/1.1 request, parsed by the
+    C parser when available (else by the Python model of it)."""
+    hdrs: list[tuple[str, str]] = []
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise L7ctlError(f"bad header {h!r}: expected 'Name: value'")
+        hdrs.append((name.strip(), value.strip()))
+    target = url
+    if not (url.startswith("/") or url.startswith("*") or "://" in url):
+        target = "http://" + url  # "img.example.com/a.png"
+    has_host = any(n.lower() == "host" for n, _ in hdrs)
+    if "://" in target:
+        authority = target.split("://", 1)[1].split("/", 1)[0]
+        if not has_host:
+            hdrs.insert(0, ("Host", authority))
+    elif not has_host:
+        hdrs.insert(0, ("Host", default_host))
+    hp = _http_parser()
+    if hp is None:
+        return ev.Request.from_url(method, target, hdrs, client)
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in hdrs) + "\r\n"
+    try:
+        raw = head.encode("utf-8")
+    except UnicodeError:  # pragma: no cover
+        raise L7ctlError("request is not encodable") from None
+    return parse_raw(raw, client)
+
+
+@dataclass
+class Explanation:
+    service: ir.Service
+    request: ev.Request
+    rule: ir.Rule | None
+    true_preds: list[int]
+    engine: str
+    reference_rule: int = -1
+    agree: bool = True
+    pool: ir.Pool | None = None
+
+    @property
+    def action(self) -> str:
+        if self.rule is None:
+            return "block 404 (no rule matched)"
+        return str(self.rule.action)
+
+    def why(self) -> list[str]:
+        """The predicates of the matched rule that held."""
+        if self.rule is None:
+            return []
+        used = _pred_ids(self.rule.cond)
+        return [str(self.service.preds[i]) for i in self.true_preds if i in used]
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.rule
+        return {
+            "service": self.service.name,
+            "rule": None
+            if r is None
+            else {"index": r.index, "file": r.loc.file, "line": r.loc.line, "text": r.text},
+            "action": None if r is None else r.action.kind,
+            "pool": None if r is None or r.action.kind != "route" else r.action.pool,
+            "status": 404 if r is None else (r.action.status or None),
+            "location": None if r is None or not r.action.location else r.action.location,
+            "why": self.why(),
+            "engine": self.engine,
+            "agree": self.agree,
+            "request": {
+                "method": self.request.method.decode("latin-1"),
+                "host": self.request.host.decode("latin-1"),
+                "path": self.request.path.decode("latin-1"),
+                "query": self.request.query.decode("latin-1"),
+            },
+        }
+
+    def format(self) -> str:
+        q = self.request
+        lines = [
+            f"request: {q.method.decode('latin-1')} host={q.host.decode('latin-1')!r} "
+            f"path={q.path.decode('latin-1')!r}"
+            + (f" query={q.query.decode('latin-1')!r}" if q.query else "")
+            + (f" from {q.client}" if q.client else ""),
+            f"service: {self.service.name} ({_ep(self.service.addr, self.service.port)})",
+        ]
+        if self.rule is None:
+            lines.append("rule:    none matched")
+            lines.append("action:  block 404 (the default when no rule matches)")
+        else:
+            r = self.rule
+            lines.append(f"rule:    {r.loc.file}:{r.loc.line}: {r.text}")
+            lines.append(f"action:  {r.action}")
+            if self.pool is not None:
+                srv = ", ".join(
+                    s.endpoint()
+                    + (f" weight {s.weight}" if s.weight != 1 else "")
+                    + (f" ({s.state})" if s.state != "up" else "")
+                    for s in self.pool.servers
+                )
+                lines.append(
+                    f"pool:    {self.pool.name} ({self.pool.scheduler}): {srv or 'no servers'}"
+                )
+            why = self.why()
+            if why:
+                lines.append("because: " + "; ".join(why))
+            elif isinstance(r.cond, ir.TrueCond):
+                lines.append("because: the rule has no condition (default)")
+            else:
+                lines.append("because: its condition holds with none of its tests true (a 'not')")
+        lines.append(f"engine:  {self.engine}")
+        if not self.agree:
+            lines.append(
+                f"BUG: the reference evaluator chose rule {self.reference_rule}; please report this"
+            )
+        return "\n".join(lines)
+
+
+def _ep(a: ir.IPAddress, port: int) -> str:
+    return f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}"
+
+
+def _pred_ids(c: ir.Cond) -> set[int]:
+    if isinstance(c, ir.PredRef):
+        return {c.id}
+    if isinstance(c, ir.Not):
+        return _pred_ids(c.item)
+    if isinstance(c, ir.And | ir.Or):
+        out: set[int] = set()
+        for i in c.items:
+            out |= _pred_ids(i)
+        return out
+    return set()
+
+
+def svc_index(c: Compiled, svc: ir.Service) -> int:
+    return c.config.services.index(svc)
+
+
+def match(c: Compiled, svc: ir.Service, req: ev.Request) -> tuple[int, list[int]]:
+    """Rule index (-1: none) and true predicates, from the C matcher."""
+    assert c.table is not None
+    client = req.client.packed if req.client is not None else None
+    rule, preds = c.table.match(
+        svc_index(c, svc), req.method, req.host, req.path, req.query, list(req.headers), client
+    )
+    return int(rule), [int(p) for p in preds]
+
+
+def route(c: Compiled, svc: ir.Service, req: ev.Request) -> Explanation:
+    ref = ev.evaluate(svc, req)
+    if c.table is not None:
+        idx, preds = match(c, svc, req)
+    else:
+        idx = ref.index
+        preds = [i for i, t in enumerate(ref.truth) if t]
+    rule = svc.rules[idx] if idx >= 0 else None
+    pool = None
+    if rule is not None and rule.action.kind == "route":
+        pool = c.config.pools[c.config.pool_index(rule.action.pool)]
+    return Explanation(svc, req, rule, sorted(preds), c.engine, ref.index, ref.index == idx, pool)
+
+
+# ---- l7ctl test ---------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    line: int
+    text: str
+    method: str
+    url: str
+    headers: list[str]
+    client: str | None
+    service: str | None
+    expect: str  # normalized: "route POOL" / "block N" / "redirect N [LOC]" / "none"
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    got: str
+    ok: bool
+    rule: ir.Rule | None
+    error: str = ""
+
+
+@dataclass
+class TestReport:
+    results: list[CaseResult] = field(default_factory=list)
+    uncovered: list[tuple[ir.Service, ir.Rule]] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[CaseResult]:
+        return [r for r in self.results if not r.ok]
+
+
+def parse_cases(path: str, pools: set[str]) -> list[Case]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise L7ctlError(f"cannot read {path}: {e.strerror}") from None
+    cases = []
+    for n, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=>" not in line:
+            raise L7ctlError(f"{path}:{n}: expected 'REQUEST => EXPECTED', got {line!r}")
+        req, _, exp = line.rpartition("=>")
+        try:
+            words = shlex.split(req, comments=False)
+        except ValueError as e:
+            raise L7ctlError(f"{path}:{n}: {e}") from None
+        method, url, headers, client, service = "GET", "", [], None, None
+        pos: list[str] = []
+        i = 0
+        while i < len(words):
+            w = words[i]
+            if w in ("-H", "--header", "--from", "--service") and i + 1 >= len(words):
+                raise L7ctlError(f"{path}:{n}: {w} needs a value")
+            if w in ("-H", "--header"):
+                headers.append(words[i + 1])
+                i += 2
+            elif w == "--from":
+                client = words[i + 1]
+                i += 2
+            elif w == "--service":
+                service = words[i + 1]
+                i += 2
+            else:
+                pos.append(w)
+                i += 1
+        if len(pos) == 1:
+            url = pos[0]
+        elif len(pos) == 2:
+            method, url = pos
+        else:
+            raise L7ctlError(f"{path}:{n}: expected [METHOD] URL before '=>'")
+        cases.append(
+            Case(n, line, method, url, headers, client, service, _norm_expect(exp, pools, path, n))
+        )
+    return cases
+
+
+def _norm_expect(exp: str, pools: set[str], path: str, n: int) -> str:
+    w = exp.split()
+    if not w:
+        raise L7ctlError(f"{path}:{n}: nothing expected after '=>'")
+    if w[0] == "route" and len(w) == 2:
+        return f"route {w[1]}"
+    if w[0] in ("block", "redirect") and len(w) >= 2 and w[1].isdigit():
+        return " ".join(w[:3])
+    if w[0] == "none" and len(w) == 1:
+        return "none"
+    if len(w) == 1 and w[0] in pools:
+        return f"route {w[0]}"
+    raise L7ctlError(
+        f"{path}:{n}: bad expectation {exp.strip()!r}: expected POOL, route POOL, block STATUS, "
+        "redirect STATUS [LOCATION] or none"
+    )
+
+
+def _got(rule: ir.Rule | None, expect: str) -> str:
+    if rule is None:
+        return "none"
+    a = rule.action
+    if a.kind == "route":
+        return f"route {a.pool}"
+    if a.kind == "block":
+        return f"block {a.status}"
+    # compare the location only if the case names one
+    return (
+        f"redirect {a.status} {a.location}" if len(expect.split()) == 3 else f"redirect {a.status}"
+    )
+
+
+def run_cases(c: Compiled, cases: list[Case]) -> TestReport:
+    rep = TestReport()
+    hit: set[tuple[str, int]] = set()
+    for case in cases:
+        try:
+            url_port = None
+            svc = pick_service(c, case.service, url_port)
+            req = build_request(
+                case.method, case.url, case.headers, case.client, _ep(svc.addr, svc.port)
+            )
+            ex = route(c, svc, req)
+        except L7ctlError as e:
+            rep.results.append(CaseResult(case, "error", False, None, str(e)))
+            continue
+        if ex.rule is not None:
+            hit.add((svc.name, ex.rule.index))
+        got = _got(ex.rule, case.expect)
+        ok = got == case.expect and ex.agree
+        rep.results.append(
+            CaseResult(
+                case, got, ok, ex.rule, "" if ex.agree else "C matcher and reference disagree"
+            )
+        )
+    for svc in c.config.services:
+        for r in svc.rules:
+            if (svc.name, r.index) not in hit:
+                rep.uncovered.append((svc, r))
+    return rep

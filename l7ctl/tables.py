@@ -1,0 +1,476 @@
+"""Encode an IR config into the compiled binary tables the kernel runs.
+
+The format is documented in docs/rules-format.md and mirrored by the
+validator in kmod/core/match.c; constants here and in match.h must agree.
+Everything is little-endian u32 words.  The encoder also enforces the
+bounds the kernel enforces (DFA states, blob size) and raises
+:class:`TableError` with the offending predicate when one is exceeded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from l7ctl import automata, ir
+from l7ctl import regex as rx
+
+MAGIC = 0x4C52544B  # "KTRL" little-endian
+VERSION = 0x00010000  # major 1, minor 0
+NONE = 0xFFFFFFFF
+MAX_BLOB = 8 << 20
+MAX_DFA_STATES = 65535
+
+HDR_WORDS = 8
+SECTIONS = ("str", "pool", "server", "service", "rule", "pred", "field", "hash", "dfa", "words")
+REC_WORDS = {
+    "str": 0,  # bytes
+    "pool": 6,
+    "server": 8,
+    "service": 32,
+    "rule": 8,
+    "pred": 1,
+    "field": 8,
+    "hash": 5,
+    "dfa": 6,
+    "words": 1,
+}
+DIR_WORDS = 2 * len(SECTIONS)
+
+# field kinds
+F_METHOD, F_HOST, F_PATH, F_HEADER, F_COOKIE, F_QUERY, F_SRC4, F_SRC6 = range(1, 9)
+FIELD_KIND = {
+    "method": F_METHOD,
+    "host": F_HOST,
+    "path": F_PATH,
+    "header": F_HEADER,
+    "cookie": F_COOKIE,
+    "query": F_QUERY,
+}
+# actions
+A_ROUTE, A_BLOCK, A_REDIRECT = 1, 2, 3
+ACTION = {"route": A_ROUTE, "block": A_BLOCK, "redirect": A_REDIRECT}
+# formula opcodes (insn = op << 28 | arg)
+OP_PRED, OP_TRUE, OP_NOT, OP_AND, OP_OR = range(5)
+MAX_STACK = 64
+SCHED = {s: i for i, s in enumerate(ir.SCHEDULERS)}
+STATE = {s: i for i, s in enumerate(ir.STATES)}
+SVC_XFF = 1
+
+
+class TableError(Exception):
+    def __init__(self, service: str, pred: int | None, msg: str, hint: str = "") -> None:
+        super().__init__(msg)
+        self.service = service
+        self.pred = pred
+        self.hint = hint
+
+
+def fnv1a(data: bytes, fold: bool) -> int:
+    h = 0x811C9DC5
+    for b in data:
+        if fold and 65 <= b <= 90:
+            b += 32
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+# ---- condition lowering --------------------------------------------------------
+
+
+def _depth(c: ir.Cond) -> int:
+    if isinstance(c, ir.PredRef | ir.TrueCond):
+        return 1
+    if isinstance(c, ir.Not):
+        return _depth(c.item)
+    ds = sorted((_depth(i) for i in c.items), reverse=True)
+    return max(d + (1 if k else 0) for k, d in enumerate(ds))
+
+
+def emit_code(c: ir.Cond, out: list[int]) -> None:
+    """Postfix code; children of and/or in decreasing depth (Sethi-Ullman)."""
+    if isinstance(c, ir.TrueCond):
+        out.append(OP_TRUE << 28)
+    elif isinstance(c, ir.PredRef):
+        out.append((OP_PRED << 28) | c.id)
+    elif isinstance(c, ir.Not):
+        emit_code(c.item, out)
+        out.append(OP_NOT << 28)
+    else:
+        op = OP_AND if isinstance(c, ir.And) else OP_OR
+        items = sorted(c.items, key=_depth, reverse=True)
+        emit_code(items[0], out)
+        for it in items[1:]:
+            emit_code(it, out)
+            out.append(op << 28)
+
+
+def _weight(p: ir.Predicate) -> int:
+    """How often a predicate is expected to be true: triggers prefer rare ones."""
+    if p.field == "method" or p.op == "exists":
+        return 50
+    if p.op in ("prefix", "suffix", "contains") and len(p.value) <= 1:
+        return 30
+    if p.op == "cidr":
+        return 5
+    return 1
+
+
+def trigger(
+    c: ir.Cond, preds: tuple[ir.Predicate, ...], neg: bool = False
+) -> frozenset[int] | None:
+    """A set T of predicates such that the condition can only hold when some
+    predicate of T holds; None when no such set exists (the rule must always
+    be evaluated)."""
+    if isinstance(c, ir.TrueCond):
+        return frozenset() if neg else None
+    if isinstance(c, ir.PredRef):
+        return None if neg else frozenset([c.id])
+    if isinstance(c, ir.Not):
+        return trigger(c.item, preds, not neg)
+    conj = isinstance(c, ir.And) != neg
+    subs = [trigger(i, preds, neg) for i in c.items]
+    if conj:
+        known = [s for s in subs if s is not None]
+        if not known:
+            return None
+        return min(known, key=lambda s: sum(_weight(preds[i]) for i in s))
+    if any(s is None for s in subs):
+        return None
+    return frozenset().union(*(s for s in subs if s is not None))
+
+
+# ---- automata for one field ---------------------------------------------------
+
+
+def type_regex(exts: tuple[bytes, ...]) -> rx.Regex:
+    alts = tuple(rx.Cat(tuple(rx.Chars(frozenset([b])) for b in e[1:])) for e in exts)
+    body = rx.fold_node(rx.Cat((rx.Chars(frozenset(b".")), rx.Alt(alts))))
+    return rx.Regex("type", True, (rx.Branch(False, True, body),))
+
+
+def cidr_regex(net: ir.IPNetwork) -> rx.Regex:
+    raw = net.network_address.packed
+    items: list[rx.Node] = []
+    bits = net.prefixlen
+    for b in raw:
+        if bits >= 8:
+            items.append(rx.Chars(frozenset([b])))
+            bits -= 8
+        elif bits > 0:
+            span = 1 << (8 - bits)
+            items.append(rx.Chars(frozenset(range(b, b + span))))
+            bits = 0
+        else:
+            break
+    return rx.Regex(str(net), False, (rx.Branch(True, False, rx.Cat(tuple(items))),))
+
+
+@dataclass
+class _Field:
+    kind: int
+    name: bytes
+    exists: int = NONE
+    exact: dict[bytes, list[int]] | None = None
+    prefixes: list[tuple[int, bytes]] | None = None
+    suffixes: list[tuple[int, bytes]] | None = None
+    contains: list[tuple[int, bytes]] | None = None
+    regexes: list[tuple[int, rx.Regex]] | None = None
+
+    def __post_init__(self) -> None:
+        self.exact = {}
+        self.prefixes, self.suffixes, self.contains, self.regexes = [], [], [], []
+
+
+def _fields(svc: ir.Service) -> list[_Field]:
+    fields: dict[tuple[int, bytes], _Field] = {}
+
+    def get(kind: int, name: bytes = b"") -> _Field:
+        f = fields.get((kind, name))
+        if f is None:
+            f = fields[(kind, name)] = _Field(kind, name)
+        return f
+
+    for pid, p in enumerate(svc.preds):
+        if p.field == "source":
+            net = ipaddress.ip_network(p.value.decode())
+            f = get(F_SRC4 if net.version == 4 else F_SRC6)
+            assert f.regexes is not None
+            f.regexes.append((pid, cidr_regex(net)))
+            continue
+        f = get(FIELD_KIND[p.field], p.name)
+        assert f.exact is not None and f.regexes is not None
+        assert f.prefixes is not None and f.suffixes is not None and f.contains is not None
+        if p.op == "exists":
+            f.exists = pid
+        elif p.op == "exact":
+            f.exact.setdefault(p.value, []).append(pid)
+        elif p.op == "prefix":
+            f.prefixes.append((pid, p.value))
+        elif p.op == "suffix":
+            f.suffixes.append((pid, p.value))
+        elif p.op == "contains":
+            f.contains.append((pid, p.value))
+        elif p.op == "glob":
+            f.regexes.append((pid, rx.glob_to_regex(p.value.decode("utf-8"))))
+        elif p.op == "regex":
+            f.regexes.append((pid, rx.parse(p.value.decode("utf-8"))))
+        elif p.op == "type":
+            f.regexes.append((pid, type_regex(p.exts)))
+        else:  # pragma: no cover
+            raise ValueError(p.op)
+    return sorted(fields.values(), key=lambda f: (f.kind, f.name))
+
+
+# ---- the writer ----------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.strs = bytearray()
+        self.str_ids: dict[bytes, int] = {}
+        self.sec: dict[str, list[int]] = {s: [] for s in SECTIONS if s != "str"}
+        self.words = self.sec["words"]
+        self.words.append(0)  # offset 0: the empty list
+        self.lists: dict[tuple[int, ...], int] = {(): 0}
+
+    def string(self, s: bytes) -> tuple[int, int]:
+        off = self.str_ids.get(s)
+        if off is None:
+            off = len(self.strs)
+            self.strs += s
+            self.str_ids[s] = off
+        return off, len(s)
+
+    def lst(self, items: Iterable[int], intern: bool = True) -> int:
+        t = tuple(items)
+        if intern:
+            off = self.lists.get(t)
+            if off is not None:
+                return off
+        off = len(self.words)
+        self.words.append(len(t))
+        self.words.extend(t)
+        if intern:
+            self.lists[t] = off
+        return off
+
+    def record(self, sec: str, *vals: int) -> int:
+        rec = self.sec[sec]
+        n = REC_WORDS[sec]
+        assert len(vals) == n, (sec, len(vals))
+        idx = len(rec) // n
+        rec.extend(v & 0xFFFFFFFF for v in vals)
+        return idx
+
+    def addr(self, a: ir.IPAddress) -> tuple[int, list[int]]:
+        raw = a.packed.ljust(16, b"\0")
+        return a.version, list(struct.unpack("<4I", raw))
+
+    def hash(self, entries: dict[bytes, list[int]], fold: bool) -> int:
+        n = len(entries)
+        nb = 1
+        while nb < n:
+            nb <<= 1
+        buckets: list[list[tuple[bytes, list[int]]]] = [[] for _ in range(nb)]
+        for k, v in entries.items():
+            key = k.lower() if fold else k
+            buckets[fnv1a(key, fold) & (nb - 1)].append((key, v))
+        vals = [[self.lst(v) for _, v in b] for b in buckets]
+        boff = len(self.words)
+        first = 0
+        for b in buckets:
+            self.words.extend((first, len(b)))
+            first += len(b)
+        eoff = len(self.words)
+        for b, bv in zip(buckets, vals, strict=True):
+            for (key, _), lv in zip(b, bv, strict=True):
+                so, sl = self.string(key)
+                self.words.extend((so, sl, lv))
+        return self.record("hash", nb, 1 if fold else 0, boff, eoff, n)
+
+    def dfa(self, d: automata.Dfa) -> int:
+        cm = len(self.words)
+        self.words.extend(struct.unpack("<64I", d.classmap))
+        outs = [(self.lst(v), self.lst(e)) for v, e in zip(d.visit, d.end, strict=True)]
+        rows = len(self.words)
+        w = self.words
+        for (vo, eo), row in zip(outs, d.trans, strict=True):
+            w.append(vo)
+            w.append(eo)
+            w.extend(row)
+        return self.record("dfa", d.nstates, d.nclasses, d.start, cm, rows, 0)
+
+    def blob(self) -> bytes:
+        strs = bytes(self.strs) + b"\0" * (-len(self.strs) % 4)
+        out = array("I")
+        off = HDR_WORDS + DIR_WORDS
+        directory: list[int] = []
+        body = array("I")
+        for s in SECTIONS:
+            if s == "str":
+                directory += [off, len(self.strs)]
+                body.frombytes(strs)
+                off += len(strs) // 4
+                continue
+            data = self.sec[s]
+            n = REC_WORDS[s]
+            directory += [off, len(data) // n]
+            body.extend(data)
+            off += len(data)
+        total = off * 4
+        out.extend([MAGIC, VERSION, total, 0, len(SECTIONS), 0, 0, 0])
+        out.extend(directory)
+        out.extend(body)
+        return out.tobytes() if array("I", [1]).tobytes()[0] == 1 else _swap(out)
+
+
+def _swap(a: array[int]) -> bytes:  # pragma: no cover - big-endian hosts
+    b = array("I", a)
+    b.byteswap()
+    return b.tobytes()
+
+
+def encode(cfg: ir.Config) -> bytes:
+    """The binary tables for ``cfg``.  Raises :class:`TableError`."""
+    w = _Writer()
+    pool_idx = {}
+    for p in cfg.pools:
+        first = len(w.sec["server"]) // REC_WORDS["server"]
+        for s in p.servers:
+            fam, a = w.addr(s.addr)
+            w.record("server", fam, *a, s.port, s.weight, STATE[s.state])
+        no, nl = w.string(p.name.encode())
+        pool_idx[p.name] = w.record("pool", no, nl, SCHED[p.scheduler], first, len(p.servers), 0)
+    for svc in cfg.services:
+        _service(w, svc, pool_idx)
+    blob = w.blob()
+    if len(blob) > MAX_BLOB:
+        big = max(cfg.services, key=lambda s: len(s.preds), default=None)
+        raise TableError(
+            big.name if big else "",
+            None,
+            f"compiled tables too large: {len(blob)} bytes (limit {MAX_BLOB})",
+            "fewer or simpler rules; long literal prefixes and regexes cost the most",
+        )
+    return blob
+
+
+def _service(w: _Writer, svc: ir.Service, pool_idx: dict[str, int]) -> None:
+    rule_first = len(w.sec["rule"]) // REC_WORDS["rule"]
+    pred_first = len(w.sec["pred"])
+    field_first = len(w.sec["field"]) // REC_WORDS["field"]
+
+    # rules and their code
+    triggers: list[list[int]] = [[] for _ in svc.preds]
+    always: list[int] = []
+    for r in svc.rules:
+        code: list[int] = []
+        emit_code(r.cond, code)
+        if _depth(r.cond) > MAX_STACK:
+            raise TableError(svc.name, None, "condition nested too deeply")
+        coff = len(w.words)
+        w.words.extend(code)
+        t = trigger(r.cond, svc.preds)
+        if t is None:
+            always.append(r.index)
+        else:
+            for pid in t:
+                triggers[pid].append(r.index)
+        a = r.action
+        lo, ll = w.string(a.location.encode()) if a.location else (0, 0)
+        pool = pool_idx[a.pool] if a.kind == "route" else NONE
+        w.record("rule", ACTION[a.kind], pool, a.status, lo, ll, coff, len(code), r.loc.line)
+    for trig in triggers:
+        w.sec["pred"].append(w.lst(trig, intern=False))
+    always_off = w.lst(always, intern=False)
+
+    # fields and automata
+    special = {F_METHOD: NONE, F_HOST: NONE, F_PATH: NONE, F_SRC4: NONE, F_SRC6: NONE}
+    named: dict[int, dict[bytes, list[int]]] = {F_HEADER: {}, F_COOKIE: {}, F_QUERY: {}}
+    for i, f in enumerate(_fields(svc)):
+        fold = f.kind == F_HOST
+        assert f.exact is not None and f.regexes is not None
+        assert f.prefixes is not None and f.suffixes is not None and f.contains is not None
+        h = w.hash(f.exact, fold) if f.exact else NONE
+        lit = NONE
+        if f.prefixes or f.suffixes or f.contains:
+            d = automata.build_literal_dfa(f.prefixes, f.suffixes, f.contains, fold)
+            if d.nstates > MAX_DFA_STATES:
+                pid = (f.prefixes + f.suffixes + f.contains)[0][0]
+                raise TableError(
+                    svc.name,
+                    pid,
+                    f"literal automaton for this field has {d.nstates} states "
+                    f"(limit {MAX_DFA_STATES})",
+                    "too many long prefix/suffix/contains literals on one field",
+                )
+            lit = w.dfa(d)
+        rd = NONE
+        if f.regexes:
+            rd = w.dfa(_regex_dfa(svc, f.regexes, fold))
+        no, nl = w.string(f.name)
+        w.record("field", f.kind, f.exists, h, lit, rd, no, nl, 0)
+        if f.kind in named:
+            named[f.kind][f.name] = [i]
+        else:
+            special[f.kind] = i
+    hn = w.hash(named[F_HEADER], True) if named[F_HEADER] else NONE
+    cn = w.hash(named[F_COOKIE], False) if named[F_COOKIE] else NONE
+    qn = w.hash(named[F_QUERY], False) if named[F_QUERY] else NONE
+    nfields = len(w.sec["field"]) // REC_WORDS["field"] - field_first
+
+    fam, addr = w.addr(svc.addr)
+    no, nl = w.string(svc.name.encode())
+    limits = [svc.limits.get(k, 0) for k in ir.LIMITS]
+    timeouts = [svc.timeouts_ms.get(k, 0) for k in ir.TIMEOUTS]
+    w.record(
+        "service",
+        no,
+        nl,
+        fam,
+        *addr,
+        svc.port,
+        SVC_XFF if svc.xff else 0,
+        *limits,
+        *timeouts,
+        rule_first,
+        len(svc.rules),
+        pred_first,
+        len(svc.preds),
+        field_first,
+        nfields,
+        always_off,
+        special[F_METHOD],
+        special[F_HOST],
+        special[F_PATH],
+        special[F_SRC4],
+        special[F_SRC6],
+        hn,
+        cn,
+        qn,
+    )
+
+
+def _regex_dfa(svc: ir.Service, pats: list[tuple[int, rx.Regex]], fold: bool) -> automata.Dfa:
+    try:
+        return automata.build_regex_dfa(pats, fold, MAX_DFA_STATES)
+    except automata.AutomatonTooLarge as e:
+        # find the culprit: the first pattern that is too large alone, else
+        # the pattern whose addition crossed the bound
+        culprit = pats[-1][0]
+        for pid, r in pats:
+            try:
+                automata.build_regex_dfa([(pid, r)], fold, MAX_DFA_STATES)
+            except automata.AutomatonTooLarge:
+                culprit = pid
+                break
+        raise TableError(
+            svc.name,
+            culprit,
+            f"regex automaton too large (more than {e.limit} states)",
+            "simplify the regex: avoid unanchored .* in the middle and large bounded repeats",
+        ) from None
