@@ -7,12 +7,27 @@
  * configures and observes the switch (protocol: uapi/ktcpvs.h,
  * docs/netlink.md).
  *
+ * The module is one translation unit: this file includes the pure-C core
+ * (core/http.c, core/match.c, shared with l7ctl and the fuzzers) and the
+ * kernel parts: kt_sched.c (schedulers), kt_conn.c (the data path),
+ * kt_config.c (configurations, listeners, counters).  docs/datapath.md
+ * describes the data path.
+ *
  * Lock order (outermost first; never take them the other way round):
- *   1. genl_mutex      - held by the genetlink core around every doit/dumpit
- *                        (the family is not parallel_ops)
- *   2. kt_net->lock    - mutex, per namespace: serializes configuration
- *                        changes of that namespace and its pernet exit
- * Nothing here runs in atomic context yet: every path above may sleep.
+ *   1. genl_mutex          held by the genetlink core around doit/dumpit
+ *                          (the family is not parallel_ops)
+ *   2. kt_net->lock        mutex, per namespace: configuration changes,
+ *                          listeners, the transaction; pernet exit
+ *   3. sk_callback_lock    rwlock (BH), per socket: installing and removing
+ *                          our callbacks; callbacks take it for reading
+ *      kt_net->conns_lock  spinlock (BH): the list of connections
+ *      kt_pool->lock       spinlock (BH): wrr, lblc, lblcr state
+ *   The three at level 3 are never held together.  A connection's own
+ *   state has no lock: only its work item touches it.  Socket locks are
+ *   taken inside kernel_recvmsg/kernel_sendmsg one at a time, never two.
+ * Callbacks run in softirq context and only queue work; the running
+ * configuration is read under RCU and referenced (kt_config->ref) for the
+ * length of a request.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -20,20 +35,28 @@
 #include <linux/module.h>
 #include <linux/kernel.h>
 #include <linux/mutex.h>
+#include <linux/slab.h>
+#include <linux/jhash.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/tcp.h>
 #include <net/genetlink.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <net/ip.h>
+#include <net/ipv6.h>
 
 #include "uapi/ktcpvs.h"
+#include "kt.h"
 
-#define KTCPVS_VERSION	"0.1.0"
+/* The pure-C core, shared with l7ctl and the fuzzers. */
+#include "core/http.c"
+#include "core/match.c"
 
-/* Per network namespace state. */
-struct kt_net {
-	struct mutex lock;		/* serializes configuration changes */
-	u32 nservices;			/* services configured (protected by lock) */
-	u64 generation;			/* bumped by every change (protected by lock) */
-};
+#define KTCPVS_VERSION	"0.2.0"
+#define KT_TXN_TIMEOUT	(30 * HZ)
 
 static unsigned int kt_net_id __read_mostly;
 static struct genl_family kt_genl_family;
@@ -43,22 +66,65 @@ static struct kt_net *kt_net(const struct net *net)
 	return net_generic(net, kt_net_id);
 }
 
+static void kt_stats_put(struct kt_stats *st);
+
+#include "kt_sched.c"
+#include "kt_conn.c"
+#include "kt_config.c"
+
 /* ---- generic netlink ---------------------------------------------------- */
 
-/* Commands that take no attributes refuse every attribute. */
-static const struct nla_policy kt_noattr_policy[KTCPVS_A_MAX + 1] = {
-	[0 ... KTCPVS_A_MAX] = { .type = NLA_REJECT },
+/*
+ * Per-command policies.  Validation is strict (resv_start_op 0), which
+ * includes NL_VALIDATE_UNSPEC: every attribute a policy leaves unspecified
+ * is refused with EINVAL, so a command accepts exactly what its policy
+ * lists.  Commands that take nothing use the empty policy.
+ */
+static const struct nla_policy kt_noattr_policy[KTCPVS_A_MAX + 1] = { };
+
+static struct netlink_range_validation kt_size_range = {
+	.min = 1, .max = KTCPVS_CONFIG_MAX,
+};
+
+static struct netlink_range_validation kt_offset_range = {
+	.min = 0, .max = KTCPVS_CONFIG_MAX - 1,
+};
+
+static const struct nla_policy kt_begin_policy[KTCPVS_A_MAX + 1] = {
+	[KTCPVS_A_CONFIG_SIZE] = NLA_POLICY_FULL_RANGE(NLA_U32, &kt_size_range),
+	[KTCPVS_A_SOURCE] = { .type = NLA_NUL_STRING, .len = 255 },
+};
+
+static const struct nla_policy kt_chunk_policy[KTCPVS_A_MAX + 1] = {
+	[KTCPVS_A_TXN_ID] = { .type = NLA_U32 },
+	[KTCPVS_A_OFFSET] = NLA_POLICY_FULL_RANGE(NLA_U32, &kt_offset_range),
+	[KTCPVS_A_DATA] = NLA_POLICY_RANGE(NLA_BINARY, 1, KTCPVS_CHUNK_MAX),
+};
+
+static const struct nla_policy kt_txn_policy[KTCPVS_A_MAX + 1] = {
+	[KTCPVS_A_TXN_ID] = { .type = NLA_U32 },
 };
 
 static int kt_fill_info(struct sk_buff *msg, struct kt_net *ktn)
 {
+	struct kt_config *cfg;
+	u32 nservices = 0;
+	int err = 0;
+
+	cfg = rcu_dereference_protected(ktn->cfg, lockdep_is_held(&ktn->lock));
+	if (cfg)
+		nservices = cfg->nservices;
 	if (nla_put_string(msg, KTCPVS_A_MODULE_VERSION, KTCPVS_VERSION) ||
 	    nla_put_u32(msg, KTCPVS_A_PROTO_VERSION, KTCPVS_PROTO_VERSION) ||
-	    nla_put_u32(msg, KTCPVS_A_SERVICE_COUNT, ktn->nservices) ||
+	    nla_put_u32(msg, KTCPVS_A_SERVICE_COUNT, nservices) ||
 	    nla_put_u64_64bit(msg, KTCPVS_A_GENERATION, ktn->generation,
-			      KTCPVS_A_UNSPEC))
-		return -EMSGSIZE;
-	return 0;
+			      KTCPVS_A_PAD) ||
+	    nla_put_u32(msg, KTCPVS_A_CONNECTIONS, atomic_read(&ktn->nconns)) ||
+	    nla_put_u32(msg, KTCPVS_A_ALLOCS, atomic_read(&kt_allocs)))
+		err = -EMSGSIZE;
+	if (!err && cfg && nla_put_string(msg, KTCPVS_A_SOURCE, cfg->source))
+		err = -EMSGSIZE;
+	return err;
 }
 
 static int kt_nl_get_info(struct sk_buff *skb, struct genl_info *info)
@@ -93,22 +159,327 @@ err_free:
 	return err;
 }
 
-/* Drop the namespace's configuration; the caller holds ktn->lock. */
-static void kt_net_flush_locked(struct kt_net *ktn)
+static void kt_txn_free(struct kt_net *ktn)
 {
-	lockdep_assert_held(&ktn->lock);
-	ktn->nservices = 0;
-	ktn->generation++;
+	if (ktn->txn) {
+		kt_free(ktn->txn->buf);
+		kfree(ktn->txn);
+		ktn->txn = NULL;
+	}
 }
 
 static int kt_nl_flush(struct sk_buff *skb, struct genl_info *info)
 {
 	struct kt_net *ktn = kt_net(genl_info_net(info));
+	int err;
 
 	mutex_lock(&ktn->lock);
-	kt_net_flush_locked(ktn);
+	kt_txn_free(ktn);
+	err = kt_config_commit(ktn, NULL, NULL, info->extack);
 	mutex_unlock(&ktn->lock);
+	return err;
+}
+
+static int kt_reply_u32(struct genl_info *info, u8 cmd, int attr, u32 v)
+{
+	struct sk_buff *msg;
+	void *hdr;
+
+	msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	hdr = genlmsg_put_reply(msg, info, &kt_genl_family, 0, cmd);
+	if (!hdr || nla_put_u32(msg, attr, v)) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(msg, hdr);
+	return genlmsg_reply(msg, info);
+}
+
+static int kt_nl_begin(struct sk_buff *skb, struct genl_info *info)
+{
+	struct kt_net *ktn = kt_net(genl_info_net(info));
+	struct kt_txn *t;
+	u32 size, id;
+
+	if (GENL_REQ_ATTR_CHECK(info, KTCPVS_A_CONFIG_SIZE))
+		return -EINVAL;
+	size = nla_get_u32(info->attrs[KTCPVS_A_CONFIG_SIZE]);
+
+	mutex_lock(&ktn->lock);
+	if (ktn->txn && ktn->txn->portid != info->snd_portid &&
+	    time_before(jiffies, ktn->txn->started + KT_TXN_TIMEOUT)) {
+		mutex_unlock(&ktn->lock);
+		NL_SET_ERR_MSG(info->extack,
+			       "another configuration transaction is open");
+		return -EBUSY;
+	}
+	kt_txn_free(ktn);
+	t = kzalloc(sizeof(*t), GFP_KERNEL);
+	if (t)
+		t->buf = kt_alloc(size);
+	if (!t || !t->buf) {
+		kfree(t);
+		mutex_unlock(&ktn->lock);
+		return -ENOMEM;
+	}
+	t->id = id = ++ktn->next_txn_id;
+	t->portid = info->snd_portid;
+	t->size = size;
+	t->started = jiffies;
+	if (info->attrs[KTCPVS_A_SOURCE])
+		nla_strscpy(t->source, info->attrs[KTCPVS_A_SOURCE],
+			    sizeof(t->source));
+	ktn->txn = t;
+	mutex_unlock(&ktn->lock);
+	return kt_reply_u32(info, KTCPVS_CMD_CONFIG_BEGIN, KTCPVS_A_TXN_ID, id);
+}
+
+/* The caller's open transaction, or NULL with an error message. */
+static struct kt_txn *kt_txn_lookup(struct kt_net *ktn, struct genl_info *info)
+{
+	struct kt_txn *t = ktn->txn;
+
+	if (GENL_REQ_ATTR_CHECK(info, KTCPVS_A_TXN_ID))
+		return NULL;
+	if (!t || t->id != nla_get_u32(info->attrs[KTCPVS_A_TXN_ID]) ||
+	    t->portid != info->snd_portid) {
+		NL_SET_ERR_MSG(info->extack, "no such configuration transaction");
+		return NULL;
+	}
+	return t;
+}
+
+static int kt_nl_chunk(struct sk_buff *skb, struct genl_info *info)
+{
+	struct kt_net *ktn = kt_net(genl_info_net(info));
+	struct kt_txn *t;
+	u32 off, len;
+	int err = -EINVAL;
+
+	if (GENL_REQ_ATTR_CHECK(info, KTCPVS_A_OFFSET) ||
+	    GENL_REQ_ATTR_CHECK(info, KTCPVS_A_DATA))
+		return -EINVAL;
+	off = nla_get_u32(info->attrs[KTCPVS_A_OFFSET]);
+	len = nla_len(info->attrs[KTCPVS_A_DATA]);
+
+	mutex_lock(&ktn->lock);
+	t = kt_txn_lookup(ktn, info);
+	if (!t)
+		goto out;
+	if (off != t->filled || len > t->size - t->filled) {
+		NL_SET_ERR_MSG(info->extack,
+			       "chunk out of order or beyond the announced size");
+		goto out;
+	}
+	memcpy(t->buf + off, nla_data(info->attrs[KTCPVS_A_DATA]), len);
+	t->filled += len;
+	err = 0;
+out:
+	mutex_unlock(&ktn->lock);
+	return err;
+}
+
+static int kt_nl_commit(struct sk_buff *skb, struct genl_info *info)
+{
+	struct kt_net *ktn = kt_net(genl_info_net(info));
+	struct kt_config *cfg, *old;
+	struct kt_txn *t;
+	void *blob;
+	u64 gen;
+	int err = -EINVAL;
+
+	mutex_lock(&ktn->lock);
+	t = kt_txn_lookup(ktn, info);
+	if (!t)
+		goto out;
+	if (t->filled != t->size) {
+		NL_SET_ERR_MSG(info->extack, "transaction is missing chunks");
+		kt_txn_free(ktn);
+		goto out;
+	}
+	/* The transaction ends here, whatever the outcome. */
+	blob = t->buf;
+	t->buf = NULL;
+	old = rcu_dereference_protected(ktn->cfg, lockdep_is_held(&ktn->lock));
+	cfg = kt_config_build(blob, t->size, old, info->extack);
+	if (IS_ERR(cfg)) {
+		err = PTR_ERR(cfg);
+		kt_txn_free(ktn);
+		goto out;
+	}
+	err = kt_config_commit(ktn, cfg, t->source, info->extack);
+	kt_txn_free(ktn);
+	gen = ktn->generation;
+	mutex_unlock(&ktn->lock);
+	if (err)
+		return err;
+	return kt_reply_u32(info, KTCPVS_CMD_CONFIG_COMMIT, KTCPVS_A_GENERATION,
+			    (u32)gen);
+out:
+	mutex_unlock(&ktn->lock);
+	return err;
+}
+
+static int kt_nl_abort(struct sk_buff *skb, struct genl_info *info)
+{
+	struct kt_net *ktn = kt_net(genl_info_net(info));
+	int err = -EINVAL;
+
+	mutex_lock(&ktn->lock);
+	if (kt_txn_lookup(ktn, info)) {
+		kt_txn_free(ktn);
+		err = 0;
+	}
+	mutex_unlock(&ktn->lock);
+	return err;
+}
+
+/* ---- dumps ---------------------------------------------------------------- */
+
+static int kt_put_addr(struct sk_buff *msg, const struct sockaddr_storage *ss)
+{
+	u8 a[20] = { };
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)ss;
+
+		a[0] = KT_MATCH_AF_INET;
+		memcpy(&a[2], &sin->sin_port, 2);
+		memcpy(&a[4], &sin->sin_addr, 4);
+	} else {
+		const struct sockaddr_in6 *sin6 = (const void *)ss;
+
+		a[0] = KT_MATCH_AF_INET6;
+		memcpy(&a[2], &sin6->sin6_port, 2);
+		memcpy(&a[4], &sin6->sin6_addr, 16);
+	}
+	return nla_put(msg, KTCPVS_A_OBJ_ADDR, sizeof(a), a);
+}
+
+static int kt_put_stats(struct sk_buff *msg, const struct kt_stats *st)
+{
+	struct kt_pcpu_stats sum;
+
+	kt_stats_sum(st, &sum);
+	if (nla_put_u64_64bit(msg, KTCPVS_A_ST_CONNS, sum.conns, KTCPVS_A_PAD) ||
+	    nla_put_u32(msg, KTCPVS_A_ST_ACTIVE, atomic_read(&st->active)) ||
+	    nla_put_u64_64bit(msg, KTCPVS_A_ST_REQUESTS, sum.requests,
+			      KTCPVS_A_PAD) ||
+	    nla_put_u64_64bit(msg, KTCPVS_A_ST_BYTES_IN, sum.bytes_in,
+			      KTCPVS_A_PAD) ||
+	    nla_put_u64_64bit(msg, KTCPVS_A_ST_BYTES_OUT, sum.bytes_out,
+			      KTCPVS_A_PAD) ||
+	    nla_put(msg, KTCPVS_A_ST_ERRORS, sizeof(sum.errors), sum.errors))
+		return -EMSGSIZE;
 	return 0;
+}
+
+/* Object @i of @cfg: services, then pools, then servers. */
+static int kt_fill_obj(struct sk_buff *msg, struct kt_config *cfg, u32 i)
+{
+	if (i < cfg->nservices) {
+		const struct kt_service *s = &cfg->svc[i];
+
+		if (nla_put_u8(msg, KTCPVS_A_OBJ_KIND, KTCPVS_OBJ_SERVICE) ||
+		    nla_put(msg, KTCPVS_A_OBJ_NAME, s->name_len, s->name) ||
+		    kt_put_addr(msg, &s->addr))
+			return -EMSGSIZE;
+		return kt_put_stats(msg, s->st);
+	}
+	i -= cfg->nservices;
+	if (i < cfg->npools) {
+		const struct kt_pool *p = &cfg->pools[i];
+
+		if (nla_put_u8(msg, KTCPVS_A_OBJ_KIND, KTCPVS_OBJ_POOL) ||
+		    nla_put(msg, KTCPVS_A_OBJ_NAME, p->name_len, p->name))
+			return -EMSGSIZE;
+		return kt_put_stats(msg, p->st);
+	}
+	i -= cfg->npools;
+	{
+		const struct kt_server *s = &cfg->servers[i];
+		const struct kt_pool *p = &cfg->pools[s->pool];
+
+		if (nla_put_u8(msg, KTCPVS_A_OBJ_KIND, KTCPVS_OBJ_SERVER) ||
+		    nla_put(msg, KTCPVS_A_OBJ_POOL, p->name_len, p->name) ||
+		    kt_put_addr(msg, &s->addr) ||
+		    nla_put_u32(msg, KTCPVS_A_WEIGHT, READ_ONCE(s->weight)) ||
+		    nla_put_u8(msg, KTCPVS_A_STATE, READ_ONCE(s->state)) ||
+		    nla_put_u8(msg, KTCPVS_A_COOLDOWN,
+			       time_before(jiffies, READ_ONCE(s->down_until))))
+			return -EMSGSIZE;
+		return kt_put_stats(msg, s->st);
+	}
+}
+
+static int kt_nl_dump_stats(struct sk_buff *skb, struct netlink_callback *cb)
+{
+	struct kt_net *ktn = kt_net(sock_net(skb->sk));
+	struct kt_config *cfg = kt_config_get(ktn);
+	u32 i = cb->args[0], n;
+	int err = 0;
+
+	if (!cfg)
+		return 0;
+	cb->seq = (u32)cfg->generation;
+	n = cfg->nservices + cfg->npools + cfg->nservers;
+	for (; i < n; i++) {
+		void *hdr = genlmsg_put(skb, NETLINK_CB(cb->skb).portid,
+					cb->nlh->nlmsg_seq, &kt_genl_family,
+					NLM_F_MULTI, KTCPVS_CMD_GET_STATS);
+
+		if (!hdr)
+			break;
+		genl_dump_check_consistent(cb, hdr);
+		if (kt_fill_obj(skb, cfg, i)) {
+			genlmsg_cancel(skb, hdr);
+			break;
+		}
+		genlmsg_end(skb, hdr);
+	}
+	if (i == cb->args[0] && i < n)
+		err = -EMSGSIZE;	/* one object does not fit a message */
+	cb->args[0] = i;
+	kt_config_put(cfg);
+	return err ? err : skb->len;
+}
+
+static int kt_nl_dump_config(struct sk_buff *skb, struct netlink_callback *cb)
+{
+	struct kt_net *ktn = kt_net(sock_net(skb->sk));
+	struct kt_config *cfg = kt_config_get(ktn);
+	u32 off = cb->args[0];
+	void *hdr;
+
+	if (!cfg)
+		return 0;
+	cb->seq = (u32)cfg->generation;
+	while (off < cfg->len) {
+		u32 len = min_t(u32, cfg->len - off, KTCPVS_CHUNK_MAX);
+
+		hdr = genlmsg_put(skb, NETLINK_CB(cb->skb).portid,
+				  cb->nlh->nlmsg_seq, &kt_genl_family,
+				  NLM_F_MULTI, KTCPVS_CMD_GET_CONFIG);
+		if (!hdr)
+			break;
+		genl_dump_check_consistent(cb, hdr);
+		if (nla_put_u32(skb, KTCPVS_A_OFFSET, off) ||
+		    nla_put_u32(skb, KTCPVS_A_CONFIG_SIZE, cfg->len) ||
+		    nla_put_u64_64bit(skb, KTCPVS_A_GENERATION, cfg->generation,
+				      KTCPVS_A_PAD) ||
+		    nla_put_string(skb, KTCPVS_A_SOURCE, cfg->source) ||
+		    nla_put(skb, KTCPVS_A_DATA, len, (u8 *)cfg->blob + off)) {
+			genlmsg_cancel(skb, hdr);
+			break;
+		}
+		genlmsg_end(skb, hdr);
+		off += len;
+	}
+	cb->args[0] = off;
+	kt_config_put(cfg);
+	return skb->len;
 }
 
 static const struct genl_ops kt_genl_ops[] = {
@@ -122,6 +493,48 @@ static const struct genl_ops kt_genl_ops[] = {
 	{
 		.cmd = KTCPVS_CMD_FLUSH,
 		.doit = kt_nl_flush,
+		.policy = kt_noattr_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
+	{
+		.cmd = KTCPVS_CMD_CONFIG_BEGIN,
+		.doit = kt_nl_begin,
+		.policy = kt_begin_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
+	{
+		.cmd = KTCPVS_CMD_CONFIG_CHUNK,
+		.doit = kt_nl_chunk,
+		.policy = kt_chunk_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
+	{
+		.cmd = KTCPVS_CMD_CONFIG_COMMIT,
+		.doit = kt_nl_commit,
+		.policy = kt_txn_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
+	{
+		.cmd = KTCPVS_CMD_CONFIG_ABORT,
+		.doit = kt_nl_abort,
+		.policy = kt_txn_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
+	{
+		.cmd = KTCPVS_CMD_GET_STATS,
+		.dumpit = kt_nl_dump_stats,
+		.policy = kt_noattr_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
+	{
+		.cmd = KTCPVS_CMD_GET_CONFIG,
+		.dumpit = kt_nl_dump_config,
 		.policy = kt_noattr_policy,
 		.maxattr = KTCPVS_A_MAX,
 		.flags = GENL_UNS_ADMIN_PERM,
@@ -145,23 +558,36 @@ static int __net_init kt_net_init(struct net *net)
 {
 	struct kt_net *ktn = kt_net(net);
 
+	ktn->net = net;
 	mutex_init(&ktn->lock);
-	ktn->nservices = 0;
-	ktn->generation = 0;
+	RCU_INIT_POINTER(ktn->cfg, NULL);
+	INIT_LIST_HEAD(&ktn->listeners);
+	spin_lock_init(&ktn->conns_lock);
+	INIT_LIST_HEAD(&ktn->conns);
+	atomic_set(&ktn->nconns, 0);
+	init_waitqueue_head(&ktn->conns_wait);
 	return 0;
 }
 
 /*
  * Kernel sockets do not pin their namespace, so everything of a namespace
- * must be closed here, not left to the module's exit.
+ * is closed here: listeners, then every connection, waiting until the last
+ * one is freed.
  */
 static void __net_exit kt_net_exit(struct net *net)
 {
 	struct kt_net *ktn = kt_net(net);
 
 	mutex_lock(&ktn->lock);
-	kt_net_flush_locked(ktn);
+	kt_txn_free(ktn);
+	kt_config_commit(ktn, NULL, NULL, NULL);
 	mutex_unlock(&ktn->lock);
+
+	spin_lock_bh(&ktn->conns_lock);
+	ktn->dying = true;
+	spin_unlock_bh(&ktn->conns_lock);
+	kt_conns_kill(ktn, NULL);
+	wait_event(ktn->conns_wait, !atomic_read(&ktn->nconns));
 	mutex_destroy(&ktn->lock);
 }
 
@@ -176,11 +602,17 @@ static struct pernet_operations kt_net_ops = {
 
 static int __init ktcpvs_init(void)
 {
-	int err;
+	int err = -ENOMEM;
+
+	kt_conn_cache = KMEM_CACHE(kt_conn, 0);
+	kt_buf_cache = kmem_cache_create("ktcpvs_buf", KT_BUF_SIZE, 0, 0, NULL);
+	kt_wq = alloc_workqueue("ktcpvs", WQ_MEM_RECLAIM, 0);
+	if (!kt_conn_cache || !kt_buf_cache || !kt_wq)
+		goto err;
 
 	err = register_pernet_subsys(&kt_net_ops);
 	if (err)
-		return err;
+		goto err;
 
 	err = genl_register_family(&kt_genl_family);
 	if (err)
@@ -192,6 +624,11 @@ static int __init ktcpvs_init(void)
 
 err_pernet:
 	unregister_pernet_subsys(&kt_net_ops);
+err:
+	if (kt_wq)
+		destroy_workqueue(kt_wq);
+	kmem_cache_destroy(kt_buf_cache);
+	kmem_cache_destroy(kt_conn_cache);
 	return err;
 }
 
@@ -200,6 +637,12 @@ static void __exit ktcpvs_exit(void)
 	/* No new requests once the family is gone; then drop every namespace. */
 	genl_unregister_family(&kt_genl_family);
 	unregister_pernet_subsys(&kt_net_ops);
+	destroy_workqueue(kt_wq);	/* drains the last release works */
+	rcu_barrier();			/* configurations freed by call_rcu */
+	kmem_cache_destroy(kt_buf_cache);
+	kmem_cache_destroy(kt_conn_cache);
+	if (atomic_read(&kt_allocs))
+		pr_err("%d allocations leaked\n", atomic_read(&kt_allocs));
 	pr_info("unloaded\n");
 }
 

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kt_sched.c - the eight LVS scheduling algorithms, with their L7 meaning.
+ * Included by ktcpvs.c (one translation unit).
+ *
+ *   rr     round robin over available servers
+ *   wrr    weighted round robin (smooth: no bursts to the heaviest server)
+ *   lc     least active connections
+ *   wlc    least active connections / weight
+ *   dh     destination hashing: rendezvous hash of the request's host and
+ *          path (cache affinity; only the failed server's keys move)
+ *   sh     source hashing: rendezvous hash of the client address
+ *   lblc   locality-based least connection on host and path: a key keeps
+ *          its server until that server is overloaded (more active
+ *          connections than its weight while another has less than half of
+ *          its own), then moves to the wlc choice
+ *   lblcr  lblc with a server set per key: the least loaded of the set is
+ *          used; the set grows by the wlc choice when it is overloaded and
+ *          drops its most loaded member when it has not changed for
+ *          KT_LBLCR_TRIM
+ *
+ * A server is available when its state is up, its weight is above zero and
+ * it is not in a failure cool-down.  Callers pass servers already tried for
+ * this request in @tried so a retry picks another one.
+ */
+
+#include <linux/jhash.h>
+
+#define KT_LBLCR_TRIM	(360 * HZ)	/* LVS: 6 minutes */
+
+struct kt_sched_in {
+	u32 client_hash;	/* hash of the client address */
+	u32 dest_hash;		/* hash of host and path */
+	const u32 *tried;	/* indices into the pool already tried */
+	u32 ntried;
+};
+
+static bool kt_srv_available(const struct kt_server *s, unsigned long now)
+{
+	return READ_ONCE(s->state) == KT_SERVER_UP && READ_ONCE(s->weight) &&
+	       !time_before(now, READ_ONCE(s->down_until));
+}
+
+static bool kt_sched_ok(const struct kt_pool *p, u32 i,
+			const struct kt_sched_in *in, unsigned long now)
+{
+	u32 k;
+
+	if (!kt_srv_available(&p->servers[i], now))
+		return false;
+	for (k = 0; k < in->ntried; k++)
+		if (in->tried[k] == i)
+			return false;
+	return true;
+}
+
+static int kt_sched_rr(struct kt_pool *p, const struct kt_sched_in *in,
+		       unsigned long now)
+{
+	u32 start = (u32)atomic_inc_return(&p->rr);
+	u32 k;
+
+	for (k = 0; k < p->nservers; k++) {
+		u32 i = (start + k) % p->nservers;
+
+		if (kt_sched_ok(p, i, in, now))
+			return i;
+	}
+	return -1;
+}
+
+static int kt_sched_wrr(struct kt_pool *p, const struct kt_sched_in *in,
+			unsigned long now)
+{
+	int best = -1;
+	int total = 0;
+	u32 i;
+
+	spin_lock_bh(&p->lock);
+	for (i = 0; i < p->nservers; i++) {
+		struct kt_server *s = &p->servers[i];
+		int w = READ_ONCE(s->weight);
+
+		if (!kt_sched_ok(p, i, in, now))
+			continue;
+		s->wrr_current += w;
+		total += w;
+		if (best < 0 || s->wrr_current > p->servers[best].wrr_current)
+			best = i;
+	}
+	if (best >= 0)
+		p->servers[best].wrr_current -= total;
+	spin_unlock_bh(&p->lock);
+	return best;
+}
+
+/* Is a's load (active / weight) below b's?  Cross-multiplied, no division. */
+static bool kt_less_loaded(const struct kt_server *a, const struct kt_server *b)
+{
+	u64 la = (u64)atomic_read(&a->st->active) * READ_ONCE(b->weight);
+	u64 lb = (u64)atomic_read(&b->st->active) * READ_ONCE(a->weight);
+
+	return la < lb;
+}
+
+static int kt_sched_lc(struct kt_pool *p, const struct kt_sched_in *in,
+		       unsigned long now, bool weighted)
+{
+	int best = -1;
+	u32 i;
+
+	for (i = 0; i < p->nservers; i++) {
+		const struct kt_server *s = &p->servers[i];
+
+		if (!kt_sched_ok(p, i, in, now))
+			continue;
+		if (best < 0)
+			best = i;
+		else if (weighted ? kt_less_loaded(s, &p->servers[best]) :
+			 atomic_read(&s->st->active) <
+			 atomic_read(&p->servers[best].st->active))
+			best = i;
+	}
+	return best;
+}
+
+/* Rendezvous (highest random weight) hashing of @key over the servers. */
+static int kt_sched_hash(struct kt_pool *p, const struct kt_sched_in *in,
+			 unsigned long now, u32 key)
+{
+	u32 best_score = 0;
+	int best = -1;
+	u32 i;
+
+	for (i = 0; i < p->nservers; i++) {
+		const struct kt_server *s = &p->servers[i];
+		u32 score;
+
+		if (!kt_sched_ok(p, i, in, now))
+			continue;
+		score = jhash(&s->addr, sizeof(s->addr), key);
+		if (best < 0 || score > best_score) {
+			best = i;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+/* LVS is_overloaded(): over its weight while some server has < half. */
+static bool kt_overloaded(struct kt_pool *p, u32 i, unsigned long now)
+{
+	const struct kt_server *s = &p->servers[i];
+	u32 k;
+
+	if (atomic_read(&s->st->active) <= READ_ONCE(s->weight))
+		return false;
+	for (k = 0; k < p->nservers; k++) {
+		const struct kt_server *o = &p->servers[k];
+
+		if (kt_srv_available(o, now) &&
+		    atomic_read(&o->st->active) * 2 < READ_ONCE(o->weight))
+			return true;
+	}
+	return false;
+}
+
+static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
+			 unsigned long now, bool replicated)
+{
+	u32 key = in->dest_hash | 1;	/* 0 marks an empty bucket */
+	struct kt_lblc_entry *e = &p->lblc[key % KT_LBLC_BUCKETS];
+	int best = -1;
+	u32 k;
+
+	spin_lock_bh(&p->lock);
+	if (e->key != key) {
+		e->key = key;
+		e->n = 0;
+		e->grown = now;
+	}
+	/* Drop members that became unusable. */
+	for (k = 0; k < e->n;) {
+		if (e->srv[k] >= p->nservers ||
+		    !kt_srv_available(&p->servers[e->srv[k]], now)) {
+			e->srv[k] = e->srv[--e->n];
+			continue;
+		}
+		k++;
+	}
+	for (k = 0; k < e->n; k++) {
+		u32 i = e->srv[k];
+
+		if (!kt_sched_ok(p, i, in, now))
+			continue;
+		if (best < 0 || kt_less_loaded(&p->servers[i], &p->servers[best]))
+			best = i;
+	}
+	if (best < 0 || kt_overloaded(p, best, now)) {
+		int pick = kt_sched_lc(p, in, now, true);
+
+		if (pick >= 0) {
+			if (!replicated) {
+				e->n = 0;
+			} else if (e->n == KT_LBLCR_SET) {
+				/* full: replace the most loaded member */
+				u32 worst = 0;
+
+				for (k = 1; k < e->n; k++)
+					if (kt_less_loaded(&p->servers[e->srv[worst]],
+							   &p->servers[e->srv[k]]))
+						worst = k;
+				e->srv[worst] = e->srv[--e->n];
+			}
+			for (k = 0; k < e->n && e->srv[k] != pick; k++)
+				;
+			if (k == e->n)
+				e->srv[e->n++] = pick;
+			e->grown = now;
+			best = pick;
+		}
+	} else if (replicated && e->n > 1 &&
+		   time_after(now, e->grown + KT_LBLCR_TRIM)) {
+		/* The set has been stable for long: drop its most loaded. */
+		u32 worst = 0;
+
+		for (k = 1; k < e->n; k++)
+			if (kt_less_loaded(&p->servers[e->srv[worst]],
+					   &p->servers[e->srv[k]]))
+				worst = k;
+		if (e->srv[worst] != best)
+			e->srv[worst] = e->srv[--e->n];
+		e->grown = now;
+	}
+	e->last = now;
+	spin_unlock_bh(&p->lock);
+	return best;
+}
+
+/* Pick a server of @p for a request; -1 when none is available. */
+static int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
+{
+	unsigned long now = jiffies;
+
+	if (!p->nservers)
+		return -1;
+	switch (p->sched) {
+	case KT_SCHED_WRR:
+		return kt_sched_wrr(p, in, now);
+	case KT_SCHED_LC:
+		return kt_sched_lc(p, in, now, false);
+	case KT_SCHED_WLC:
+		return kt_sched_lc(p, in, now, true);
+	case KT_SCHED_DH:
+		return kt_sched_hash(p, in, now, in->dest_hash);
+	case KT_SCHED_SH:
+		return kt_sched_hash(p, in, now, in->client_hash);
+	case KT_SCHED_LBLC:
+		return kt_sched_lblc(p, in, now, false);
+	case KT_SCHED_LBLCR:
+		return kt_sched_lblc(p, in, now, true);
+	case KT_SCHED_RR:
+	default:
+		return kt_sched_rr(p, in, now);
+	}
+}
+
+/* Passive failure marking: KT_MAX_FAILS within KT_FAIL_WINDOW: cool down. */
+#define KT_MAX_FAILS	3
+#define KT_FAIL_WINDOW	(10 * HZ)
+#define KT_FAIL_COOL	(10 * HZ)
+
+static void kt_server_failed(struct kt_server *s)
+{
+	unsigned long now = jiffies;
+
+	if (time_after(now, READ_ONCE(s->fail_start) + KT_FAIL_WINDOW)) {
+		WRITE_ONCE(s->fail_start, now);
+		atomic_set(&s->fails, 0);
+	}
+	if (atomic_inc_return(&s->fails) >= KT_MAX_FAILS) {
+		WRITE_ONCE(s->down_until, now + KT_FAIL_COOL);
+		atomic_set(&s->fails, 0);
+	}
+}
+
+static void kt_server_ok(struct kt_server *s)
+{
+	if (atomic_read(&s->fails))
+		atomic_set(&s->fails, 0);
+}
