@@ -128,7 +128,7 @@ def test_include_relative_and_lists(tmp_path: Path) -> None:
     (tmp_path / "inc" / "lists.rules").write_text('list x { "/a" "/b" }\n')
     (tmp_path / "site.rules").write_text(
         'include "inc/pools.rules";\nservice s listen 1.2.3.4:80 {\n'
-        "  route a if path prefix @x;\n  route b if host \"h\";\n  route c;\n}\n"
+        '  route a if path prefix @x;\n  route b if host "h";\n  route c;\n}\n'
     )
     res = compiler.compile_file(tmp_path / "site.rules")
     assert res.ok, res.format()
@@ -267,7 +267,7 @@ def test_warning_shadowed_prefix() -> None:
         ("source 10.0.0.0/8", "source 10.1.0.0/16"),
         ('header "X-A" exists', 'header "x-a" prefix "v"'),
         ('path prefix "/a" or path prefix "/b"', 'path prefix "/b/c"'),
-        ("method GET", "method GET and not path prefix \"/x\""),
+        ("method GET", 'method GET and not path prefix "/x"'),
     ],
 )
 def test_warning_shadowed_cases(first: str, second: str) -> None:
@@ -296,7 +296,9 @@ def test_no_false_shadow_warning(first: str, second: str) -> None:
 
 
 def test_warning_unreachable_after_default() -> None:
-    ws = warnings(POOLS + 'service s listen 1.2.3.4:80 {\nroute a;\nroute b if host "x";\nroute c;\n}')
+    ws = warnings(
+        POOLS + 'service s listen 1.2.3.4:80 {\nroute a;\nroute b if host "x";\nroute c;\n}'
+    )
     assert len(ws) == 1
     assert "unreachable" in ws[0].message and "and 1 more rule" in ws[0].message
 
@@ -311,7 +313,9 @@ def test_warning_unused_pool_and_list_and_method_case() -> None:
 
 
 def test_warning_path_not_normalized() -> None:
-    ws = warnings(POOLS + 'service s listen 1.2.3.4:80 { route a if path prefix "/a/../b"; route b; }')
+    ws = warnings(
+        POOLS + 'service s listen 1.2.3.4:80 { route a if path prefix "/a/../b"; route b; }'
+    )
     ws = [w for w in ws if "normalized" in w.message]
     assert len(ws) == 1 and '"/b"' in ws[0].hint
 
