@@ -17,25 +17,25 @@
 #define KT_C_UNRES	0x10	/* unreserved (RFC 3986 2.3) */
 #define KT_C_REGNAME	0x20	/* reg-name: unreserved / sub-delims */
 #define KT_C_QDTEXT	0x40	/* qdtext (RFC 9110 5.6.4) */
-#define KT_C_DIGIT	0x80	/* DIGIT */
+#define KT_C_PLAIN	0x80	/* KT_C_TARGET but not '/', '.', '?' */
 
 static const u8 kt_http_cc[256] = {
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x00 */
 	0x00, 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x08 */
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x10 */
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x18 */
-	0x42, 0x67, 0x02, 0x43, 0x67, 0x43, 0x67, 0x67,	/* 0x20 */
-	0x66, 0x66, 0x67, 0x67, 0x66, 0x77, 0x77, 0x46,	/* 0x28 */
+	0x42, 0xe7, 0x02, 0x43, 0xe7, 0x43, 0xe7, 0xe7,	/* 0x20 */
+	0xe6, 0xe6, 0xe7, 0xe7, 0xe6, 0xf7, 0x77, 0x46,	/* 0x28 */
 	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,	/* 0x30 */
-	0xff, 0xff, 0x46, 0x66, 0x42, 0x66, 0x42, 0x46,	/* 0x38 */
-	0x46, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x77,	/* 0x40 */
-	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x48 */
-	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x50 */
-	0x77, 0x77, 0x77, 0x42, 0x02, 0x42, 0x43, 0x77,	/* 0x58 */
-	0x43, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x77,	/* 0x60 */
-	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x68 */
-	0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77, 0x77,	/* 0x70 */
-	0x77, 0x77, 0x77, 0x42, 0x43, 0x42, 0x77, 0x00,	/* 0x78 */
+	0xff, 0xff, 0xc6, 0xe6, 0x42, 0xe6, 0x42, 0x46,	/* 0x38 */
+	0xc6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf7,	/* 0x40 */
+	0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7,	/* 0x48 */
+	0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7,	/* 0x50 */
+	0xf7, 0xf7, 0xf7, 0x42, 0x02, 0x42, 0x43, 0xf7,	/* 0x58 */
+	0x43, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf7,	/* 0x60 */
+	0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7,	/* 0x68 */
+	0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7, 0xf7,	/* 0x70 */
+	0xf7, 0xf7, 0xf7, 0x42, 0x43, 0x42, 0xf7, 0x00,	/* 0x78 */
 	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0x80 */
 	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0x88 */
 	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0x90 */
@@ -54,6 +54,31 @@ static const u8 kt_http_cc[256] = {
 	0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42, 0x42,	/* 0xf8 */
 };
 
+static const u8 kt_http_lower[256] = {
+	0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b,
+	0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+	0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23,
+	0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
+	0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b,
+	0x3c, 0x3d, 0x3e, 0x3f, 0x40, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
+	0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f, 0x70, 0x71, 0x72, 0x73,
+	0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x5b, 0x5c, 0x5d, 0x5e, 0x5f,
+	0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b,
+	0x6c, 0x6d, 0x6e, 0x6f, 0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77,
+	0x78, 0x79, 0x7a, 0x7b, 0x7c, 0x7d, 0x7e, 0x7f, 0x80, 0x81, 0x82, 0x83,
+	0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b, 0x8c, 0x8d, 0x8e, 0x8f,
+	0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0x9b,
+	0x9c, 0x9d, 0x9e, 0x9f, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+	0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 0xb0, 0xb1, 0xb2, 0xb3,
+	0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf,
+	0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb,
+	0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7,
+	0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf, 0xe0, 0xe1, 0xe2, 0xe3,
+	0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xeb, 0xec, 0xed, 0xee, 0xef,
+	0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa, 0xfb,
+	0xfc, 0xfd, 0xfe, 0xff,
+};
+
 static inline bool kt_http_is(u8 c, u8 cls)
 {
 	return kt_http_cc[c] & cls;
@@ -61,7 +86,20 @@ static inline bool kt_http_is(u8 c, u8 cls)
 
 static inline u8 kt_http_lc(u8 c)
 {
-	return (u8)(c - 'A') < 26 ? c + 32 : c;
+	return kt_http_lower[c];
+}
+
+static inline u64 kt_http_load8(const u8 *p)
+{
+	u64 w;
+
+	memcpy(&w, p, 8);
+	return w;
+}
+
+static inline bool kt_http_digit(u8 c)
+{
+	return (u8)(c - '0') < 10;
 }
 
 static inline u32 kt_http_min(u32 a, u32 b)
@@ -117,6 +155,8 @@ enum {
 /* Private flags kept in m->tok2 while the request line is scanned. */
 #define KT_P_PCT	0x1	/* '%' in the target */
 #define KT_P_BRACKET	0x2	/* '[' or ']' in the target */
+#define KT_P_QUERY	0x4	/* '?' seen: m->query_off is set */
+#define KT_P_NORM	0x8	/* '%', "//" or "/." before the query */
 
 /* Private bits in m->flags (above the public ones). */
 #define KT_HTTP_P_HOSTFIELD	0x10000	/* a Host field was seen */
@@ -256,7 +296,7 @@ static bool kt_http_ipv4(const u8 *s, u32 n)
 	for (;;) {
 		v = 0;
 		d = 0;
-		while (i < n && kt_http_is(s[i], KT_C_DIGIT) && d < 4) {
+		while (i < n && kt_http_digit(s[i]) && d < 4) {
 			v = v * 10 + (s[i] - '0');
 			i++;
 			d++;
@@ -321,9 +361,9 @@ static bool kt_http_ipv6(const u8 *s, u32 n)
  * unless @need_port.  *@hl = length of the host part.
  */
 static const char *kt_http_authority(const u8 *s, u32 n, u32 *hl,
-				     bool need_port)
+				     bool need_port, u8 *dst)
 {
-	u32 i = 0, d, port = 0;
+	u32 i = 0, d, port = 0, lim;
 
 	*hl = 0;
 	if (n && s[0] == '[') {
@@ -332,7 +372,18 @@ static const char *kt_http_authority(const u8 *s, u32 n, u32 *hl,
 		if (i >= n || !kt_http_ipv6(s + 1, i - 1))
 			return "invalid IPv6 literal";
 		i++;
+		if (dst && i <= KT_HTTP_HOST_MAX)
+			for (d = 0; d < i; d++)
+				dst[d] = kt_http_lc(s[d]);
 	} else {
+		/* validate and copy lower-cased (into dst, if any) in one pass */
+		if (dst) {
+			lim = kt_http_min(n, KT_HTTP_HOST_MAX + 1);
+			while (i < lim && kt_http_is(s[i], KT_C_REGNAME)) {
+				dst[i] = kt_http_lc(s[i]);
+				i++;
+			}
+		}
 		while (i < n && kt_http_is(s[i], KT_C_REGNAME))
 			i++;
 	}
@@ -344,7 +395,7 @@ static const char *kt_http_authority(const u8 *s, u32 n, u32 *hl,
 	if (s[i] != ':')
 		return "invalid character in host";
 	d = ++i;
-	while (i < n && kt_http_is(s[i], KT_C_DIGIT)) {
+	while (i < n && kt_http_digit(s[i])) {
 		if (i - d == 5)
 			return "invalid port";
 		port = port * 10 + (s[i] - '0');
@@ -355,6 +406,23 @@ static const char *kt_http_authority(const u8 *s, u32 n, u32 *hl,
 	if (need_port && i == d)
 		return "missing port";
 	return NULL;
+}
+
+/* Room for a lower-cased host at the end of out[], or NULL. */
+static inline u8 *kt_http_host_dst(struct kt_http_msg *m)
+{
+	if (m->out_cap - m->out_len < KT_HTTP_HOST_MAX + 1)
+		return NULL;
+	return m->out + m->out_len;
+}
+
+/* The host was written by kt_http_authority() into kt_http_host_dst(). */
+static inline void kt_http_host_set(struct kt_http_msg *m, u32 n)
+{
+	m->host_off = m->out_len;
+	m->host_len = n;
+	m->out_len += n;
+	m->flags |= KT_HTTP_HAS_HOST;
 }
 
 static int kt_http_put_host(struct kt_http_msg *m, const u8 *s, u32 n)
@@ -500,9 +568,21 @@ static int kt_http_path_query(struct kt_http_msg *m, const u8 *buf, u32 off,
 	const u8 *s = buf + off;
 	long pl;
 
-	pl = kt_http_norm_path(m, s, n, off);
-	if (pl < 0)
-		return KT_HTTP_ERROR;
+	if (!(pflags & (KT_P_NORM | KT_P_BRACKET))) {
+		/* no '%', "//" or "/." in the path: it is already normal */
+		pl = (pflags & KT_P_QUERY) ? m->query_off - 1 - off : n;
+		if ((u32)pl > m->out_cap - m->out_len)
+			return kt_http_fail(m, 414, "request target too long",
+					    off);
+		memcpy(m->out + m->out_len, s, pl);
+		m->path_off = m->out_len;
+		m->path_len = pl;
+		m->out_len += pl;
+	} else {
+		pl = kt_http_norm_path(m, s, n, off);
+		if (pl < 0)
+			return KT_HTTP_ERROR;
+	}
 	if ((u32)pl < n) {
 		/* s[pl] == '?' */
 		m->flags |= KT_HTTP_HAS_QUERY;
@@ -546,7 +626,7 @@ static int kt_http_absolute(struct kt_http_msg *m, const u8 *buf, u32 pflags)
 		if (t[i] == '@')
 			return kt_http_fail(m, 400, "userinfo in request target",
 					    m->target_off + i);
-	why = kt_http_authority(t + a, i - a, &hl, false);
+	why = kt_http_authority(t + a, i - a, &hl, false, NULL);
 	if (why)
 		return kt_http_fail(m, 400, why, m->target_off + a + hl);
 	if (hl == 0)
@@ -587,8 +667,8 @@ static int kt_http_request_line(struct kt_http_msg *m, const u8 *buf,
 
 	m->method = kt_http_method_id(buf + m->method_off, m->method_len);
 
-	if (!kt_http_lit(v, "HTTP/", 5) || !kt_http_is(v[5], KT_C_DIGIT) ||
-	    v[6] != '.' || !kt_http_is(v[7], KT_C_DIGIT))
+	if (!kt_http_lit(v, "HTTP/", 5) || !kt_http_digit(v[5]) ||
+	    v[6] != '.' || !kt_http_digit(v[7]))
 		return kt_http_fail(m, 400, "malformed HTTP version", m->tok);
 	if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
 		return kt_http_fail(m, 505, "HTTP version not supported",
@@ -612,7 +692,7 @@ static int kt_http_request_line(struct kt_http_msg *m, const u8 *buf,
 		return kt_http_out_const(m, "*", 1);
 	}
 	if (m->method == KT_HTTP_M_CONNECT) {
-		why = kt_http_authority(t, n, &hl, true);
+		why = kt_http_authority(t, n, &hl, true, NULL);
 		if (!why && hl == 0)
 			why = "empty host in request target";
 		if (why)
@@ -643,7 +723,7 @@ static int kt_http_content_length(struct kt_http_msg *m, const u8 *s, u32 n,
 			i++;
 		st = i;
 		v = 0;
-		while (i < n && kt_http_is(s[i], KT_C_DIGIT)) {
+		while (i < n && kt_http_digit(s[i])) {
 			d = s[i] - '0';
 			if (v > KT_HTTP_LENGTH_MAX / 10 ||
 			    (v == KT_HTTP_LENGTH_MAX / 10 &&
@@ -738,17 +818,21 @@ static void kt_http_connection(struct kt_http_msg *m, const u8 *s, u32 n)
 static int kt_http_host_field(struct kt_http_msg *m, const u8 *s, u32 n,
 			      u32 off)
 {
+	bool use = !(m->flags & KT_HTTP_P_ABSHOST);
+	u8 *dst = use ? kt_http_host_dst(m) : NULL;
 	const char *why;
 	u32 hl;
 
 	if (m->flags & KT_HTTP_P_HOSTFIELD)
 		return kt_http_fail(m, 400, "duplicate Host", off);
-	why = kt_http_authority(s, n, &hl, false);
+	why = kt_http_authority(s, n, &hl, false, dst);
 	if (why)
 		return kt_http_fail(m, 400, why, off + hl);
 	m->flags |= KT_HTTP_P_HOSTFIELD;
-	m->raw_host_off = off;
-	m->raw_host_len = hl;
+	if (dst)
+		kt_http_host_set(m, hl);
+	else if (use && kt_http_put_host(m, s, hl))
+		return kt_http_fail(m, 431, "host too long", off);
 	return 0;
 }
 
@@ -804,7 +888,7 @@ static void kt_http_keep_alive(struct kt_http_msg *m)
 }
 
 /* The empty line arrived at offset @off: message-level checks, framing. */
-static int kt_http_head_done(struct kt_http_msg *m, const u8 *buf, u32 off)
+static int kt_http_head_done(struct kt_http_msg *m, u32 off)
 {
 	u32 f = m->flags;
 
@@ -816,11 +900,6 @@ static int kt_http_head_done(struct kt_http_msg *m, const u8 *buf, u32 off)
 	if (!(f & KT_HTTP_RESPONSE)) {
 		if (m->version == 11 && !(f & KT_HTTP_P_HOSTFIELD))
 			return kt_http_fail(m, 400, "missing Host", off);
-		if (!(f & KT_HTTP_P_ABSHOST) && (f & KT_HTTP_P_HOSTFIELD) &&
-		    kt_http_put_host(m, buf + m->raw_host_off,
-				     m->raw_host_len))
-			return kt_http_fail(m, 431, "host too long",
-					    m->raw_host_off);
 		if ((f & KT_HTTP_HAS_UPGRADE) && (f & KT_HTTP_CONN_UPGRADE))
 			m->flags |= KT_HTTP_UPGRADE;
 		if (f & KT_HTTP_HAS_TE)
@@ -862,16 +941,30 @@ static int kt_http_head_done(struct kt_http_msg *m, const u8 *buf, u32 off)
  */
 static inline u32 kt_http_scan_fval(const u8 *buf, u32 p, u32 end)
 {
-	u64 w, y;
+	u64 w, y, t;
 	u32 stop;
 
 	for (;;) {
 		while (p + 8 <= end) {
-			memcpy(&w, buf + p, 8);
+			w = kt_http_load8(buf + p);
 			y = w ^ (KT_ONES * 0x7f);
-			if ((((w - KT_ONES * 0x20) & ~w) |
-			     ((y - KT_ONES) & ~y)) & KT_HIGHS)
+			t = (((w - KT_ONES * 0x20) & ~w) | ((y - KT_ONES) & ~y)) &
+			    KT_HIGHS;
+			if (t) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+				/*
+				 * Borrows only run towards later bytes, so the
+				 * lowest flagged byte is a real CTL or DEL.
+				 */
+				p += __builtin_ctzll(t) >> 3;
+				if (buf[p] != '\t')
+					return p;
+				p++;
+				continue;
+#else
 				break;
+#endif
+			}
 			p += 8;
 		}
 		stop = kt_http_min(p + 8, end);
@@ -1007,24 +1100,39 @@ s_method:
 	m->tok2 = 0;
 	/* fall through */
 s_target:
+	/*
+	 * Plain characters in a tight loop; '/', '.', '?', '%' and brackets
+	 * are noted on the way so that an already normal path is copied, not
+	 * normalized, and the query is only rescanned when it must be.
+	 */
 	for (;;) {
-		while (p + 4 <= end && kt_http_is(buf[p], KT_C_TARGET) &&
-		       kt_http_is(buf[p + 1], KT_C_TARGET) &&
-		       kt_http_is(buf[p + 2], KT_C_TARGET) &&
-		       kt_http_is(buf[p + 3], KT_C_TARGET))
+		while (p + 4 <= end && kt_http_is(buf[p], KT_C_PLAIN) &&
+		       kt_http_is(buf[p + 1], KT_C_PLAIN) &&
+		       kt_http_is(buf[p + 2], KT_C_PLAIN) &&
+		       kt_http_is(buf[p + 3], KT_C_PLAIN))
 			p += 4;
-		while (p < end && kt_http_is(buf[p], KT_C_TARGET))
+		while (p < end && kt_http_is(buf[p], KT_C_PLAIN))
 			p++;
 		if (p >= end)
 			KT_MORE(KT_S_TARGET);
 		c = buf[p];
 		if (c == ' ')
 			break;
-		if (c == '%')
-			m->tok2 |= KT_P_PCT;
-		else if (c == '[' || c == ']')
+		if (c == '/' || c == '.') {
+			if (!(m->tok2 & KT_P_QUERY) && p > m->tok &&
+			    buf[p - 1] == '/')
+				m->tok2 |= KT_P_NORM;
+		} else if (c == '?') {
+			if (!(m->tok2 & KT_P_QUERY)) {
+				m->tok2 |= KT_P_QUERY;
+				m->query_off = p + 1;
+			}
+		} else if (c == '%') {
+			m->tok2 |= (m->tok2 & KT_P_QUERY) ? KT_P_PCT :
+				   KT_P_PCT | KT_P_NORM;
+		} else if (c == '[' || c == ']') {
 			m->tok2 |= KT_P_BRACKET;
-		else if (c == '\r' || c == '\n')
+		} else if (c == '\r' || c == '\n')
 			KT_FAIL(400, "missing HTTP version", p);
 		else
 			KT_FAIL(400, "invalid character in request target", p);
@@ -1037,6 +1145,10 @@ s_target:
 	m->tok = ++p;
 	/* fall through */
 s_version:
+	if (likely(p + 9 <= end) && buf[p + 8] == '\r' &&
+	    (kt_http_load8(buf + p) == kt_http_load8((const u8 *)"HTTP/1.1") ||
+	     kt_http_load8(buf + p) == kt_http_load8((const u8 *)"HTTP/1.0")))
+		p += 8;
 	while (p < end && buf[p] > ' ' && buf[p] < 0x7f)
 		p++;
 	if (p >= end)
@@ -1072,8 +1184,8 @@ s_rversion:
 		const u8 *v = buf + m->tok;
 
 		if (!kt_http_lit(v, "HTTP/", 5) ||
-		    !kt_http_is(v[5], KT_C_DIGIT) || v[6] != '.' ||
-		    !kt_http_is(v[7], KT_C_DIGIT))
+		    !kt_http_digit(v[5]) || v[6] != '.' ||
+		    !kt_http_digit(v[7]))
 			KT_FAIL(502, "malformed HTTP version", m->tok);
 		if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
 			KT_FAIL(502, "HTTP version not supported", m->tok);
@@ -1082,7 +1194,7 @@ s_rversion:
 	m->tok = ++p;
 	/* fall through */
 s_rcode:
-	while (p < end && kt_http_is(buf[p], KT_C_DIGIT))
+	while (p < end && kt_http_digit(buf[p]))
 		p++;
 	if (p >= end)
 		KT_MORE(KT_S_RCODE);
@@ -1140,6 +1252,11 @@ s_field_start:
 	m->tok = p++;
 	/* fall through */
 s_name:
+	while (p + 4 <= end && kt_http_is(buf[p], KT_C_TCHAR) &&
+	       kt_http_is(buf[p + 1], KT_C_TCHAR) &&
+	       kt_http_is(buf[p + 2], KT_C_TCHAR) &&
+	       kt_http_is(buf[p + 3], KT_C_TCHAR))
+		p += 4;
 	while (p < end && kt_http_is(buf[p], KT_C_TCHAR))
 		p++;
 	if (p >= end)
@@ -1152,8 +1269,11 @@ s_name:
 	m->tok2 = p++;
 	/* fall through */
 s_ows:
-	while (p < end && kt_http_ws(buf[p]))
+	if (likely(p + 1 < end) && buf[p] == ' ' && !kt_http_ws(buf[p + 1]))
 		p++;
+	else
+		while (p < end && kt_http_ws(buf[p]))
+			p++;
 	if (p >= end)
 		KT_MORE(KT_S_OWS);
 	m->val = p;
@@ -1192,7 +1312,7 @@ s_head_lf:
 	p++;
 	m->head_len = p;
 	m->pos = p;
-	if (kt_http_head_done(m, buf, p - 2))
+	if (kt_http_head_done(m, p - 2))
 		return KT_HTTP_ERROR;
 	m->state = KT_S_DONE;
 	return KT_HTTP_DONE;

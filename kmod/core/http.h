@@ -163,7 +163,6 @@ struct kt_http_msg {
 	u32 val;		/* start of the field value */
 	u32 end_lim;		/* first offset beyond the current line limit */
 	u32 nf_seen;		/* header fields seen */
-	u32 raw_host_off, raw_host_len;	/* Host field's host part */
 	u8 state;
 	u8 resp_code_len;
 };
