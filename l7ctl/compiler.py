@@ -835,23 +835,30 @@ class _Analysis:
         return (p.field, p.name, p.op, p.value)
 
     def implied(self, k: Key) -> set[Key]:
+        """Keys of the predicates ``k`` implies, limited to the kinds some
+        earlier rule uses (the others cannot be looked up anyway)."""
         if k[0] == "not":
             return {k}
         fld, name, op, val = k
         out: set[Key] = {k}
+        present = self.present
         if fld in ("header", "cookie", "query"):
             out.add((fld, name, "exists", b""))
-        if op in ("exact", "prefix"):
+        if op in ("exact", "prefix") and (fld, name, "prefix") in present:
             out.update((fld, name, "prefix", val[:i]) for i in range(len(val) + 1))
-        if op in ("exact", "suffix"):
+        if op in ("exact", "suffix") and (fld, name, "suffix") in present:
             out.update((fld, name, "suffix", val[i:]) for i in range(len(val) + 1))
-        if op in ("exact", "prefix", "suffix", "contains") and len(val) <= 32:
+        if (
+            op in ("exact", "prefix", "suffix", "contains")
+            and len(val) <= 32
+            and (fld, name, "contains") in present
+        ):
             out.update(
                 (fld, name, "contains", val[i:j])
                 for i in range(len(val) + 1)
                 for j in range(i, len(val) + 1)
             )
-        if op == "cidr":
+        if op == "cidr" and (fld, name, "cidr") in present:
             net = ipaddress.ip_network(val.decode())
             out.update(
                 (fld, name, "cidr", str(net.supernet(new_prefix=n)).encode())
@@ -860,6 +867,7 @@ class _Analysis:
         return out
 
     def run(self) -> None:
+        self.present: set[tuple[Any, ...]] = set()
         index: dict[Key, list[tuple[int, frozenset[Key]]]] = {}
         catch_all: ir.Rule | None = None
         for r in self.rules:
@@ -908,3 +916,6 @@ class _Analysis:
                 )
             for conj in d:
                 index.setdefault(min(conj, key=repr), []).append((r.index, conj))
+                for k in conj:
+                    if k[0] != "not":
+                        self.present.add(k[:3])

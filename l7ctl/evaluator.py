@@ -28,7 +28,9 @@ Field semantics:
 * type T: the path ends, case-insensitively, with ``.EXT`` for an extension
   of T in :mod:`l7ctl.mime`.
 * glob: ``*`` = any run of bytes other than ``/``, ``**`` = any run,
-  ``?`` = one byte other than ``/``; must match the whole value.
+  ``?`` = one byte other than ``/``; must match the whole value.  In host
+  patterns ``*`` and ``?`` may also match ``/`` (hosts never contain one), so
+  ``*.example.com`` means "ends with .example.com".
 * regex: search semantics (see :mod:`l7ctl.regex`).
 """
 
@@ -208,7 +210,16 @@ def query_params(req: Request) -> list[tuple[bytes, bytes]]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _glob_re(glob: bytes) -> re.Pattern[bytes]:
+def _glob_re(glob: bytes, host: bool = False) -> re.Pattern[bytes]:
+    if host:
+        glob = glob.replace(b"**", b"*")
+        return re.compile(
+            b"".join(
+                b".*" if c == b"*" else b"." if c == b"?" else re.escape(c)
+                for c in (glob[i : i + 1] for i in range(len(glob)))
+            ),
+            re.DOTALL,
+        )
     out = []
     i = 0
     while i < len(glob):
@@ -232,7 +243,7 @@ def _regex(pattern: bytes) -> re.Pattern[bytes]:
     return rx.to_python(rx.parse(pattern.decode("utf-8")))
 
 
-def string_test(op: str, value: bytes, s: bytes) -> bool:
+def string_test(op: str, value: bytes, s: bytes, host: bool = False) -> bool:
     if op == "exact":
         return s == value
     if op == "prefix":
@@ -242,7 +253,7 @@ def string_test(op: str, value: bytes, s: bytes) -> bool:
     if op == "contains":
         return value in s
     if op == "glob":
-        return _glob_re(value).fullmatch(s) is not None
+        return _glob_re(value, host).fullmatch(s) is not None
     if op == "regex":
         return _regex(value).search(s) is not None
     raise ValueError(op)
@@ -253,7 +264,7 @@ def pred_true(p: ir.Predicate, req: Request) -> bool:
     if f == "method":
         return req.method == p.value
     if f == "host":
-        return string_test(p.op, p.value, req.host.lower())
+        return string_test(p.op, p.value, req.host.lower(), host=True)
     if f == "path":
         if p.op == "type":
             low = req.path.lower()

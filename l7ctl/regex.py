@@ -20,6 +20,7 @@ runs, so the DFA construction is checked against an independent engine.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -341,8 +342,10 @@ class _Parser:
         return self._char_set(c, pos)
 
 
+@functools.lru_cache(maxsize=65536)
 def parse(src: str) -> Regex:
-    """Parse ``src``; raise :class:`RegexError` with an offset on failure."""
+    """Parse ``src``; raise :class:`RegexError` with an offset on failure.
+    (Cached: the result is immutable.)"""
     p = _Parser(src)
     icase = False
     if src.startswith("(?i)"):
@@ -427,12 +430,13 @@ def to_python(r: Regex) -> re.Pattern[bytes]:
 # ---- Globs ------------------------------------------------------------------
 
 
-def glob_to_regex(glob: str, fold: bool = False) -> Regex:
+def glob_to_regex(glob: str, fold: bool = False, host: bool = False) -> Regex:
     """A glob as an anchored regex: ``*`` = any run without ``/``, ``**`` = any
-    run, ``?`` = one byte other than ``/``; everything else is literal."""
+    run, ``?`` = one byte other than ``/``; everything else is literal.  With
+    ``host`` (hosts never contain ``/``) ``*`` and ``?`` match any byte."""
     items: list[Node] = []
     i = 0
-    notslash = ALL - {ord("/")}
+    notslash = ALL if host else ALL - {ord("/")}
     data = glob.encode("utf-8")
     while i < len(data):
         c = data[i]
@@ -451,6 +455,32 @@ def glob_to_regex(glob: str, fold: bool = False) -> Regex:
     if fold:
         body = fold_node(body)
     return Regex("glob:" + glob, fold, (Branch(True, True, body),))
+
+
+def glob_as_literal(glob: bytes, host: bool = False) -> tuple[str, bytes] | None:
+    """(op, literal) when a glob is just a prefix/suffix/contains/exact test:
+    ``**X`` suffix, ``X**`` prefix, ``**X**`` contains (and ``*`` for ``**``
+    in host globs).  None otherwise."""
+    if b"\0" in glob:
+        return None
+    g = glob.replace(b"**", b"\0") if not host else glob.replace(b"**", b"*").replace(b"*", b"\0")
+    if b"?" in g or b"*" in g:
+        return None
+    parts = g.split(b"\0")
+    if any(p == b"" for p in parts[1:-1]):
+        return None  # consecutive wildcards
+    if len(parts) == 1:
+        return ("exact", parts[0])
+    if len(parts) == 2:
+        a, b = parts
+        if a and b:
+            return None
+        if not a and not b:
+            return ("prefix", b"")  # matches everything
+        return ("suffix", b) if not a else ("prefix", a)
+    if len(parts) == 3 and not parts[0] and not parts[2]:
+        return ("contains", parts[1])
+    return None
 
 
 def literal_regex(lit: bytes, bol: bool, eol: bool) -> Regex:

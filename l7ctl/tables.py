@@ -215,7 +215,16 @@ def _fields(svc: ir.Service) -> list[_Field]:
         elif p.op == "contains":
             f.contains.append((pid, p.value))
         elif p.op == "glob":
-            f.regexes.append((pid, rx.glob_to_regex(p.value.decode("utf-8"))))
+            host = p.field == "host"
+            lit = rx.glob_as_literal(p.value, host)
+            if lit is None:
+                f.regexes.append((pid, rx.glob_to_regex(p.value.decode("utf-8"), host=host)))
+            elif lit[0] == "exact":
+                f.exact.setdefault(lit[1], []).append(pid)
+            else:
+                {"prefix": f.prefixes, "suffix": f.suffixes, "contains": f.contains}[lit[0]].append(
+                    (pid, lit[1])
+                )
         elif p.op == "regex":
             f.regexes.append((pid, rx.parse(p.value.decode("utf-8"))))
         elif p.op == "type":

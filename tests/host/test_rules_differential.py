@@ -24,19 +24,20 @@ ATOMS = st.sampled_from(
 )
 
 
-def _regex_body() -> st.SearchStrategy[str]:
-    return st.recursive(
-        ATOMS,
-        lambda inner: st.one_of(
-            st.tuples(inner, inner).map(lambda t: t[0] + t[1]),
-            st.tuples(inner, inner).map(lambda t: f"(?:{t[0]}|{t[1]})"),
-            inner.map(lambda x: f"(?:{x})*"),
-            inner.map(lambda x: f"(?:{x})+"),
-            inner.map(lambda x: f"(?:{x})?"),
-            inner.map(lambda x: f"(?:{x}){{1,2}}"),
-        ),
-        max_leaves=5,
+def _regex_ext(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    pair = st.tuples(inner, inner)
+    return st.one_of(
+        pair.map(lambda t: t[0] + t[1]),
+        pair.map(lambda t: f"(?:{t[0]}|{t[1]})"),
+        inner.map(lambda x: f"(?:{x})*"),
+        inner.map(lambda x: f"(?:{x})+"),
+        inner.map(lambda x: f"(?:{x})?"),
+        inner.map(lambda x: f"(?:{x}){{1,2}}"),
     )
+
+
+def _regex_body() -> st.SearchStrategy[str]:
+    return st.recursive(ATOMS, _regex_ext, max_leaves=5)
 
 
 @st.composite
@@ -108,16 +109,17 @@ def predicates(draw: st.DrawFn) -> str:
     return f"{kind} {q(name)} {op} {q(val)}"
 
 
-def conds() -> st.SearchStrategy[str]:
-    return st.recursive(
-        predicates(),
-        lambda inner: st.one_of(
-            st.tuples(inner, inner).map(lambda t: f"({t[0]} and {t[1]})"),
-            st.tuples(inner, inner).map(lambda t: f"({t[0]} or {t[1]})"),
-            inner.map(lambda x: f"not {x}"),
-        ),
-        max_leaves=4,
+def _combine(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    pair = st.tuples(inner, inner)
+    return st.one_of(
+        pair.map(lambda t: f"({t[0]} and {t[1]})"),
+        pair.map(lambda t: f"({t[0]} or {t[1]})"),
+        inner.map(lambda x: f"not {x}"),
     )
+
+
+def conds() -> st.SearchStrategy[str]:
+    return st.recursive(predicates(), _combine, max_leaves=4)
 
 
 @st.composite
