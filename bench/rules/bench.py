@@ -108,7 +108,7 @@ def requests_for(reqs: list[ev.Request], rnd: random.Random, count: int) -> list
     return full
 
 
-def measure(n: int, iterations: int, seed: int) -> dict[str, float | int]:
+def prepare(n: int, seed: int) -> dict[str, object]:
     from l7ctl import _match  # type: ignore[attr-defined]
 
     rnd = random.Random(seed + n)
@@ -124,15 +124,30 @@ def measure(n: int, iterations: int, seed: int) -> dict[str, float | int]:
         rule, _ = table.match(0, r.method, r.host, r.path, r.query, list(r.headers), None)
         assert rule == ev.evaluate(svc, r).index
     tuples = [(r.method, r.host, r.path, r.query, list(r.headers), None) for r in reqs]
-    table.bench(0, tuples, max(1, iterations // 10))  # warm up
-    best = min(table.bench(0, tuples, iterations) for _ in range(5))
     return {
-        "rules": n,
-        "match_ns": round(best, 1),
-        "compile_s": round(compile_s, 3),
-        "table_bytes": len(res.tables),
-        "predicates": len(svc.preds),
+        "table": table,
+        "tuples": tuples,
+        "result": {
+            "rules": n,
+            "compile_s": round(compile_s, 3),
+            "table_bytes": len(res.tables),
+            "predicates": len(svc.preds),
+        },
     }
+
+
+def measure_all(preps: list[dict[str, object]], iterations: int, rounds: int) -> None:
+    """Interleave the sizes round by round and keep each size's best time, so
+    load changes on a shared machine hit every size alike."""
+    best: list[float] = [float("inf")] * len(preps)
+    for p in preps:
+        p["table"].bench(0, p["tuples"], max(1, iterations // 10))  # type: ignore[attr-defined]
+    for _ in range(rounds):
+        for i, p in enumerate(preps):
+            t = p["table"].bench(0, p["tuples"], iterations)  # type: ignore[attr-defined]
+            best[i] = min(best[i], t)
+    for p, b in zip(preps, best, strict=True):
+        p["result"]["match_ns"] = round(b, 1)  # type: ignore[index]
 
 
 def main() -> int:
@@ -140,8 +155,11 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "rules.json"))
     ap.add_argument("--iterations", type=int, default=400)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
-    results = [measure(n, args.iterations, args.seed) for n in SIZES]
+    preps = [prepare(n, args.seed) for n in SIZES]
+    measure_all(preps, args.iterations, args.rounds)
+    results: list[dict[str, float | int]] = [p["result"] for p in preps]  # type: ignore[misc]
     base = results[0]["match_ns"]
     for r in results:
         r["match_ratio"] = round(float(r["match_ns"]) / float(base), 3)
