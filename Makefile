@@ -76,6 +76,7 @@ clean:
 # Fragments owned by the parser/matcher work: fuzz harnesses and benchmarks.
 -include tests/fuzz/fuzz.mk
 -include bench/bench.mk
+-include bench/rules.mk
 
 fuzz-short::
 fuzz::

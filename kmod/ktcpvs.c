@@ -90,6 +90,11 @@ static struct netlink_range_validation kt_offset_range = {
 	.min = 0, .max = KTCPVS_CONFIG_MAX - 1,
 };
 
+/* nla_policy's own min/max are s16: larger bounds need a range struct. */
+static struct netlink_range_validation kt_chunk_range = {
+	.min = 1, .max = KTCPVS_CHUNK_MAX,
+};
+
 static const struct nla_policy kt_begin_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_CONFIG_SIZE] = NLA_POLICY_FULL_RANGE(NLA_U32, &kt_size_range),
 	[KTCPVS_A_SOURCE] = { .type = NLA_NUL_STRING, .len = 255 },
@@ -98,7 +103,7 @@ static const struct nla_policy kt_begin_policy[KTCPVS_A_MAX + 1] = {
 static const struct nla_policy kt_chunk_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_TXN_ID] = { .type = NLA_U32 },
 	[KTCPVS_A_OFFSET] = NLA_POLICY_FULL_RANGE(NLA_U32, &kt_offset_range),
-	[KTCPVS_A_DATA] = NLA_POLICY_RANGE(NLA_BINARY, 1, KTCPVS_CHUNK_MAX),
+	[KTCPVS_A_DATA] = NLA_POLICY_FULL_RANGE(NLA_BINARY, &kt_chunk_range),
 };
 
 static const struct nla_policy kt_txn_policy[KTCPVS_A_MAX + 1] = {
@@ -180,16 +185,22 @@ static int kt_nl_flush(struct sk_buff *skb, struct genl_info *info)
 	return err;
 }
 
-static int kt_reply_u32(struct genl_info *info, u8 cmd, int attr, u32 v)
+/* Reply with one attribute: a u32, or a u64 when @wide. */
+static int kt_reply_num(struct genl_info *info, u8 cmd, int attr, u64 v,
+			bool wide)
 {
 	struct sk_buff *msg;
 	void *hdr;
+	int err;
 
 	msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
 	if (!msg)
 		return -ENOMEM;
 	hdr = genlmsg_put_reply(msg, info, &kt_genl_family, 0, cmd);
-	if (!hdr || nla_put_u32(msg, attr, v)) {
+	if (hdr)
+		err = wide ? nla_put_u64_64bit(msg, attr, v, KTCPVS_A_PAD) :
+			     nla_put_u32(msg, attr, (u32)v);
+	if (!hdr || err) {
 		nlmsg_free(msg);
 		return -EMSGSIZE;
 	}
@@ -233,7 +244,8 @@ static int kt_nl_begin(struct sk_buff *skb, struct genl_info *info)
 			    sizeof(t->source));
 	ktn->txn = t;
 	mutex_unlock(&ktn->lock);
-	return kt_reply_u32(info, KTCPVS_CMD_CONFIG_BEGIN, KTCPVS_A_TXN_ID, id);
+	return kt_reply_num(info, KTCPVS_CMD_CONFIG_BEGIN, KTCPVS_A_TXN_ID, id,
+			    false);
 }
 
 /* The caller's open transaction, or NULL with an error message. */
@@ -315,8 +327,8 @@ static int kt_nl_commit(struct sk_buff *skb, struct genl_info *info)
 	mutex_unlock(&ktn->lock);
 	if (err)
 		return err;
-	return kt_reply_u32(info, KTCPVS_CMD_CONFIG_COMMIT, KTCPVS_A_GENERATION,
-			    (u32)gen);
+	return kt_reply_num(info, KTCPVS_CMD_CONFIG_COMMIT, KTCPVS_A_GENERATION,
+			    gen, true);
 out:
 	mutex_unlock(&ktn->lock);
 	return err;

@@ -32,10 +32,31 @@ def _cmd_flush(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_parse(args: argparse.Namespace) -> int:
-    from l7ctl import httpparse
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from l7ctl.apply import apply_file
 
-    return httpparse.run(sys.stdin.buffer.read(), sys.stdout, response=args.response)
+    res = apply_file(args.file, dry_run=args.dry_run)
+    for w in res.warnings:
+        print(w, file=sys.stderr)
+    if not res.changed:
+        print(f"{args.file}: no change (the running configuration is the same)")
+    elif args.dry_run:
+        print(f"{args.file}: would apply {res.services} service(s), {res.size} bytes of tables")
+    else:
+        print(f"{args.file}: applied {res.services} service(s), generation {res.generation}")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from l7ctl.stats import run
+
+    return run(sys.stdout, as_json=args.json, prometheus=args.prometheus, watch=args.watch)
+
+
+def _cmd_parse(args: argparse.Namespace) -> int:
+    from l7ctl.httpparse import run
+
+    return run(sys.stdin.buffer.read(), sys.stdout, response=args.response)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_flush)
 
     s = sub.add_parser(
+        "apply",
+        help="compile a rules file and make it the running configuration",
+        description="Compile FILE and push it to the module of this network namespace in "
+        "one transaction: the switch ends fully on the new configuration or, on any "
+        "error, fully on the old one. Applying what already runs changes nothing.",
+    )
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    s.set_defaults(func=_cmd_apply)
+
+    s = sub.add_parser(
+        "stats",
+        help="counters per service, pool and server",
+        description="Show connections, requests, bytes and errors per service, pool and "
+        "server of the running configuration.",
+    )
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print JSON")
+    g.add_argument("--prometheus", action="store_true", help="Prometheus text format")
+    s.add_argument("--watch", type=float, metavar="SECONDS", help="refresh, with rates")
+    s.set_defaults(func=_cmd_stats)
+
+    s = sub.add_parser(
         "parse",
         help="parse raw HTTP bytes from stdin with the switch's own parser",
         description="Read raw bytes on stdin and print one JSON object per pipelined "
@@ -73,13 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--response", action="store_true", help="parse responses, not requests")
     s.set_defaults(func=_cmd_parse)
 
-    # Rules-engine commands (check, route, test) register here.
-    try:
-        from l7ctl import rulescli
-    except ImportError:
-        pass
-    else:
-        rulescli.register(sub)
+    # The rules-engine commands: check, route, test.
+    from l7ctl.rulescli import register
+
+    register(sub)
     return p
 
 

@@ -6,12 +6,15 @@ is raised as :class:`L7ctlError` with a one-line explanation.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
+import struct
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
@@ -23,6 +26,22 @@ PROTO_VERSION = 1
 
 CMD_GET_INFO = 1
 CMD_FLUSH = 2
+CMD_CONFIG_BEGIN = 3
+CMD_CONFIG_CHUNK = 4
+CMD_CONFIG_COMMIT = 5
+CMD_CONFIG_ABORT = 6
+CMD_GET_STATS = 7
+CMD_GET_CONFIG = 8
+
+CHUNK_MAX = 32768
+CONFIG_MAX = 8 << 20
+
+OBJ_SERVICE, OBJ_POOL, OBJ_SERVER = 1, 2, 3
+ERROR_KINDS = (
+    "parse", "header_timeout", "blocked", "redirect", "no_route", "unavailable",
+    "connect", "bad_gateway", "backend_timeout", "backend_reset", "client_reset", "limit",
+)  # fmt: skip
+STATES = ("up", "drain", "down")
 
 
 class ktcpvs_msg(genlmsg):  # type: ignore[misc]
@@ -35,6 +54,27 @@ class ktcpvs_msg(genlmsg):  # type: ignore[misc]
         ("KTCPVS_A_PROTO_VERSION", "uint32"),
         ("KTCPVS_A_SERVICE_COUNT", "uint32"),
         ("KTCPVS_A_GENERATION", "uint64"),
+        ("KTCPVS_A_SOURCE", "asciiz"),
+        ("KTCPVS_A_TXN_ID", "uint32"),
+        ("KTCPVS_A_CONFIG_SIZE", "uint32"),
+        ("KTCPVS_A_OFFSET", "uint32"),
+        ("KTCPVS_A_DATA", "cdata"),
+        ("KTCPVS_A_CONNECTIONS", "uint32"),
+        ("KTCPVS_A_ALLOCS", "uint32"),
+        ("KTCPVS_A_OBJ_KIND", "uint8"),
+        ("KTCPVS_A_OBJ_NAME", "cdata"),
+        ("KTCPVS_A_OBJ_ADDR", "cdata"),
+        ("KTCPVS_A_OBJ_POOL", "cdata"),
+        ("KTCPVS_A_WEIGHT", "uint32"),
+        ("KTCPVS_A_STATE", "uint8"),
+        ("KTCPVS_A_COOLDOWN", "uint8"),
+        ("KTCPVS_A_ST_CONNS", "uint64"),
+        ("KTCPVS_A_ST_ACTIVE", "uint32"),
+        ("KTCPVS_A_ST_REQUESTS", "uint64"),
+        ("KTCPVS_A_ST_BYTES_IN", "uint64"),
+        ("KTCPVS_A_ST_BYTES_OUT", "uint64"),
+        ("KTCPVS_A_ST_ERRORS", "cdata"),
+        ("KTCPVS_A_PAD", "none"),
     )
 
 
@@ -63,6 +103,35 @@ class Info:
     proto_version: int
     service_count: int
     generation: int
+    connections: int = 0
+    allocations: int = 0
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Counters of one service, pool or server (KTCPVS_CMD_GET_STATS)."""
+
+    kind: str  # "service", "pool" or "server"
+    name: str  # service or pool name; for a server, its pool
+    address: str  # "addr:port" for services and servers, "" for pools
+    conns: int
+    active: int
+    requests: int
+    bytes_in: int
+    bytes_out: int
+    errors: dict[str, int]
+    weight: int | None = None
+    state: str | None = None
+    cooldown: bool = False
+
+
+def format_addr(raw: bytes) -> str:
+    """Decode KTCPVS_A_OBJ_ADDR: family u8, pad u8, port be16, address[16]."""
+    family, port = raw[0], int.from_bytes(raw[2:4], "big")
+    if family == 4:
+        return f"{ipaddress.IPv4Address(raw[4:8])}:{port}"
+    return f"[{ipaddress.IPv6Address(raw[4:20])}]:{port}"
 
 
 def _error(e: NetlinkError, what: str) -> L7ctlError:
@@ -124,6 +193,9 @@ class Client:
             proto_version=proto,
             service_count=reply.get_attr("KTCPVS_A_SERVICE_COUNT"),
             generation=reply.get_attr("KTCPVS_A_GENERATION"),
+            connections=reply.get_attr("KTCPVS_A_CONNECTIONS") or 0,
+            allocations=reply.get_attr("KTCPVS_A_ALLOCS") or 0,
+            source=reply.get_attr("KTCPVS_A_SOURCE") or "",
         )
 
     def flush(self) -> None:
@@ -132,3 +204,86 @@ class Client:
             self.request(CMD_FLUSH, flags=NLM_F_REQUEST | NLM_F_ACK)
         except NetlinkError as e:
             raise _error(e, "flushing the configuration") from None
+
+    def push_config(self, blob: bytes, source: str = "") -> int:
+        """Send a compiled configuration in one transaction; return its generation.
+
+        begin -> chunks -> commit: the kernel validates the whole blob at commit
+        and swaps it in atomically.  On any failure the transaction is aborted
+        and the running configuration is untouched.
+        """
+        if not blob or len(blob) > CONFIG_MAX:
+            raise L7ctlError(f"compiled configuration of {len(blob)} bytes is out of range")
+        try:
+            (reply,) = self.request(
+                CMD_CONFIG_BEGIN,
+                [("KTCPVS_A_CONFIG_SIZE", len(blob)), ("KTCPVS_A_SOURCE", source[:255])],
+            )
+        except NetlinkError as e:
+            raise _error(e, "starting a configuration transaction") from None
+        txn = reply.get_attr("KTCPVS_A_TXN_ID")
+        try:
+            for off in range(0, len(blob), CHUNK_MAX):
+                self.request(
+                    CMD_CONFIG_CHUNK,
+                    [("KTCPVS_A_TXN_ID", txn), ("KTCPVS_A_OFFSET", off),
+                     ("KTCPVS_A_DATA", blob[off : off + CHUNK_MAX])],
+                    flags=NLM_F_REQUEST | NLM_F_ACK,
+                )  # fmt: skip
+            (done,) = self.request(CMD_CONFIG_COMMIT, [("KTCPVS_A_TXN_ID", txn)])
+        except NetlinkError as e:
+            with contextlib.suppress(NetlinkError):
+                self.request(
+                    CMD_CONFIG_ABORT, [("KTCPVS_A_TXN_ID", txn)], flags=NLM_F_REQUEST | NLM_F_ACK
+                )
+            raise _error(e, "applying the configuration") from None
+        return int(done.get_attr("KTCPVS_A_GENERATION"))
+
+    def running_config(self) -> tuple[bytes, str] | None:
+        """The running compiled configuration and its source file, or None."""
+        try:
+            parts = self.request(CMD_GET_CONFIG, flags=NLM_F_REQUEST | NLM_F_DUMP)
+        except NetlinkError as e:
+            raise _error(e, "reading the running configuration") from None
+        if not parts:
+            return None
+        size = parts[0].get_attr("KTCPVS_A_CONFIG_SIZE")
+        buf = bytearray(size)
+        for p in parts:
+            off = p.get_attr("KTCPVS_A_OFFSET")
+            data = p.get_attr("KTCPVS_A_DATA")
+            buf[off : off + len(data)] = data
+        return bytes(buf), parts[0].get_attr("KTCPVS_A_SOURCE") or ""
+
+    def stats(self) -> list[Counters]:
+        """Counters of every service, pool and server of the running configuration."""
+        try:
+            msgs = self.request(CMD_GET_STATS, flags=NLM_F_REQUEST | NLM_F_DUMP)
+        except NetlinkError as e:
+            raise _error(e, "reading the counters") from None
+        out = []
+        kinds = {OBJ_SERVICE: "service", OBJ_POOL: "pool", OBJ_SERVER: "server"}
+        for m in msgs:
+            kind = kinds.get(m.get_attr("KTCPVS_A_OBJ_KIND"), "?")
+            raw_err = m.get_attr("KTCPVS_A_ST_ERRORS") or b""
+            errs = struct.unpack(f"<{len(raw_err) // 8}Q", raw_err)
+            addr = m.get_attr("KTCPVS_A_OBJ_ADDR")
+            name = m.get_attr("KTCPVS_A_OBJ_POOL" if kind == "server" else "KTCPVS_A_OBJ_NAME")
+            state = m.get_attr("KTCPVS_A_STATE")
+            out.append(
+                Counters(
+                    kind=kind,
+                    name=bytes(name or b"").decode("utf-8", "replace"),
+                    address=format_addr(addr) if addr else "",
+                    conns=m.get_attr("KTCPVS_A_ST_CONNS"),
+                    active=m.get_attr("KTCPVS_A_ST_ACTIVE"),
+                    requests=m.get_attr("KTCPVS_A_ST_REQUESTS"),
+                    bytes_in=m.get_attr("KTCPVS_A_ST_BYTES_IN"),
+                    bytes_out=m.get_attr("KTCPVS_A_ST_BYTES_OUT"),
+                    errors=dict(zip(ERROR_KINDS, errs, strict=False)),
+                    weight=m.get_attr("KTCPVS_A_WEIGHT"),
+                    state=STATES[state] if state is not None and state < 3 else None,
+                    cooldown=bool(m.get_attr("KTCPVS_A_COOLDOWN")),
+                )
+            )
+        return out

@@ -14,7 +14,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
-from l7ctl import netlink
+from l7ctl import __version__, netlink
 from l7ctl.netlink import Client, ModuleNotLoaded
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,20 +56,20 @@ def netns() -> Iterator[str]:
 
 def test_module_is_loaded_with_its_version() -> None:
     assert "ktcpvs " in Path("/proc/modules").read_text()
-    assert Path("/sys/module/ktcpvs/version").read_text().strip() == "0.1.0"
+    assert Path("/sys/module/ktcpvs/version").read_text().strip() == __version__
 
 
 def test_info_round_trip() -> None:
     with Client() as c:
         info = c.info()
-    assert info.module_version == "0.1.0"
+    assert info.module_version == __version__
     assert info.proto_version == netlink.PROTO_VERSION
     assert info.service_count == 0
 
 
 def test_status_command_shows_module_and_empty_config() -> None:
     out = subprocess.run(["l7ctl", "status"], capture_output=True, text=True, check=True).stdout
-    assert "ktcpvs module 0.1.0 (netlink protocol 1)" in out
+    assert f"ktcpvs module {__version__} (netlink protocol 1)" in out
     assert "no services configured" in out
     js = subprocess.run(["l7ctl", "status", "--json"], capture_output=True, text=True, check=True)
     assert json.loads(js.stdout)["service_count"] == 0
@@ -88,7 +88,7 @@ def test_unprivileged_user_is_refused_configuration_but_may_read() -> None:
     assert "permission denied" in flush.stderr and "CAP_NET_ADMIN" in flush.stderr
     status = subprocess.run([*NOBODY, "l7ctl", "status"], capture_output=True, text=True)
     assert status.returncode == 0, status.stderr
-    assert "ktcpvs module 0.1.0" in status.stdout
+    assert f"ktcpvs module {__version__}" in status.stdout
 
 
 def test_policy_refuses_attributes_a_command_does_not_take() -> None:

@@ -1,0 +1,302 @@
+"""The content switch end to end: real module, real sockets, real backends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from demo_site import Response, Site, connect, exchange, get, read_responses, wait_for
+from topology import Topology
+
+from l7ctl.netlink import Client, Counters
+
+IMAGES = {"img1", "img2"}
+
+
+@pytest.fixture(scope="module")
+def site_mod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One topology and one applied site for the whole module."""
+    from demo_site import BACKENDS
+
+    t = Topology(backends=BACKENDS)
+    try:
+        t.up()
+        s = Site(t, tmp_path_factory.mktemp("site"))
+        assert s.apply().changed
+        yield s
+        s.director(lambda: Client().flush())
+    finally:
+        t.down()
+
+
+@pytest.fixture
+def site(site_mod: Site) -> Site:
+    site_mod.reset_logs()
+    return site_mod
+
+
+def echoed(r: Response) -> str:
+    assert r.status == 200, (r.status, r.body[:200])
+    return str(json.loads(r.body)["raw"])
+
+
+def test_images_cgi_and_static_go_to_their_pools(site: Site) -> None:
+    r = site.client(lambda: get("/img/logo.png"))
+    assert r.status == 200 and r.backend in IMAGES
+    assert echoed(r).startswith("GET /img/logo.png HTTP/1.1\r\n")
+    r = site.client(lambda: get("/cgi-bin/search.cgi?q=1"))
+    assert r.backend == "cgi"
+    assert echoed(r).startswith("GET /cgi-bin/search.cgi?q=1 HTTP/1.1\r\n")
+    r = site.client(lambda: get("/index.html"))
+    assert r.status == 200 and r.backend == "static" and r.body == b"<h1>static</h1>\n"
+    r = site.client(lambda: get("/", host="img.example.com"))
+    assert r.backend in IMAGES
+
+
+def test_curl_through_the_switch(site: Site) -> None:
+    out = site.topo.exec(
+        site.topo.client.ns, "curl", "-sS", "-m", "30", "-o", "/dev/null", "-w",
+        "%{http_code} %header{x-backend}", "http://10.0.0.1/a/b/photo.JPG",
+    ).stdout  # fmt: skip
+    code, backend = out.split()
+    assert code == "200" and backend in IMAGES
+
+
+def test_x_forwarded_for_is_added(site: Site) -> None:
+    raw = echoed(site.client(lambda: get("/cgi-bin/x")))
+    assert "\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n" in raw
+
+
+def test_keep_alive_routes_every_request_afresh(site: Site) -> None:
+    paths = ["/a.png", "/cgi-bin/env", "/b.gif", "/index.html", "/run.cgi", "/c.jpeg"]
+
+    def run() -> list[Response]:
+        out = []
+        with connect() as s:
+            for p in paths:
+                s.sendall(f"GET {p} HTTP/1.1\r\nHost: www.example.com\r\n\r\n".encode())
+                out += read_responses(s, 1)
+        return out
+
+    rs = site.client(run)
+    assert [r.status for r in rs] == [200] * len(paths)
+    kinds = ["img" if r.backend in IMAGES else r.backend for r in rs]
+    assert kinds == ["img", "cgi", "img", "static", "cgi", "img"]
+
+
+def test_pipelined_requests_are_answered_in_order(site: Site) -> None:
+    paths = ["/p1.png", "/cgi-bin/p2", "/p3.webp", "/p4.cgi"]
+    raw = b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths)
+    rs = site.client(lambda: exchange(raw, n=len(paths)))
+    assert [echoed(r).split(" ")[1] for r in rs] == paths
+    assert [r.backend == "cgi" for r in rs] == [False, True, False, True]
+
+
+def test_request_bodies_content_length_and_chunked(site: Site) -> None:
+    body = bytes(range(256)) * 300
+    raw = (
+        f"POST /cgi-bin/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    r = site.client(lambda: exchange(raw))[0]
+    got = echoed(r).encode("latin-1")
+    assert got.endswith(b"\r\n\r\n" + body)
+    chunked = (
+        b"POST /cgi-bin/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: t\r\n\r\n"
+    )
+    r = site.client(lambda: exchange(chunked))[0]
+    assert (
+        echoed(r)
+        .encode("latin-1")
+        .endswith(b"\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: t\r\n\r\n")
+    )
+
+
+def test_64_mib_download_is_byte_exact(site: Site) -> None:
+    want = hashlib.sha256((site.docroot / "doc" / "big.bin").read_bytes()).hexdigest()
+    out = site.topo.exec(
+        site.topo.client.ns, "sh", "-c",
+        "curl -sS -m 300 http://10.0.0.1/doc/big.bin | sha256sum",
+    ).stdout  # fmt: skip
+    assert out.split()[0] == want
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (
+            b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked"
+            b"\r\n\r\n",
+            400,
+        ),
+        (b"GET /x HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET /x HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\nHost: x\n\n", 400),
+        (b"GET /x HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /x HTTP/1.1\r\nHost: x\r\nUser-Agent: sqlmap/1.0\r\n\r\n", 403),
+    ],
+)
+def test_refused_requests_never_reach_a_backend(site: Site, raw: bytes, status: int) -> None:
+    rs = site.client(lambda: exchange(raw))
+    assert len(rs) == 1 and rs[0].status == status
+    assert rs[0].headers.get("connection") == "close"
+    time.sleep(0.5)
+    assert site.all_received() == []
+
+
+def test_redirect_rule(site: Site) -> None:
+    r = site.client(lambda: get("/old/page"))
+    assert r.status == 301 and r.headers["location"] == "https://www.example.com/new/"
+    assert site.all_received() == []
+
+
+def test_unreachable_and_empty_pools(site: Site) -> None:
+    assert site.client(lambda: get("/nowhere/x")).status == 502
+    assert site.client(lambda: get("/empty/x")).status == 503
+
+
+def test_header_timeout_answers_408(site: Site) -> None:
+    site.apply(header_timeout="1s")
+
+    def slow() -> list[Response]:
+        with connect() as s:
+            s.sendall(b"GET /cgi-bin/slow HTTP/1.1\r\nHost: x\r\n")
+            return read_responses(s, 1)
+
+    try:
+        rs = site.client(slow)
+        assert [r.status for r in rs] == [408]
+        assert site.all_received() == []
+    finally:
+        site.apply()
+
+
+def test_counters(site: Site) -> None:
+    def snapshot() -> dict[tuple[str, str, str], Counters]:
+        return {(r.kind, r.name, r.address): r for r in site.director(lambda: Client().stats())}
+
+    before = snapshot()
+    for p in ("/a.png", "/b.png", "/cgi-bin/c"):
+        assert site.client(lambda p=p: get(p)).status == 200
+    site.client(lambda: exchange(b"BAD\r\n\r\n"))
+    after = snapshot()
+
+    def delta(key: tuple[str, str, str], attr: str) -> int:
+        return int(getattr(after[key], attr)) - int(getattr(before[key], attr))
+
+    svc = ("service", "web", "10.0.0.1:80")
+    assert delta(svc, "requests") == 3 and delta(svc, "conns") == 4
+    assert after[svc].errors["parse"] - before[svc].errors["parse"] == 1
+    assert delta(("pool", "images", ""), "requests") == 2
+    assert delta(("pool", "cgi", ""), "requests") == 1
+    img = [k for k in after if k[0] == "server" and k[1] == "images"]
+    assert sum(delta(k, "requests") for k in img) == 2
+    assert after[svc].active == 0
+
+
+def test_reapply_same_file_changes_nothing(site: Site) -> None:
+    assert not site.apply().changed
+
+
+def test_backend_that_resets_mid_response(site: Site) -> None:
+    # A backend that sends a partial response then closes: the client must
+    # see the connection cut, never a complete-looking response.
+    srv = site.topo.spawn(
+        site.topo.nodes["flaky"].ns,
+        ["python3", "-c",
+         "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+         "s.bind(('10.0.4.11',80));s.listen(8)\n"
+         "while True:\n c,_=s.accept();c.recv(65536);"
+         "c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\npartial');c.close()"],
+        "reset-server.out",
+    )  # fmt: skip
+    from topology import wait_port
+
+    wait_port(site.topo.nodes["flaky"].ns, "10.0.4.11", 80)
+
+    def run() -> tuple[int, bytes]:
+        with connect() as s:
+            s.sendall(b"GET /flaky/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return len(data), data
+
+    _, data = site.client(run)
+    srv.kill()
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"partial")
+
+
+def flaky_server(site: Site, body: str) -> subprocess.Popen[bytes]:
+    """Run a misbehaving Python server on the flaky backend, port 80."""
+    from topology import wait_port
+
+    code = (
+        "import socket,time\n"
+        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        "s.bind(('10.0.4.11',80));s.listen(64)\n"
+        "while True:\n c,_=s.accept()\n" + body
+    )
+    p = site.topo.spawn(site.topo.nodes["flaky"].ns, ["python3", "-c", code], "flaky.out")
+    wait_port(site.topo.nodes["flaky"].ns, "10.0.4.11", 80)
+    return p
+
+
+def test_backend_that_stalls_gets_504(site: Site) -> None:
+    srv = flaky_server(site, " c.recv(65536); time.sleep(60)\n")
+    try:
+        r = site.client(lambda: get("/flaky/stall"))
+    finally:
+        srv.kill()
+    assert r.status == 504
+
+
+def test_client_reset_mid_upload(site: Site) -> None:
+    def upload_and_reset() -> None:
+        s = connect()
+        s.sendall(b"POST /cgi-bin/up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        s.sendall(b"x" * 5000)
+        time.sleep(0.5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST
+
+    site.client(upload_and_reset)
+    # The switch drops the backend connection: the backend never sees a
+    # complete request, and the switch carries on serving.
+    time.sleep(1)
+    assert site.received("cgi") == []
+    assert site.client(lambda: get("/cgi-bin/after")).status == 200
+    assert wait_for(lambda: site.director(lambda: Client().info().connections) == 0, 30)
+
+
+def test_unload_with_live_connections(site: Site) -> None:
+    n = 1000
+    # Idle connections and connections in the middle of a request head, held
+    # by a process in the client namespace while the module unloads.
+    holder = site.topo.spawn(
+        site.topo.client.ns,
+        ["python3", "-c",
+         "import socket,time\n"
+         f"s=[socket.create_connection(('10.0.0.1',80)) for _ in range({n})]\n"
+         "[x.sendall(b'GET /cgi-bin/x HTTP/1.1\\r\\nHost: x\\r\\n') for x in s[::2]]\n"
+         "time.sleep(600)"],
+        "holder.out",
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: site.director(lambda: Client().info().connections) >= n, 300)
+        root = Path(__file__).resolve().parents[2]
+        subprocess.run(["rmmod", "ktcpvs"], check=True)
+        subprocess.run(["insmod", str(root / "build" / "ktcpvs.ko")], check=True)
+    finally:
+        holder.kill()
+    info = site.director(lambda: Client().info())
+    assert info.connections == 0 and info.allocations == 0
