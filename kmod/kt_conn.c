@@ -540,6 +540,7 @@ static int kt_backend_connect(struct kt_conn *c, struct kt_server *srv)
 		return err;
 	}
 	kt_stat_inc(srv->st, conns);
+	kt_stat_inc(c->pool->st, conns);
 	return 0;
 }
 
@@ -827,6 +828,7 @@ static int kt_flush_request(struct kt_conn *c)
 		return 1;
 	}
 	kt_stat_add(c->srv->st, bytes_in, n);
+	kt_stat_add(c->pool->st, bytes_in, n);
 	c->rsent += n;
 	if (c->rsent == c->rfwd) {
 		kt_buf_consume(c->rbuf, &c->rlen, c->rfwd);
@@ -954,8 +956,10 @@ static int kt_flush_response(struct kt_conn *c)
 	}
 	c->resp_started = true;
 	kt_stat_add(c->svc->st, bytes_out, n);
-	if (c->srv)
+	if (c->srv) {
 		kt_stat_add(c->srv->st, bytes_out, n);
+		kt_stat_add(c->pool->st, bytes_out, n);
+	}
 	c->ssent += n;
 	if (c->ssent == c->sfwd) {
 		kt_buf_consume(c->sbuf, &c->slen, c->sfwd);

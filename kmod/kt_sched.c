@@ -94,34 +94,59 @@ static int kt_sched_wrr(struct kt_pool *p, const struct kt_sched_in *in,
 	return best;
 }
 
-/* Is a's load (active / weight) below b's?  Cross-multiplied, no division. */
-static bool kt_less_loaded(const struct kt_server *a, const struct kt_server *b)
+/* Compare the loads of a and b: active (lc) or active / weight (wlc). */
+static int kt_load_cmp(const struct kt_server *a, const struct kt_server *b,
+		       bool weighted)
 {
-	u64 la = (u64)atomic_read(&a->st->active) * READ_ONCE(b->weight);
-	u64 lb = (u64)atomic_read(&b->st->active) * READ_ONCE(a->weight);
+	u64 la = atomic_read(&a->st->active);
+	u64 lb = atomic_read(&b->st->active);
 
-	return la < lb;
+	if (weighted) {
+		la *= READ_ONCE(b->weight);
+		lb *= READ_ONCE(a->weight);
+	}
+	return la < lb ? -1 : la > lb;
 }
 
+/*
+ * Least connections: the servers with the least load; ties (frequent when
+ * requests come one at a time) are broken by smooth weighted round robin
+ * among the tied servers, as nginx's least_conn does, instead of always
+ * taking the first.
+ */
 static int kt_sched_lc(struct kt_pool *p, const struct kt_sched_in *in,
 		       unsigned long now, bool weighted)
 {
-	int best = -1;
+	int least = -1, best = -1;
+	int total = 0;
 	u32 i;
 
 	for (i = 0; i < p->nservers; i++) {
-		const struct kt_server *s = &p->servers[i];
-
 		if (!kt_sched_ok(p, i, in, now))
 			continue;
-		if (best < 0)
-			best = i;
-		else if (weighted ? kt_less_loaded(s, &p->servers[best]) :
-			 atomic_read(&s->st->active) <
-			 atomic_read(&p->servers[best].st->active))
+		if (least < 0 ||
+		    kt_load_cmp(&p->servers[i], &p->servers[least], weighted) < 0)
+			least = i;
+	}
+	if (least < 0)
+		return -1;
+	spin_lock_bh(&p->lock);
+	for (i = 0; i < p->nservers; i++) {
+		struct kt_server *s = &p->servers[i];
+		int w = READ_ONCE(s->weight);
+
+		if (!kt_sched_ok(p, i, in, now) ||
+		    kt_load_cmp(s, &p->servers[least], weighted))
+			continue;
+		s->wrr_current += w;
+		total += w;
+		if (best < 0 || s->wrr_current > p->servers[best].wrr_current)
 			best = i;
 	}
-	return best;
+	if (best >= 0)
+		p->servers[best].wrr_current -= total;
+	spin_unlock_bh(&p->lock);
+	return best >= 0 ? best : least;
 }
 
 /* Rendezvous (highest random weight) hashing of @key over the servers. */
@@ -147,6 +172,22 @@ static int kt_sched_hash(struct kt_pool *p, const struct kt_sched_in *in,
 	return best;
 }
 
+/* The least loaded (active / weight) available server, first on ties. */
+static int kt_sched_least(struct kt_pool *p, const struct kt_sched_in *in,
+			  unsigned long now)
+{
+	int best = -1;
+	u32 i;
+
+	for (i = 0; i < p->nservers; i++) {
+		if (!kt_sched_ok(p, i, in, now))
+			continue;
+		if (best < 0 || kt_load_cmp(&p->servers[i], &p->servers[best], true) < 0)
+			best = i;
+	}
+	return best;
+}
+
 /* LVS is_overloaded(): over its weight while some server has < half. */
 static bool kt_overloaded(struct kt_pool *p, u32 i, unsigned long now)
 {
@@ -163,6 +204,18 @@ static bool kt_overloaded(struct kt_pool *p, u32 i, unsigned long now)
 			return true;
 	}
 	return false;
+}
+
+/* Index in e->srv[] of the most loaded member of the set. */
+static u32 kt_lblc_worst(const struct kt_pool *p, const struct kt_lblc_entry *e)
+{
+	u32 worst = 0, k;
+
+	for (k = 1; k < e->n; k++)
+		if (kt_load_cmp(&p->servers[e->srv[worst]],
+				&p->servers[e->srv[k]], true) < 0)
+			worst = k;
+	return worst;
 }
 
 static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
@@ -193,23 +246,19 @@ static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
 
 		if (!kt_sched_ok(p, i, in, now))
 			continue;
-		if (best < 0 || kt_less_loaded(&p->servers[i], &p->servers[best]))
+		if (best < 0 || kt_load_cmp(&p->servers[i], &p->servers[best], true) < 0)
 			best = i;
 	}
 	if (best < 0 || kt_overloaded(p, best, now)) {
-		int pick = kt_sched_lc(p, in, now, true);
+		int pick = kt_sched_least(p, in, now);
 
 		if (pick >= 0) {
 			if (!replicated) {
 				e->n = 0;
 			} else if (e->n == KT_LBLCR_SET) {
 				/* full: replace the most loaded member */
-				u32 worst = 0;
+				u32 worst = kt_lblc_worst(p, e);
 
-				for (k = 1; k < e->n; k++)
-					if (kt_less_loaded(&p->servers[e->srv[worst]],
-							   &p->servers[e->srv[k]]))
-						worst = k;
 				e->srv[worst] = e->srv[--e->n];
 			}
 			for (k = 0; k < e->n && e->srv[k] != pick; k++)
@@ -222,12 +271,8 @@ static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
 	} else if (replicated && e->n > 1 &&
 		   time_after(now, e->grown + KT_LBLCR_TRIM)) {
 		/* The set has been stable for long: drop its most loaded. */
-		u32 worst = 0;
+		u32 worst = kt_lblc_worst(p, e);
 
-		for (k = 1; k < e->n; k++)
-			if (kt_less_loaded(&p->servers[e->srv[worst]],
-					   &p->servers[e->srv[k]]))
-				worst = k;
 		if (e->srv[worst] != best)
 			e->srv[worst] = e->srv[--e->n];
 		e->grown = now;

@@ -148,7 +148,7 @@ http {{
     keepalive_requests 100000;
     sendfile on;
     default_type application/octet-stream;
-    add_header X-Backend {name};
+    add_header X-Backend {name} always;
     server {{
         listen {node.addr}:{port} reuseport;
         root {docroot};
