@@ -405,7 +405,8 @@ static int kt_fill_obj(struct sk_buff *msg, struct kt_config *cfg, u32 i)
 		const struct kt_pool *p = &cfg->pools[i];
 
 		if (nla_put_u8(msg, KTCPVS_A_OBJ_KIND, KTCPVS_OBJ_POOL) ||
-		    nla_put(msg, KTCPVS_A_OBJ_NAME, p->name_len, p->name))
+		    nla_put(msg, KTCPVS_A_OBJ_NAME, p->name_len, p->name) ||
+		    nla_put_u8(msg, KTCPVS_A_SCHED, p->sched))
 			return -EMSGSIZE;
 		return kt_put_stats(msg, p->st);
 	}

@@ -42,6 +42,7 @@ ERROR_KINDS = (
     "connect", "bad_gateway", "backend_timeout", "backend_reset", "client_reset", "limit",
 )  # fmt: skip
 STATES = ("up", "drain", "down")
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh")
 
 
 class ktcpvs_msg(genlmsg):  # type: ignore[misc]
@@ -75,6 +76,7 @@ class ktcpvs_msg(genlmsg):  # type: ignore[misc]
         ("KTCPVS_A_ST_BYTES_OUT", "uint64"),
         ("KTCPVS_A_ST_ERRORS", "cdata"),
         ("KTCPVS_A_PAD", "none"),
+        ("KTCPVS_A_SCHED", "uint8"),
     )
 
 
@@ -124,6 +126,7 @@ class Counters:
     weight: int | None = None
     state: str | None = None
     cooldown: bool = False
+    scheduler: str | None = None
 
 
 def format_addr(raw: bytes) -> str:
@@ -270,6 +273,7 @@ class Client:
             addr = m.get_attr("KTCPVS_A_OBJ_ADDR")
             name = m.get_attr("KTCPVS_A_OBJ_POOL" if kind == "server" else "KTCPVS_A_OBJ_NAME")
             state = m.get_attr("KTCPVS_A_STATE")
+            sched = m.get_attr("KTCPVS_A_SCHED")
             out.append(
                 Counters(
                     kind=kind,
@@ -284,6 +288,7 @@ class Client:
                     weight=m.get_attr("KTCPVS_A_WEIGHT"),
                     state=STATES[state] if state is not None and state < 3 else None,
                     cooldown=bool(m.get_attr("KTCPVS_A_COOLDOWN")),
+                    scheduler=SCHEDULERS[sched] if sched is not None and sched < 8 else None,
                 )
             )
         return out

@@ -1,38 +1,63 @@
-"""`l7ctl status`: the module's version and the namespace's configuration."""
+"""`l7ctl status`: the module's version and the namespace's running configuration."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
 from l7ctl import __version__
-from l7ctl.netlink import Client, Info
+from l7ctl.netlink import Client, Counters, Info, PermissionDenied
 
 
-def read() -> Info:
+@dataclass(frozen=True)
+class Status:
+    info: Info
+    objects: list[Counters] = field(default_factory=list)
+    # Reading the configuration needs CAP_NET_ADMIN; any user may read info.
+    config_readable: bool = True
+
+
+def read() -> Status:
     """Ask the module for its status in the caller's network namespace."""
     with Client() as c:
-        return c.info()
+        info = c.info()
+        try:
+            objects = c.stats() if info.service_count else []
+        except PermissionDenied:
+            return Status(info, [], False)
+    return Status(info, objects)
 
 
-def format_text(info: Info) -> str:
+def format_text(st: Status) -> str:
+    info = st.info
     lines = [
         f"ktcpvs module {info.module_version} (netlink protocol {info.proto_version}), "
         f"l7ctl {__version__}",
-        f"configuration generation {info.generation}",
+        f"configuration generation {info.generation}"
+        + (f" from {info.source}" if info.source else ""),
     ]
     if info.service_count == 0:
         lines.append("no services configured")
-    else:
-        lines.append(f"{info.service_count} service(s) configured")
+        return "\n".join(lines) + "\n"
+    lines.append(f"{info.service_count} service(s), {info.connections} client connection(s)")
+    if not st.config_readable:
+        lines.append("(the configuration itself needs CAP_NET_ADMIN to read)")
+    for o in st.objects:
+        if o.kind == "service":
+            lines.append(f"service {o.name} listen {o.address}")
+        elif o.kind == "pool":
+            lines.append(f"pool {o.name} scheduler {o.scheduler}")
+        else:
+            cool = ", cooling down after failures" if o.cooldown else ""
+            lines.append(f"  server {o.address} weight {o.weight} {o.state}{cool}")
     return "\n".join(lines) + "\n"
 
 
 def run(json_output: bool, out: TextIO) -> int:
-    info = read()
+    st = read()
     if json_output:
-        out.write(json.dumps(asdict(info)) + "\n")
+        out.write(json.dumps(asdict(st.info) | {"objects": [asdict(o) for o in st.objects]}) + "\n")
     else:
-        out.write(format_text(info))
+        out.write(format_text(st))
     return 0

@@ -54,6 +54,7 @@ enum ktcpvs_attr {
 	KTCPVS_A_ST_BYTES_OUT,		/* u64: backend to client */
 	KTCPVS_A_ST_ERRORS,		/* binary: u64 per KTCPVS_ERR_* */
 	KTCPVS_A_PAD,
+	KTCPVS_A_SCHED,			/* u8: a pool's scheduler, KTCPVS_SCHED_NAMES */
 
 	__KTCPVS_A_MAX,
 	KTCPVS_A_MAX = __KTCPVS_A_MAX - 1
@@ -69,6 +70,10 @@ enum ktcpvs_attr {
 	"parse", "header_timeout", "blocked", "redirect", "no_route", \
 	"unavailable", "connect", "bad_gateway", "backend_timeout", \
 	"backend_reset", "client_reset", "limit"
+
+/* Schedulers, in the order of KTCPVS_A_SCHED */
+#define KTCPVS_SCHED_NAMES \
+	"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh"
 
 /* Largest blob (the rule table format's bound) and DATA chunk. */
 #define KTCPVS_CONFIG_MAX	(8U << 20)

@@ -300,3 +300,38 @@ def test_unload_with_live_connections(site: Site) -> None:
         holder.kill()
     info = site.director(lambda: Client().info())
     assert info.connections == 0 and info.allocations == 0
+
+
+def test_status_shows_the_running_configuration(site: Site) -> None:
+    out = site.topo.exec(site.topo.director.ns, "l7ctl", "status").stdout
+    assert "service web listen 10.0.0.1:80" in out
+    assert "pool images scheduler wlc" in out
+    assert "server 10.0.1.11:80 weight 3 up" in out
+    assert "site.rules" in out
+
+
+def test_malformed_blob_is_refused_and_the_running_config_stays(site: Site) -> None:
+    from l7ctl.errors import L7ctlError
+
+    def push(blob: bytes) -> str:
+        with Client() as c:
+            before = c.info().generation
+            try:
+                c.push_config(blob)
+            except L7ctlError as e:
+                assert c.info().generation == before
+                return str(e)
+            return "accepted"
+
+    good = site.director(lambda: Client().running_config())
+    assert good is not None
+    blob = bytearray(good[0])
+    assert "applying the configuration failed" in site.director(lambda: push(b"\0" * 64))
+    for off in (12, 40, len(blob) // 2, len(blob) - 8):  # header, directory, body
+        bad = bytearray(blob)
+        bad[off : off + 4] = b"\xff\xff\xff\x7f"
+        res = site.director(lambda bad=bytes(bad): push(bad))
+        assert res != "accepted" or bytes(bad) == bytes(blob)
+    # still serving with the old configuration
+    assert site.client(lambda: get("/cgi-bin/still")).backend == "cgi"
+    assert site.director(lambda: Client().running_config()) == good
