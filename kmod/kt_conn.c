@@ -119,7 +119,10 @@ struct kt_conn {
 static struct workqueue_struct *kt_wq;
 static struct kmem_cache *kt_conn_cache;
 static struct kmem_cache *kt_buf_cache;
-/* Allocations outside the module's caches still outstanding (leak check). */
+/*
+ * Outstanding allocations of the module -- connections, buffers, counters,
+ * configurations -- for the leak checks (KTCPVS_A_ALLOCS, and at unload).
+ */
 static atomic_t kt_allocs = ATOMIC_INIT(0);
 
 static void *kt_alloc(size_t size)
@@ -137,6 +140,21 @@ static void kt_free(void *p)
 		kvfree(p);
 		atomic_dec(&kt_allocs);
 	}
+}
+
+static struct kt_conn *kt_conn_alloc(void)
+{
+	struct kt_conn *c = kmem_cache_zalloc(kt_conn_cache, GFP_KERNEL);
+
+	if (c)
+		atomic_inc(&kt_allocs);
+	return c;
+}
+
+static void kt_conn_free(struct kt_conn *c)
+{
+	kmem_cache_free(kt_conn_cache, c);
+	atomic_dec(&kt_allocs);
 }
 
 /* ---- socket callbacks: softirq context, they only queue work ---------- */
@@ -227,6 +245,7 @@ static int kt_buf_get(u8 **buf, u32 *cap)
 	*buf = kmem_cache_alloc(kt_buf_cache, GFP_KERNEL);
 	if (!*buf)
 		return -ENOMEM;
+	atomic_inc(&kt_allocs);
 	*cap = KT_BUF_SIZE;
 	return 0;
 }
@@ -235,10 +254,12 @@ static void kt_buf_put(u8 **buf, u32 *cap)
 {
 	if (!*buf)
 		return;
-	if (*cap == KT_BUF_SIZE)
+	if (*cap == KT_BUF_SIZE) {
 		kmem_cache_free(kt_buf_cache, *buf);
-	else
+		atomic_dec(&kt_allocs);
+	} else {
 		kt_free(*buf);
+	}
 	*buf = NULL;
 	*cap = 0;
 }
@@ -375,7 +396,7 @@ static void kt_conn_release(struct work_struct *w)
 	kt_buf_put(&c->rbuf, &c->rcap);
 	kt_buf_put(&c->sbuf, &c->scap);
 	kfree(c->ebuf);
-	kmem_cache_free(kt_conn_cache, c);
+	kt_conn_free(c);
 	if (atomic_dec_and_test(&ktn->nconns))
 		wake_up(&ktn->conns_wait);
 }
@@ -1216,7 +1237,7 @@ static void kt_conn_new(struct kt_listener *l, struct socket *sock)
 	struct kt_service *svc;
 	struct kt_conn *c;
 
-	c = kmem_cache_zalloc(kt_conn_cache, GFP_KERNEL);
+	c = kt_conn_alloc();
 	if (!c) {
 		sock_release(sock);
 		return;
@@ -1229,7 +1250,7 @@ static void kt_conn_new(struct kt_listener *l, struct socket *sock)
 	timer_setup(&c->timer, kt_conn_timer, 0);
 	memcpy(&c->laddr, &l->addr, sizeof(c->laddr));
 	if (kernel_getpeername(sock, (struct sockaddr *)&c->peer) < 0) {
-		kmem_cache_free(kt_conn_cache, c);
+		kt_conn_free(c);
 		sock_release(sock);
 		return;
 	}
@@ -1242,7 +1263,7 @@ static void kt_conn_new(struct kt_listener *l, struct socket *sock)
 	if (!svc) {
 		if (cfg)
 			kt_config_put(cfg);
-		kmem_cache_free(kt_conn_cache, c);
+		kt_conn_free(c);
 		sock_release(sock);
 		return;
 	}
@@ -1259,7 +1280,7 @@ static void kt_conn_new(struct kt_listener *l, struct socket *sock)
 		atomic_dec(&svc->st->active);
 		kt_stats_put(svc->st);
 		kt_config_put(cfg);
-		kmem_cache_free(kt_conn_cache, c);
+		kt_conn_free(c);
 		sock_release(sock);
 		return;
 	}

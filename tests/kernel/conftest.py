@@ -15,7 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from demo_site import BACKENDS, Site
 from topology import Topology
+
+from l7ctl.netlink import Client
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,3 +37,24 @@ def topo() -> Iterator[Topology]:
         yield t
     finally:
         t.down()
+
+
+@pytest.fixture(scope="session")
+def site_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The demo site (demo_site.py), built once for the whole session."""
+    t = Topology(backends=BACKENDS)
+    try:
+        t.up()
+        s = Site(t, tmp_path_factory.mktemp("site"))
+        yield s
+    finally:
+        t.down()
+
+
+@pytest.fixture
+def site(site_session: Site) -> Site:
+    """The demo site with its rules applied and its backends' logs emptied."""
+    site_session.reset_logs()
+    if site_session.director(lambda: Client().info().service_count) == 0:
+        site_session.apply()  # first use, or a test reloaded the module
+    return site_session

@@ -82,8 +82,11 @@ class Site:
         topo.start_nginx("static", self.docroot)
 
     def apply(self, sched: str = "wlc", header_timeout: str = "10s") -> ApplyResult:
+        return self.apply_text(RULES.format(sched=sched, header_timeout=header_timeout))
+
+    def apply_text(self, rules: str) -> ApplyResult:
         path = self.tmp / "site.rules"
-        path.write_text(RULES.format(sched=sched, header_timeout=header_timeout))
+        path.write_text(rules)
         return in_netns(self.topo.director.ns, lambda: apply_file(path))
 
     def reset_logs(self) -> None:

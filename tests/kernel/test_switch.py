@@ -7,38 +7,14 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from demo_site import Response, Site, connect, exchange, get, read_responses, wait_for
-from topology import Topology
 
 from l7ctl.netlink import Client, Counters
 
 IMAGES = {"img1", "img2"}
-
-
-@pytest.fixture(scope="module")
-def site_mod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """One topology and one applied site for the whole module."""
-    from demo_site import BACKENDS
-
-    t = Topology(backends=BACKENDS)
-    try:
-        t.up()
-        s = Site(t, tmp_path_factory.mktemp("site"))
-        assert s.apply().changed
-        yield s
-        s.director(lambda: Client().flush())
-    finally:
-        t.down()
-
-
-@pytest.fixture
-def site(site_mod: Site) -> Site:
-    site_mod.reset_logs()
-    return site_mod
 
 
 def echoed(r: Response) -> str:
