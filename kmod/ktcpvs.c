@@ -106,9 +106,48 @@ static const struct nla_policy kt_chunk_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_DATA] = NLA_POLICY_FULL_RANGE(NLA_BINARY, &kt_chunk_range),
 };
 
+static const struct nla_policy kt_server_policy[KTCPVS_A_MAX + 1] = {
+	[KTCPVS_A_OBJ_POOL] = { .type = NLA_BINARY, .len = 255 },
+	[KTCPVS_A_OBJ_ADDR] = NLA_POLICY_EXACT_LEN(20),
+	[KTCPVS_A_WEIGHT] = NLA_POLICY_MAX(NLA_U32, U16_MAX),
+	[KTCPVS_A_STATE] = NLA_POLICY_MAX(NLA_U8, KT_SERVER_DOWN),
+};
+
 static const struct nla_policy kt_txn_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_TXN_ID] = { .type = NLA_U32 },
 };
+
+enum { KT_MCGRP_CONFIG };
+
+static const struct genl_multicast_group kt_mcgrps[] = {
+	[KT_MCGRP_CONFIG] = { .name = KTCPVS_MCGRP_CONFIG },
+};
+
+/*
+ * Tell listeners of the "config" group that the namespace's configuration
+ * changed: its new generation, and what changed it (the command number).
+ * Best effort: a failed notification does not fail the change.
+ */
+static void kt_notify(struct kt_net *ktn, u8 cmd)
+{
+	struct sk_buff *msg;
+	void *hdr;
+
+	msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+	if (!msg)
+		return;
+	hdr = genlmsg_put(msg, 0, 0, &kt_genl_family, 0, KTCPVS_CMD_NOTIFY);
+	if (!hdr ||
+	    nla_put_u64_64bit(msg, KTCPVS_A_GENERATION, ktn->generation,
+			      KTCPVS_A_PAD) ||
+	    nla_put_u8(msg, KTCPVS_A_OBJ_KIND, cmd)) {
+		nlmsg_free(msg);
+		return;
+	}
+	genlmsg_end(msg, hdr);
+	genlmsg_multicast_netns(&kt_genl_family, ktn->net, msg, 0,
+				KT_MCGRP_CONFIG, GFP_KERNEL);
+}
 
 static int kt_fill_info(struct sk_buff *msg, struct kt_net *ktn)
 {
@@ -181,6 +220,8 @@ static int kt_nl_flush(struct sk_buff *skb, struct genl_info *info)
 	mutex_lock(&ktn->lock);
 	kt_txn_free(ktn);
 	err = kt_config_commit(ktn, NULL, NULL, info->extack);
+	if (!err)
+		kt_notify(ktn, KTCPVS_CMD_FLUSH);
 	mutex_unlock(&ktn->lock);
 	return err;
 }
@@ -323,6 +364,8 @@ static int kt_nl_commit(struct sk_buff *skb, struct genl_info *info)
 	}
 	err = kt_config_commit(ktn, cfg, t->source, info->extack);
 	kt_txn_free(ktn);
+	if (!err)
+		kt_notify(ktn, KTCPVS_CMD_CONFIG_COMMIT);
 	gen = ktn->generation;
 	mutex_unlock(&ktn->lock);
 	if (err)
@@ -343,6 +386,75 @@ static int kt_nl_abort(struct sk_buff *skb, struct genl_info *info)
 	if (kt_txn_lookup(ktn, info)) {
 		kt_txn_free(ktn);
 		err = 0;
+	}
+	mutex_unlock(&ktn->lock);
+	return err;
+}
+
+/* Decode KTCPVS_A_OBJ_ADDR (the kt_put_addr() format). */
+static int kt_get_addr(const struct nlattr *nla, struct sockaddr_storage *ss)
+{
+	const u8 *a = nla_data(nla);
+	u16 port = (a[2] << 8) | a[3];
+
+	return kt_sockaddr(ss, a[0], &a[4], port);
+}
+
+/*
+ * Change a running server's weight and/or state without a new
+ * configuration: weight 0 quiesces it; drain and down take it out of
+ * scheduling while requests in progress finish.
+ */
+static int kt_nl_server_set(struct sk_buff *skb, struct genl_info *info)
+{
+	struct kt_net *ktn = kt_net(genl_info_net(info));
+	struct sockaddr_storage ss;
+	struct nlattr *pool_attr;
+	struct kt_config *cfg;
+	u32 p, i;
+	int err = -ENOENT;
+
+	if (GENL_REQ_ATTR_CHECK(info, KTCPVS_A_OBJ_POOL) ||
+	    GENL_REQ_ATTR_CHECK(info, KTCPVS_A_OBJ_ADDR))
+		return -EINVAL;
+	if (!info->attrs[KTCPVS_A_WEIGHT] && !info->attrs[KTCPVS_A_STATE]) {
+		NL_SET_ERR_MSG(info->extack, "nothing to change: weight or state");
+		return -EINVAL;
+	}
+	if (kt_get_addr(info->attrs[KTCPVS_A_OBJ_ADDR], &ss) < 0) {
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[KTCPVS_A_OBJ_ADDR],
+				    "address family must be 4 or 6");
+		return -EINVAL;
+	}
+	pool_attr = info->attrs[KTCPVS_A_OBJ_POOL];
+
+	mutex_lock(&ktn->lock);
+	cfg = rcu_dereference_protected(ktn->cfg, lockdep_is_held(&ktn->lock));
+	for (p = 0; cfg && p < cfg->npools; p++) {
+		struct kt_pool *pool = &cfg->pools[p];
+
+		if (pool->name_len != nla_len(pool_attr) ||
+		    memcmp(pool->name, nla_data(pool_attr), pool->name_len))
+			continue;
+		for (i = 0; i < pool->nservers; i++) {
+			struct kt_server *s = &pool->servers[i];
+
+			if (!kt_addr_equal(&s->addr, &ss))
+				continue;
+			if (info->attrs[KTCPVS_A_WEIGHT])
+				WRITE_ONCE(s->weight,
+					   nla_get_u32(info->attrs[KTCPVS_A_WEIGHT]));
+			if (info->attrs[KTCPVS_A_STATE])
+				WRITE_ONCE(s->state,
+					   nla_get_u8(info->attrs[KTCPVS_A_STATE]));
+			err = 0;
+		}
+	}
+	if (!err) {
+		ktn->generation++;
+		kt_notify(ktn, KTCPVS_CMD_SERVER_SET);
+	} else {
+		NL_SET_ERR_MSG(info->extack, "no such server in that pool");
 	}
 	mutex_unlock(&ktn->lock);
 	return err;
@@ -552,6 +664,13 @@ static const struct genl_ops kt_genl_ops[] = {
 		.maxattr = KTCPVS_A_MAX,
 		.flags = GENL_UNS_ADMIN_PERM,
 	},
+	{
+		.cmd = KTCPVS_CMD_SERVER_SET,
+		.doit = kt_nl_server_set,
+		.policy = kt_server_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
 };
 
 static struct genl_family kt_genl_family __ro_after_init = {
@@ -563,6 +682,8 @@ static struct genl_family kt_genl_family __ro_after_init = {
 	.module = THIS_MODULE,
 	.ops = kt_genl_ops,
 	.n_ops = ARRAY_SIZE(kt_genl_ops),
+	.mcgrps = kt_mcgrps,
+	.n_mcgrps = ARRAY_SIZE(kt_mcgrps),
 };
 
 /* ---- per network namespace ---------------------------------------------- */

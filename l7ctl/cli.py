@@ -53,6 +53,15 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return run(sys.stdout, as_json=args.json, prometheus=args.prometheus, watch=args.watch)
 
 
+def _cmd_server_set(args: argparse.Namespace) -> int:
+    from l7ctl.netlink import Client
+
+    with Client() as c:
+        c.server_set(args.pool, args.server, weight=args.weight, state=args.state)
+    print(f"pool {args.pool}: server {args.server} updated")
+    return 0
+
+
 def _cmd_parse(args: argparse.Namespace) -> int:
     from l7ctl.httpparse import run
 
@@ -106,6 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prometheus", action="store_true", help="Prometheus text format")
     s.add_argument("--watch", type=float, metavar="SECONDS", help="refresh, with rates")
     s.set_defaults(func=_cmd_stats)
+
+    s = sub.add_parser(
+        "server",
+        help="change a running server without a full apply",
+        description="Runtime server control. Changes last until the next apply.",
+    )
+    ssub = s.add_subparsers(dest="server_command", metavar="ACTION", required=True)
+    s = ssub.add_parser(
+        "set",
+        help="set a server's weight and/or state",
+        description="Set the weight (0..65535; 0 quiesces) and/or the state of server "
+        "ADDR:PORT of POOL. drain and down take it out of scheduling; requests in "
+        "progress finish. Needs CAP_NET_ADMIN.",
+    )
+    s.add_argument("pool", metavar="POOL")
+    s.add_argument("server", metavar="ADDR:PORT")
+    s.add_argument("--weight", type=int)
+    s.add_argument("--state", choices=["up", "drain", "down"])
+    s.set_defaults(func=_cmd_server_set)
 
     s = sub.add_parser(
         "parse",

@@ -32,6 +32,9 @@ CMD_CONFIG_COMMIT = 5
 CMD_CONFIG_ABORT = 6
 CMD_GET_STATS = 7
 CMD_GET_CONFIG = 8
+CMD_SERVER_SET = 9
+CMD_NOTIFY = 10
+MCGRP_CONFIG = "config"
 
 CHUNK_MAX = 32768
 CONFIG_MAX = 8 << 20
@@ -127,6 +130,22 @@ class Counters:
     state: str | None = None
     cooldown: bool = False
     scheduler: str | None = None
+
+
+def encode_addr(endpoint: str) -> bytes:
+    """ADDR:PORT or [ADDR6]:PORT as KTCPVS_A_OBJ_ADDR."""
+    host, sep, port_s = endpoint.rpartition(":")
+    try:
+        if not sep:
+            raise ValueError("no port")
+        ip = ipaddress.ip_address(host.strip("[]"))
+        port = int(port_s)
+        if not 0 < port < 65536:
+            raise ValueError("port out of range")
+    except ValueError as e:
+        raise L7ctlError(f"bad server address {endpoint!r}: {e} (want ADDR:PORT)") from None
+    raw = ip.packed.ljust(16, b"\0")
+    return bytes([ip.version, 0]) + port.to_bytes(2, "big") + raw
 
 
 def format_addr(raw: bytes) -> str:
@@ -241,6 +260,31 @@ class Client:
                 )
             raise _error(e, "applying the configuration") from None
         return int(done.get_attr("KTCPVS_A_GENERATION"))
+
+    def server_set(
+        self, pool: str, endpoint: str, *, weight: int | None = None, state: str | None = None
+    ) -> None:
+        """Change a running server's weight and/or state (up, drain, down)."""
+        attrs: list[tuple[str, Any]] = [
+            ("KTCPVS_A_OBJ_POOL", pool.encode()),
+            ("KTCPVS_A_OBJ_ADDR", encode_addr(endpoint)),
+        ]
+        if weight is not None:
+            if not 0 <= weight <= 65535:
+                raise L7ctlError(f"weight {weight} out of range 0..65535")
+            attrs.append(("KTCPVS_A_WEIGHT", weight))
+        if state is not None:
+            if state not in STATES:
+                raise L7ctlError(f"state {state!r}: want one of {', '.join(STATES)}")
+            attrs.append(("KTCPVS_A_STATE", STATES.index(state)))
+        if weight is None and state is None:
+            raise L7ctlError("nothing to change: give --weight and/or --state")
+        try:
+            self.request(CMD_SERVER_SET, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
+        except NetlinkError as e:
+            if e.code == errno.ENOENT:
+                raise L7ctlError(f"no server {endpoint} in pool {pool!r}") from None
+            raise _error(e, "changing the server") from None
 
     def running_config(self) -> tuple[bytes, str] | None:
         """The running compiled configuration and its source file, or None."""

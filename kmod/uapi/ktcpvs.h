@@ -22,6 +22,8 @@ enum ktcpvs_cmd {
 	KTCPVS_CMD_CONFIG_ABORT,	/* doit: drop the transaction; admin */
 	KTCPVS_CMD_GET_STATS,		/* dump: counters per object; admin */
 	KTCPVS_CMD_GET_CONFIG,		/* dump: the running blob; admin */
+	KTCPVS_CMD_SERVER_SET,		/* doit: a server's weight/state; admin */
+	KTCPVS_CMD_NOTIFY,		/* multicast: the configuration changed */
 
 	__KTCPVS_CMD_MAX,
 	KTCPVS_CMD_MAX = __KTCPVS_CMD_MAX - 1
@@ -59,6 +61,9 @@ enum ktcpvs_attr {
 	__KTCPVS_A_MAX,
 	KTCPVS_A_MAX = __KTCPVS_A_MAX - 1
 };
+
+/* Multicast group of KTCPVS_CMD_NOTIFY messages */
+#define KTCPVS_MCGRP_CONFIG	"config"
 
 /* Object kinds in KTCPVS_CMD_GET_STATS */
 #define KTCPVS_OBJ_SERVICE	1

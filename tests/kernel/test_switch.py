@@ -312,3 +312,32 @@ def test_malformed_blob_is_refused_and_the_running_config_stays(site: Site) -> N
     # still serving with the old configuration
     assert site.client(lambda: get("/cgi-bin/still")).backend == "cgi"
     assert site.director(lambda: Client().running_config()) == good
+
+
+def test_server_set_down_and_up(site: Site) -> None:
+    def images_backends(n: int) -> set[str]:
+        return {site.client(lambda i=i: get(f"/s{i}.png")).backend or "?" for i in range(n)}
+
+    site.director(lambda: Client().server_set("images", "10.0.1.12:80", state="down"))
+    try:
+        assert images_backends(6) == {"img1"}
+        status = site.topo.exec(site.topo.director.ns, "l7ctl", "status").stdout
+        assert "server 10.0.1.12:80 weight 1 down" in status
+    finally:
+        site.director(lambda: Client().server_set("images", "10.0.1.12:80", state="up"))
+    site.director(lambda: Client().server_set("images", "10.0.1.11:80", weight=0))
+    assert images_backends(4) == {"img2"}
+    site.apply()  # an apply restores what the file says
+
+
+def test_server_set_unknown_server_is_an_error(site: Site) -> None:
+    from l7ctl.errors import L7ctlError
+
+    def bad() -> str:
+        try:
+            Client().server_set("images", "10.9.9.9:80", state="down")
+        except L7ctlError as e:
+            return str(e)
+        return "accepted"
+
+    assert site.director(bad) == "no server 10.9.9.9:80 in pool 'images'"
