@@ -2,12 +2,16 @@
 # Runs inside the QEMU guest (started by tests/vm.py): load the module, run
 # the kernel suite or a script, unload, and save what the host checks in
 # build/vm/ (the only directory the guest can write to on the host).
-#   tests/guest.sh -- PYTEST_ARGS...
-#   tests/guest.sh --script FILE
+#   tests/guest.sh [--out DIR] -- PYTEST_ARGS...
+#   tests/guest.sh [--out DIR] --script FILE
 set -u
 cd "$(dirname "$0")/.."
 out=build/vm
 mode=pytest
+if [ "${1:-}" = --out ]; then
+	out=$2
+	shift 2
+fi
 if [ "${1:-}" = --script ]; then
 	mode=script
 	script=$2

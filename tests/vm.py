@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "build" / "vm"
+DEFAULT_OUT = ROOT / "build" / "vm"
+OUT = DEFAULT_OUT
 MODULE = ROOT / "build" / "ktcpvs.ko"
 
 # Taint bits a clean run may show: TAINT_OOT_MODULE (O) and
@@ -98,9 +99,20 @@ def main() -> int:
     ap.add_argument("--memory", default=os.environ.get("VM_MEM", "2G"))
     ap.add_argument("--script", help="run this guest script instead of pytest")
     ap.add_argument("--timeout", type=int, default=2400, help="seconds for the whole VM run")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="results directory, shared read-write with the guest (default build/vm); "
+        "give each concurrent run its own",
+    )
     ap.add_argument("pytest_args", nargs="*", help="arguments for pytest inside the guest")
     args = ap.parse_args()
 
+    global OUT
+    OUT = args.out.resolve()
+    if not OUT.is_relative_to(ROOT):
+        sys.exit("vm: --out must be inside the project (the guest sees it at the same path)")
     kver = kernel_version()
     kernel = Path(f"/boot/vmlinuz-{kver}")
     if not os.access(kernel, os.R_OK):
@@ -114,7 +126,7 @@ def main() -> int:
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
 
-    guest_cmd = ["tests/guest.sh"]
+    guest_cmd = ["tests/guest.sh", "--out", str(OUT.relative_to(ROOT))]
     if args.script:
         guest_cmd += ["--script", args.script]
     else:
