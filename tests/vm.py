@@ -146,7 +146,7 @@ def main() -> int:
                 cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
             assert proc.stdout is not None
-            for chunk in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
+            for chunk in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr,attr-defined]
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
                 log.write(chunk)
