@@ -29,6 +29,12 @@ def _cmd_flush(args: argparse.Namespace) -> int:
     with Client() as c:
         c.flush()
     print("configuration flushed")
+    if args.ipvs:
+        from l7ctl import ipvs
+
+        with ipvs.Client() as lvs:
+            lvs.flush()
+        print("IPVS virtual services flushed")
     return 0
 
 
@@ -38,12 +44,19 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     res = apply_file(args.file, dry_run=args.dry_run)
     for w in res.warnings:
         print(w, file=sys.stderr)
+    what = f"{res.services} service(s)"
+    if res.virtuals:
+        what += f" and {res.virtuals} IPVS virtual service(s)"
     if not res.changed:
-        print(f"{args.file}: no change (the running configuration is the same)")
-    elif args.dry_run:
-        print(f"{args.file}: would apply {res.services} service(s), {res.size} bytes of tables")
+        print(f"{args.file}: no change (ktcpvs and IPVS already run this configuration)")
+        return 0
+    for line in res.describe():
+        print(line)
+    if args.dry_run:
+        print(f"{args.file}: would apply {what}, {res.size} bytes of tables (dry run)")
     else:
-        print(f"{args.file}: applied {res.services} service(s), generation {res.generation}")
+        gen = f", generation {res.generation}" if res.generation is not None else ""
+        print(f"{args.file}: applied {what}{gen}")
     return 0
 
 
@@ -89,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         "flush",
         help="remove the whole configuration of this network namespace",
         description="Remove every service, pool and rule table of the current network "
-        "namespace from the module. Needs CAP_NET_ADMIN.",
+        "namespace from the module. IPVS is left alone unless --ipvs is given. "
+        "Needs CAP_NET_ADMIN.",
+    )
+    s.add_argument(
+        "--ipvs", action="store_true", help="also remove every IPVS virtual service (ipvsadm -C)"
     )
     s.set_defaults(func=_cmd_flush)
 
@@ -97,11 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         "apply",
         help="compile a rules file and make it the running configuration",
         description="Compile FILE and push it to the module of this network namespace in "
-        "one transaction: the switch ends fully on the new configuration or, on any "
-        "error, fully on the old one. Applying what already runs changes nothing.",
+        "one transaction, and its virtual blocks to IPVS: both end fully on the new "
+        "configuration or, on any error, fully on the old one. Applying what already "
+        "runs changes nothing. A file with virtual blocks owns the namespace's IPVS "
+        "table; a file without leaves IPVS alone.",
     )
     s.add_argument("file", metavar="FILE")
-    s.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would change (ktcpvs and IPVS), change nothing",
+    )
     s.set_defaults(func=_cmd_apply)
 
     s = sub.add_parser(

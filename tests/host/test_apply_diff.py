@@ -1,0 +1,85 @@
+"""The apply diffs, without a kernel: IPVS operations and the L7 IR difference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from l7ctl import compiler, ipvs
+from l7ctl.apply import ir_diff
+
+BASE = """
+pool images { scheduler wrr; server 10.0.1.11:80 weight 3; server 10.0.1.12:80; }
+pool cgi { server 10.0.2.11:80; }
+service web listen 10.0.0.1:80 {
+    route images if path prefix "/img/";
+    route cgi;
+}
+virtual tcp 10.0.0.1:443 { scheduler sh; persistence 300; server 10.0.1.11:443; }
+virtual udp 10.0.0.1:53 { server 10.0.2.11:53 weight 2; forward dr; }
+"""
+
+
+def compile_text(tmp_path: Path, text: str, name: str = "a.rules") -> compiler.Result:
+    p = tmp_path / name
+    p.write_text(text)
+    res = compiler.compile_file(p)
+    assert res.ok, res.format()
+    return res
+
+
+def test_desired_state_from_virtual_blocks(tmp_path: Path) -> None:
+    res = compile_text(tmp_path, BASE)
+    assert res.ir is not None
+    st = ipvs.desired(res.ir.virtuals)
+    tls = st[("tcp", "10.0.0.1", 443)]
+    assert (tls.scheduler, tls.persistence) == ("sh", 300)
+    assert tls.dests == (ipvs.Dest("10.0.1.11", 443, 1, "nat"),)
+    dns = st[("udp", "10.0.0.1", 53)]
+    assert (dns.scheduler, dns.persistence) == ("wlc", 0)
+    assert dns.dests == (ipvs.Dest("10.0.2.11", 53, 2, "dr"),)
+
+
+def test_ipvs_diff_empty_to_full_and_back(tmp_path: Path) -> None:
+    res = compile_text(tmp_path, BASE)
+    assert res.ir is not None
+    want = ipvs.desired(res.ir.virtuals)
+    ops = ipvs.diff({}, want)
+    assert [o.kind for o in ops] == ["add-service", "add-dest", "add-service", "add-dest"]
+    assert ipvs.diff(want, want) == []
+    back = ipvs.diff(want, {})
+    assert sorted(o.kind for o in back) == ["del-service", "del-service"]
+    assert str(ops[0]) == "+ virtual tcp 10.0.0.1:443 scheduler sh persistence 300s"
+
+
+def test_ipvs_diff_changes_only_what_differs(tmp_path: Path) -> None:
+    old = ipvs.desired(compile_text(tmp_path, BASE).ir.virtuals)  # type: ignore[union-attr]
+    new_text = BASE.replace("scheduler sh; persistence 300;", "scheduler rr;").replace(
+        "server 10.0.2.11:53 weight 2;", "server 10.0.2.11:53 weight 5; server 10.0.2.12:53;"
+    )
+    new = ipvs.desired(compile_text(tmp_path, new_text, "b.rules").ir.virtuals)  # type: ignore[union-attr]
+    ops = ipvs.diff(old, new)
+    kinds = sorted((o.kind, str(o.dest.addr) if o.dest else "") for o in ops)
+    assert kinds == [("add-dest", "10.0.2.12"), ("set-dest", "10.0.2.11"), ("set-service", "")]
+    text = "\n".join(map(str, ops))
+    assert "scheduler sh persistence 300s -> scheduler rr" in text
+    assert "weight 2 forward dr -> weight 5 forward dr" in text
+
+
+def test_ir_diff_names_pools_servers_and_rules(tmp_path: Path) -> None:
+    a = compile_text(tmp_path, BASE).ir
+    b_text = (
+        BASE.replace("server 10.0.1.12:80;", "server 10.0.1.13:80;")
+        .replace("weight 3", "weight 4")
+        .replace("route cgi;", 'route cgi if path prefix "/cgi-bin/";\n    route images;')
+        .replace("pool cgi {", "pool static { server 10.0.3.11:80; }\npool cgi {")
+    )
+    b = compile_text(tmp_path, b_text, "b.rules").ir
+    assert a is not None and b is not None
+    lines = ir_diff(a, b)
+    assert "- pool images: server 10.0.1.12:80" in lines
+    assert "+ pool images: server 10.0.1.13:80 weight 1 up" in lines
+    assert "~ pool images: server 10.0.1.11:80 weight 3 up -> weight 4 up" in lines
+    assert any(x.startswith("+ pool static") for x in lines)
+    assert any(x.startswith("- service web: rule route cgi") for x in lines)
+    assert any(x.startswith("+ service web: rule route images") for x in lines)
+    assert ir_diff(a, a) == []
