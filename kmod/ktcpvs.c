@@ -90,7 +90,10 @@ static struct netlink_range_validation kt_offset_range = {
 	.min = 0, .max = KTCPVS_CONFIG_MAX - 1,
 };
 
-/* nla_policy's own min/max are s16: larger bounds need a range struct. */
+/*
+ * nla_policy's own min/max are s16 on 6.1: every bound above S16_MAX must
+ * use a range struct (NLA_POLICY_FULL_RANGE), or validation WARNs.
+ */
 static struct netlink_range_validation kt_chunk_range = {
 	.min = 1, .max = KTCPVS_CHUNK_MAX,
 };
@@ -106,10 +109,14 @@ static const struct nla_policy kt_chunk_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_DATA] = NLA_POLICY_FULL_RANGE(NLA_BINARY, &kt_chunk_range),
 };
 
+static struct netlink_range_validation kt_weight_range = {
+	.min = 0, .max = U16_MAX,
+};
+
 static const struct nla_policy kt_server_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_OBJ_POOL] = { .type = NLA_BINARY, .len = 255 },
 	[KTCPVS_A_OBJ_ADDR] = NLA_POLICY_EXACT_LEN(20),
-	[KTCPVS_A_WEIGHT] = NLA_POLICY_MAX(NLA_U32, U16_MAX),
+	[KTCPVS_A_WEIGHT] = NLA_POLICY_FULL_RANGE(NLA_U32, &kt_weight_range),
 	[KTCPVS_A_STATE] = NLA_POLICY_MAX(NLA_U8, KT_SERVER_DOWN),
 };
 

@@ -10,6 +10,10 @@
 #include "kt_compat.h"
 #include "http.h"
 
+#ifndef __always_inline
+#define __always_inline	inline __attribute__((__always_inline__))
+#endif
+
 #define KT_C_TCHAR	0x01	/* token character (RFC 9110 5.6.2) */
 #define KT_C_FVAL	0x02	/* field value: VCHAR, obs-text, SP, HTAB */
 #define KT_C_TARGET	0x04	/* pchar / "/" / "?" without '%' */
@@ -17,7 +21,7 @@
 #define KT_C_UNRES	0x10	/* unreserved (RFC 3986 2.3) */
 #define KT_C_REGNAME	0x20	/* reg-name: unreserved / sub-delims */
 #define KT_C_QDTEXT	0x40	/* qdtext (RFC 9110 5.6.4) */
-#define KT_C_PLAIN	0x80	/* KT_C_TARGET but not '/', '.', '?' */
+#define KT_C_PLAIN	0x80	/* KT_C_TARGET but not '?' */
 
 static const u8 kt_http_cc[256] = {
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x00 */
@@ -25,7 +29,7 @@ static const u8 kt_http_cc[256] = {
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x10 */
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,	/* 0x18 */
 	0x42, 0xe7, 0x02, 0x43, 0xe7, 0x43, 0xe7, 0xe7,	/* 0x20 */
-	0xe6, 0xe6, 0xe7, 0xe7, 0xe6, 0xf7, 0x77, 0x46,	/* 0x28 */
+	0xe6, 0xe6, 0xe7, 0xe7, 0xe6, 0xf7, 0xf7, 0xc6,	/* 0x28 */
 	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,	/* 0x30 */
 	0xff, 0xff, 0xc6, 0xe6, 0x42, 0xe6, 0x42, 0x46,	/* 0x38 */
 	0xc6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf7,	/* 0x40 */
@@ -77,6 +81,46 @@ static const u8 kt_http_lower[256] = {
 	0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xeb, 0xec, 0xed, 0xee, 0xef,
 	0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa, 0xfb,
 	0xfc, 0xfd, 0xfe, 0xff,
+};
+
+/*
+ * reg-name characters (unreserved / sub-delims): 0x100 | the lower-cased
+ * character; 0 for every other byte.  Four lookups ANDed say whether all
+ * four bytes are valid.
+ */
+static const u16 kt_http_host_cc[256] = {
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x00 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x08 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x10 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x18 */
+	0x000, 0x121, 0x000, 0x000, 0x124, 0x000, 0x126, 0x127,	/* 0x20 */
+	0x128, 0x129, 0x12a, 0x12b, 0x12c, 0x12d, 0x12e, 0x000,	/* 0x28 */
+	0x130, 0x131, 0x132, 0x133, 0x134, 0x135, 0x136, 0x137,	/* 0x30 */
+	0x138, 0x139, 0x000, 0x13b, 0x000, 0x13d, 0x000, 0x000,	/* 0x38 */
+	0x000, 0x161, 0x162, 0x163, 0x164, 0x165, 0x166, 0x167,	/* 0x40 */
+	0x168, 0x169, 0x16a, 0x16b, 0x16c, 0x16d, 0x16e, 0x16f,	/* 0x48 */
+	0x170, 0x171, 0x172, 0x173, 0x174, 0x175, 0x176, 0x177,	/* 0x50 */
+	0x178, 0x179, 0x17a, 0x000, 0x000, 0x000, 0x000, 0x15f,	/* 0x58 */
+	0x000, 0x161, 0x162, 0x163, 0x164, 0x165, 0x166, 0x167,	/* 0x60 */
+	0x168, 0x169, 0x16a, 0x16b, 0x16c, 0x16d, 0x16e, 0x16f,	/* 0x68 */
+	0x170, 0x171, 0x172, 0x173, 0x174, 0x175, 0x176, 0x177,	/* 0x70 */
+	0x178, 0x179, 0x17a, 0x000, 0x000, 0x000, 0x17e, 0x000,	/* 0x78 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x80 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x88 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x90 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0x98 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xa0 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xa8 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xb0 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xb8 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xc0 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xc8 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xd0 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xd8 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xe0 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xe8 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xf0 */
+	0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000, 0x000,	/* 0xf8 */
 };
 
 static inline bool kt_http_is(u8 c, u8 cls)
@@ -144,7 +188,6 @@ enum {
 	KT_S_SL_LF,
 	KT_S_FIELD_START,
 	KT_S_NAME,
-	KT_S_OWS,
 	KT_S_VALUE,
 	KT_S_FIELD_LF,
 	KT_S_HEAD_LF,
@@ -156,7 +199,7 @@ enum {
 #define KT_P_PCT	0x1	/* '%' in the target */
 #define KT_P_BRACKET	0x2	/* '[' or ']' in the target */
 #define KT_P_QUERY	0x4	/* '?' seen: m->query_off is set */
-#define KT_P_NORM	0x8	/* '%', "//" or "/." before the query */
+#define KT_P_NORM	0x8	/* '%' before the query */
 
 /* Private bits in m->flags (above the public ones). */
 #define KT_HTTP_P_HOSTFIELD	0x10000	/* a Host field was seen */
@@ -192,36 +235,61 @@ static bool kt_http_lit(const u8 *s, const char *lit, u32 n)
 	return true;
 }
 
-/* Methods are case-sensitive (RFC 9110 9.1). */
+static inline u16 kt_http_load2(const u8 *p)
+{
+	u16 w;
+
+	memcpy(&w, p, 2);
+	return w;
+}
+
+static inline u32 kt_http_load4(const u8 *p)
+{
+	u32 w;
+
+	memcpy(&w, p, 4);
+	return w;
+}
+
+#define KT_W4(lit)	kt_http_load4((const u8 *)(lit))
+#define KT_W8(lit)	kt_http_load8((const u8 *)(lit))
+
+/*
+ * Methods are case-sensitive (RFC 9110 9.1).  The method s[0..n) is always
+ * followed by the SP of the request line, so s[0..n] may be read: words
+ * are compared with the SP included.
+ */
 static u8 kt_http_method_id(const u8 *s, u32 n)
 {
+	u32 w = kt_http_load4(s);
+
 	switch (n) {
 	case 3:
-		if (kt_http_lit(s, "GET", 3))
+		if (w == KT_W4("GET "))
 			return KT_HTTP_M_GET;
-		if (kt_http_lit(s, "PUT", 3))
+		if (w == KT_W4("PUT "))
 			return KT_HTTP_M_PUT;
 		break;
 	case 4:
-		if (kt_http_lit(s, "POST", 4))
+		if (w == KT_W4("POST"))
 			return KT_HTTP_M_POST;
-		if (kt_http_lit(s, "HEAD", 4))
+		if (w == KT_W4("HEAD"))
 			return KT_HTTP_M_HEAD;
 		break;
 	case 5:
-		if (kt_http_lit(s, "PATCH", 5))
+		if (w == KT_W4("PATC") && s[4] == 'H')
 			return KT_HTTP_M_PATCH;
-		if (kt_http_lit(s, "TRACE", 5))
+		if (w == KT_W4("TRAC") && s[4] == 'E')
 			return KT_HTTP_M_TRACE;
 		break;
 	case 6:
-		if (kt_http_lit(s, "DELETE", 6))
+		if (w == KT_W4("DELE") && kt_http_load4(s + 3) == KT_W4("ETE "))
 			return KT_HTTP_M_DELETE;
 		break;
 	case 7:
-		if (kt_http_lit(s, "OPTIONS", 7))
+		if (kt_http_load8(s) == KT_W8("OPTIONS "))
 			return KT_HTTP_M_OPTIONS;
-		if (kt_http_lit(s, "CONNECT", 7))
+		if (kt_http_load8(s) == KT_W8("CONNECT "))
 			return KT_HTTP_M_CONNECT;
 		break;
 	}
@@ -240,7 +308,25 @@ void kt_http_limits_init(struct kt_http_limits *l)
 static void kt_http_init(struct kt_http_msg *m, const struct kt_http_limits *lim,
 			 struct kt_http_field *fields, u32 cap)
 {
-	memset(m, 0, sizeof(*m));
+	/*
+	 * Everything up to the limits starts at zero (results, counters,
+	 * refusal); the private scanning state after them is set here or
+	 * before it is read, and only pos, nf_seen and state must be zero.
+	 */
+	memset(m, 0, offsetof(struct kt_http_msg, fields));
+	m->nfields = 0;
+	m->out = NULL;
+	m->out_cap = 0;
+	m->out_len = 0;
+	m->reason = NULL;
+	m->err_off = 0;
+	m->pos = 0;
+	m->nf_seen = 0;
+	m->tok = 0;
+	m->tok2 = 0;
+	m->line_start = 0;
+	m->val = 0;
+	m->resp_code_len = 0;
 	if (lim)
 		m->lim = *lim;
 	else
@@ -378,9 +464,25 @@ static const char *kt_http_authority(const u8 *s, u32 n, u32 *hl,
 	} else {
 		/* validate and copy lower-cased (into dst, if any) in one pass */
 		if (dst) {
+			u32 a, b, c, e;
+
 			lim = kt_http_min(n, KT_HTTP_HOST_MAX + 1);
-			while (i < lim && kt_http_is(s[i], KT_C_REGNAME)) {
-				dst[i] = kt_http_lc(s[i]);
+			while (i + 4 <= lim) {
+				a = kt_http_host_cc[s[i]];
+				b = kt_http_host_cc[s[i + 1]];
+				c = kt_http_host_cc[s[i + 2]];
+				e = kt_http_host_cc[s[i + 3]];
+				/* dst has room for lim bytes: stores are safe */
+				dst[i] = (u8)a;
+				dst[i + 1] = (u8)b;
+				dst[i + 2] = (u8)c;
+				dst[i + 3] = (u8)e;
+				if (!(a & b & c & e))
+					break;
+				i += 4;
+			}
+			while (i < lim && (a = kt_http_host_cc[s[i]])) {
+				dst[i] = (u8)a;
 				i++;
 			}
 		}
@@ -561,20 +663,77 @@ static int kt_http_check_query(struct kt_http_msg *m, const u8 *s, u32 n,
 	return 0;
 }
 
+#define KT_ONES		0x0101010101010101ULL
+#define KT_HIGHS	0x8080808080808080ULL
+#define KT_LOWS		0x7f7f7f7f7f7f7f7fULL
+
+static inline void kt_http_store8(u8 *p, u64 w)
+{
+	memcpy(p, &w, 8);
+}
+
+/*
+ * 0x80 in the bytes of @w that are 0 (Mycroft's test).  Borrows make it
+ * flag a byte 0x01 just above (towards the most significant byte) a zero
+ * byte, too; see kt_http_copy_plain() for why that is harmless there.
+ */
+static inline u64 kt_http_haszero(u64 x)
+{
+	return (x - KT_ONES) & ~x & KT_HIGHS;
+}
+
+/*
+ * Copy the path s[0..n) (no '%', no brackets) to o[0..n) eight bytes at a
+ * time and say whether it is already normal: no "//" and no "/.".  Reads
+ * s[0..n+8) (the request line goes on for at least " HTTP/1.1\r\n" after
+ * the target) and writes o[0..n+7).
+ *
+ * t flags a byte that is '/' followed by '/' or '.' ('.' | 1 == '/').  The
+ * next-byte test is exact (x == 0x01 is impossible there: x has its low bit
+ * clear wherever the byte is not '.' or '/'... because b | 1 ^ '/' is even);
+ * the '/' test can also flag a '.' right after a '/' (x == 0x01 above a zero
+ * byte), and on little-endian machines that "/." is flagged anyway.  On
+ * big-endian machines it may send a "./" path to kt_http_norm_path(), which
+ * gives the same result, only slower.
+ */
+static inline bool kt_http_copy_plain(u8 *o, const u8 *s, u32 n)
+{
+	u64 w, t;
+	u32 i;
+
+	for (i = 0; i < n; i += 8) {
+		w = kt_http_load8(s + i);
+		kt_http_store8(o + i, w);
+		t = kt_http_haszero(w ^ (KT_ONES * '/')) &
+		    kt_http_haszero((kt_http_load8(s + i + 1) | KT_ONES) ^
+				    (KT_ONES * '/'));
+		if (unlikely(t)) {
+			if (n - i >= 8)
+				return false;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+			t &= ~0ULL << (8 * (8 - (n - i)));
+#else
+			t &= ~0ULL >> (8 * (8 - (n - i)));
+#endif
+			if (t)
+				return false;
+		}
+	}
+	return true;
+}
+
 /* Path (from s[0] == '/') and optional query of origin/absolute-form. */
-static int kt_http_path_query(struct kt_http_msg *m, const u8 *buf, u32 off,
+static __always_inline int kt_http_path_query(struct kt_http_msg *m, const u8 *buf, u32 off,
 			      u32 n, u32 pflags)
 {
 	const u8 *s = buf + off;
+	u32 room = m->out_cap - m->out_len;
 	long pl;
 
-	if (!(pflags & (KT_P_NORM | KT_P_BRACKET))) {
+	pl = (pflags & KT_P_QUERY) ? m->query_off - 1 - off : n;
+	if (likely(!(pflags & (KT_P_NORM | KT_P_BRACKET)) && pl + 8 <= room) &&
+	    kt_http_copy_plain(m->out + m->out_len, s, pl)) {
 		/* no '%', "//" or "/." in the path: it is already normal */
-		pl = (pflags & KT_P_QUERY) ? m->query_off - 1 - off : n;
-		if ((u32)pl > m->out_cap - m->out_len)
-			return kt_http_fail(m, 414, "request target too long",
-					    off);
-		memcpy(m->out + m->out_len, s, pl);
 		m->path_off = m->out_len;
 		m->path_len = pl;
 		m->out_len += pl;
@@ -657,23 +816,32 @@ static int kt_http_absolute(struct kt_http_msg *m, const u8 *buf, u32 pflags)
 }
 
 /* The request line is complete: method, target form, path, version. */
+static int kt_http_target_other(struct kt_http_msg *m, const u8 *buf,
+				u32 pflags);
+
 static int kt_http_request_line(struct kt_http_msg *m, const u8 *buf,
-				u32 pflags)
+				u32 vo, u32 pflags)
 {
 	const u8 *t = buf + m->target_off;
-	const u8 *v = buf + m->tok;
-	u32 n = m->target_len, hl;
-	const char *why;
+	const u8 *v = buf + vo;
+	u32 n = m->target_len;
 
-	m->method = kt_http_method_id(buf + m->method_off, m->method_len);
+	if (m->method != KT_HTTP_M_GET)	/* else known from the fast path */
+		m->method = kt_http_method_id(buf + m->method_off,
+					      m->method_len);
 
-	if (!kt_http_lit(v, "HTTP/", 5) || !kt_http_digit(v[5]) ||
-	    v[6] != '.' || !kt_http_digit(v[7]))
-		return kt_http_fail(m, 400, "malformed HTTP version", m->tok);
-	if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
-		return kt_http_fail(m, 505, "HTTP version not supported",
-				    m->tok);
-	m->version = v[7] == '1' ? 11 : 10;
+	/* m->version is already set when the version was "HTTP/1.[01]" */
+	if (unlikely(!m->version)) {
+		if (!kt_http_lit(v, "HTTP/", 5) || !kt_http_digit(v[5]) ||
+		    v[6] != '.' || !kt_http_digit(v[7]))
+			return kt_http_fail(m, 400, "malformed HTTP version",
+					    vo);
+		if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+			return kt_http_fail(m, 505,
+					    "HTTP version not supported",
+					    vo);
+		m->version = v[7] == '1' ? 11 : 10;
+	}
 
 	if (t[0] == '/') {
 		if (m->method == KT_HTTP_M_CONNECT)
@@ -683,6 +851,17 @@ static int kt_http_request_line(struct kt_http_msg *m, const u8 *buf,
 		m->form = KT_HTTP_T_ORIGIN;
 		return kt_http_path_query(m, buf, m->target_off, n, pflags);
 	}
+	return kt_http_target_other(m, buf, pflags);
+}
+
+/* Targets other than origin-form (asterisk, authority, absolute). */
+static __attribute__((__noinline__)) int
+kt_http_target_other(struct kt_http_msg *m, const u8 *buf, u32 pflags)
+{
+	const u8 *t = buf + m->target_off;
+	u32 n = m->target_len, hl;
+	const char *why;
+
 	if (n == 1 && t[0] == '*') {
 		if (m->method != KT_HTTP_M_OPTIONS)
 			return kt_http_fail(m, 400,
@@ -815,8 +994,9 @@ static void kt_http_connection(struct kt_http_msg *m, const u8 *s, u32 n)
 	}
 }
 
-static int kt_http_host_field(struct kt_http_msg *m, const u8 *s, u32 n,
-			      u32 off)
+/* Host field, the general case (port, IPv6 literal, errors). */
+static __attribute__((__noinline__)) int
+kt_http_host_slow(struct kt_http_msg *m, const u8 *s, u32 n, u32 off)
 {
 	bool use = !(m->flags & KT_HTTP_P_ABSHOST);
 	u8 *dst = use ? kt_http_host_dst(m) : NULL;
@@ -836,43 +1016,120 @@ static int kt_http_host_field(struct kt_http_msg *m, const u8 *s, u32 n,
 	return 0;
 }
 
-/* A complete field line: name buf[tok..tok2), value buf[vo..vo+vl). */
-static int kt_http_field_done(struct kt_http_msg *m, const u8 *buf, u32 vo,
-			      u32 vl)
+/*
+ * ASCII upper-case letters of @w to lower case (bytes below 0x80; per byte
+ * without carries: b + 0x3f has its high bit set from 'A' on, b + 0x25
+ * from 'Z' + 1 on).
+ */
+static inline u64 kt_http_lower8(u64 w)
 {
-	const u8 *name = buf + m->tok;
+	u64 up = (w + KT_ONES * 0x3f) & ~(w + KT_ONES * 0x25) & KT_HIGHS;
+
+	return w | (up >> 2);
+}
+
+/*
+ * Host field.  Fast path: the first Host, a reg-name or IPv4 address
+ * without port, checked and lower-cased into out[] in one pass (eight
+ * bytes at a time: the class lookups ANDed, then a SWAR lower-case).
+ * Anything else goes to kt_http_host_slow(), which starts over.
+ */
+static __attribute__((__noinline__)) int
+kt_http_host_field(struct kt_http_msg *m, const u8 *s, u32 n, u32 off)
+{
+	const u8 *q = s, *e = s + n;
+	u8 *dst;
+	u32 a;
+
+	if (unlikely(m->flags & (KT_HTTP_P_HOSTFIELD | KT_HTTP_P_ABSHOST)) ||
+	    unlikely(n > KT_HTTP_HOST_MAX))
+		return kt_http_host_slow(m, s, n, off);
+	dst = kt_http_host_dst(m);
+	if (unlikely(!dst))
+		return kt_http_host_slow(m, s, n, off);
+	/* dst has room for KT_HTTP_HOST_MAX + 1 >= n bytes */
+	while (e - q >= 8) {
+		a = kt_http_host_cc[q[0]] & kt_http_host_cc[q[1]] &
+		    kt_http_host_cc[q[2]] & kt_http_host_cc[q[3]] &
+		    kt_http_host_cc[q[4]] & kt_http_host_cc[q[5]] &
+		    kt_http_host_cc[q[6]] & kt_http_host_cc[q[7]];
+		if (!a)
+			return kt_http_host_slow(m, s, n, off);
+		/* all eight are reg-name characters, so ASCII */
+		kt_http_store8(dst, kt_http_lower8(kt_http_load8(q)));
+		q += 8;
+		dst += 8;
+	}
+	while (q < e) {
+		a = kt_http_host_cc[*q++];
+		if (!a)
+			return kt_http_host_slow(m, s, n, off);
+		*dst++ = (u8)a;
+	}
+	m->flags |= KT_HTTP_P_HOSTFIELD;
+	kt_http_host_set(m, n);
+	return 0;
+}
+
+/* Lower-case ASCII letters of a field name by OR 0x20 (see below). */
+#define KT_LC4		0x20202020U
+#define KT_LC8		0x2020202020202020ULL
+
+/*
+ * A complete field line: name buf[no..no+nl), value buf[vo..vo+vl).
+ *
+ * The names that matter are compared a word at a time, OR 0x20: on a token
+ * character that is exact against the lower-case letters and '-' of these
+ * names (the only other token character c with c | 0x20 a letter or '-' is
+ * none: '^' | 0x20 is '~', '_' | 0x20 is DEL, and CR, the only byte with
+ * c | 0x20 == '-', is not a token character).  Words overlap inside the
+ * name, never past it.
+ */
+static int kt_http_field_done(struct kt_http_msg *m, const u8 *buf, u32 no,
+			      u32 nl, u32 vo, u32 vl)
+{
+	const u8 *name = buf + no;
 	const u8 *val = buf + vo;
-	u32 nl = m->tok2 - m->tok;
 
 	if (m->fields) {
 		struct kt_http_field *f = &m->fields[m->nfields++];
 
-		f->name_off = m->tok;
+		f->name_off = no;
 		f->name_len = nl;
 		f->value_off = vo;
 		f->value_len = vl;
 	}
 	m->nf_seen++;
+	/* lengths of host, upgrade, connection, content-length, t-e */
+	if (likely(nl > 17 || !((1U << nl) &
+				((1U << 4) | (1U << 7) | (1U << 10) |
+				 (1U << 14) | (1U << 17)))))
+		return 0;
 	switch (nl) {
 	case 4:
-		if (!(m->flags & KT_HTTP_RESPONSE) &&
-		    kt_http_eq_ci(name, nl, "host", 4))
+		if ((kt_http_load4(name) | KT_LC4) == KT_W4("host") &&
+		    !(m->flags & KT_HTTP_RESPONSE))
 			return kt_http_host_field(m, val, vl, vo);
 		break;
 	case 7:
-		if (kt_http_eq_ci(name, nl, "upgrade", 7))
+		if ((kt_http_load4(name) | KT_LC4) == KT_W4("upgr") &&
+		    (kt_http_load4(name + 3) | KT_LC4) == KT_W4("rade"))
 			m->flags |= KT_HTTP_HAS_UPGRADE;
 		break;
 	case 10:
-		if (kt_http_eq_ci(name, nl, "connection", 10))
+		if ((kt_http_load8(name) | KT_LC8) == KT_W8("connecti") &&
+		    (kt_http_load4(name + 6) | KT_LC4) == KT_W4("tion"))
 			kt_http_connection(m, val, vl);
 		break;
 	case 14:
-		if (kt_http_eq_ci(name, nl, "content-length", 14))
+		if ((kt_http_load8(name) | KT_LC8) == KT_W8("content-") &&
+		    (kt_http_load8(name + 6) | KT_LC8) == KT_W8("t-length"))
 			return kt_http_content_length(m, val, vl, vo);
 		break;
 	case 17:
-		if (kt_http_eq_ci(name, nl, "transfer-encoding", 17))
+		if ((kt_http_load8(name) | KT_LC8) == KT_W8("transfer") &&
+		    (kt_http_load8(name + 8) | KT_LC8) == KT_W8("-encodin") &&
+		    (name[16] | 0x20) == 'g')
 			return kt_http_transfer_encoding(m, val, vl, vo);
 		break;
 	}
@@ -892,6 +1149,14 @@ static int kt_http_head_done(struct kt_http_msg *m, u32 off)
 {
 	u32 f = m->flags;
 
+	/* The usual request: HTTP/1.1 with Host, no body, no Connection. */
+	if (likely((f & (KT_HTTP_HAS_TE | KT_HTTP_HAS_CL | KT_HTTP_RESPONSE |
+			 KT_HTTP_CONN_CLOSE | KT_HTTP_HAS_UPGRADE |
+			 KT_HTTP_P_HOSTFIELD)) == KT_HTTP_P_HOSTFIELD &&
+		   m->version == 11)) {
+		m->flags = f | KT_HTTP_KEEP_ALIVE;
+		return 0;
+	}
 	if ((f & KT_HTTP_HAS_TE) && (f & KT_HTTP_HAS_CL))
 		return kt_http_fail(m, 400,
 				    "Content-Length with Transfer-Encoding",
@@ -931,57 +1196,53 @@ static int kt_http_head_done(struct kt_http_msg *m, u32 off)
 
 /* ---- the head parser ---- */
 
-#define KT_ONES		0x0101010101010101ULL
-#define KT_HIGHS	0x8080808080808080ULL
-
 /*
  * First offset in [p, end) that is not a field-value byte (VCHAR, obs-text,
  * SP, HTAB), or end.  Eight bytes at a time: a word with no byte < 0x20 and
- * no 0x7f is all valid (obs-text has its high bit set and never triggers).
+ * no 0x7f is all valid; otherwise the first flagged byte is found with a
+ * count of trailing (little-endian) or leading (big-endian) zeros.
  */
 static inline u32 kt_http_scan_fval(const u8 *buf, u32 p, u32 end)
 {
-	u64 w, y, t;
-	u32 stop;
+	const u8 *q = buf + p, *e = buf + end;
+	u64 w, t;
 
-	for (;;) {
-		while (p + 8 <= end) {
-			w = kt_http_load8(buf + p);
-			y = w ^ (KT_ONES * 0x7f);
-			t = (((w - KT_ONES * 0x20) & ~w) | ((y - KT_ONES) & ~y)) &
-			    KT_HIGHS;
-			if (t) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-				/*
-				 * Borrows only run towards later bytes, so the
-				 * lowest flagged byte is a real CTL or DEL.
-				 */
-				p += __builtin_ctzll(t) >> 3;
-				if (buf[p] != '\t')
-					return p;
-				p++;
-				continue;
+	while (e - q >= 8) {
+		w = kt_http_load8(q);
+		/*
+		 * Per byte, without carries between bytes: b & 0x7f, plus one,
+		 * & 0x7f maps 0x00-0x1f to 0x01-0x20, 0x7f to 0 and 0x20-0x7e
+		 * to 0x21-0x7f; adding 0x5f sets the high bit exactly for the
+		 * latter.  obs-text has its own high bit.  So t flags exactly
+		 * the CTLs and DEL.
+		 */
+		t = ((((w & KT_LOWS) + KT_ONES) & KT_LOWS) + KT_ONES * 0x5f) | w;
+		t = ~t & KT_HIGHS;
+		if (t) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+			q += __builtin_clzll(t) >> 3;
 #else
-				break;
+			q += __builtin_ctzll(t) >> 3;
 #endif
-			}
-			p += 8;
+			if (*q != '\t')
+				return q - buf;
+			q++;
+			continue;
 		}
-		stop = kt_http_min(p + 8, end);
-		while (p < stop && kt_http_is(buf[p], KT_C_FVAL))
-			p++;
-		if (p < stop || p >= end)
-			return p;
+		q += 8;
 	}
+	while (q < e && kt_http_is(*q, KT_C_FVAL))
+		q++;
+	return q - buf;
 }
 
-/* Set up the limit for a line starting at @p with at most @max bytes. */
-static inline void kt_http_line(struct kt_http_msg *m, u32 p, u32 max)
+/* Limit for a line starting at @p with at most @max bytes (head bounded). */
+static inline u32 kt_http_line_end(const struct kt_http_msg *m, u32 p,
+				   u32 max)
 {
-	u32 e = p + max + 2;
+	u64 e = (u64)p + max + 2;
 
-	m->line_start = p;
-	m->end_lim = (e < p || e > m->lim.head) ? m->lim.head : e;
+	return e > m->lim.head ? m->lim.head : (u32)e;
 }
 
 /* The line or the head ran over its limit at m->end_lim. */
@@ -1018,21 +1279,82 @@ static int kt_http_too_long(struct kt_http_msg *m)
 	return kt_http_fail(m, 431, "head too large", off);
 }
 
-#define KT_MORE(st)							\
-	do {								\
-		m->state = (st);					\
-		if (end == m->end_lim)					\
-			return kt_http_too_long(m);			\
-		m->pos = p;						\
-		return KT_HTTP_AGAIN;					\
-	} while (0)
+/* Limit of the line in state @st that started at @ls. */
+static u32 kt_http_state_lim(const struct kt_http_msg *m, u8 st, u32 ls)
+{
+	if (st <= KT_S_START_LF)
+		return m->lim.head;
+	return kt_http_line_end(m, ls, st <= KT_S_SL_LF ? m->lim.request_line :
+				m->lim.header_line);
+}
+
+/*
+ * Out of bytes in state @st at @p: keep the scanning state (it lives in
+ * locals of kt_http_parse() while bytes are there) and wait for more, unless
+ * the scan stopped at the line or head limit rather than at the end of the
+ * n bytes received.
+ */
+static int kt_http_more(struct kt_http_msg *m, u8 st, u32 p, u32 n, u32 ls,
+			u32 tok, u32 tok2)
+{
+	u32 elim = kt_http_state_lim(m, st, ls);
+
+	m->state = st;
+	m->tok = tok;
+	m->tok2 = tok2;
+	m->line_start = ls;
+	m->end_lim = elim;
+	if (elim <= n)
+		return kt_http_too_long(m);
+	m->pos = p;
+	return KT_HTTP_AGAIN;
+}
+
+#define KT_MORE(st)	return kt_http_more(m, (st), p, n, lstart, tok, tok2)
 
 #define KT_FAIL(st, why, off)	return kt_http_fail(m, (st), (why), (off))
+
+/*
+ * A line starts at p: the scan ends at its limit or at n, whichever comes
+ * first (n <= lim.head; kt_http_more() works out which one stopped it).
+ */
+#define KT_LINE(max)							\
+	do {								\
+		lstart = p;						\
+		end = (u64)(n - p) > (u64)(max) + 2 ? p + (max) + 2 : n; \
+	} while (0)
+
+/*
+ * First offset in [p, end) whose byte is not of class @cls, or end: four
+ * bytes per bounds check, and the byte that stops the scan is not looked at
+ * twice.
+ */
+static inline u32 kt_http_skip(const u8 *buf, u32 p, u32 end, u8 cls)
+{
+	const u8 *q = buf + p, *e = buf + end;
+
+	while (e - q >= 4) {
+		if (!kt_http_is(q[0], cls))
+			return q - buf;
+		if (!kt_http_is(q[1], cls))
+			return q + 1 - buf;
+		if (!kt_http_is(q[2], cls))
+			return q + 2 - buf;
+		if (!kt_http_is(q[3], cls))
+			return q + 3 - buf;
+		q += 4;
+	}
+	while (q < e && kt_http_is(*q, cls))
+		q++;
+	return q - buf;
+}
 
 int kt_http_parse(struct kt_http_msg *m, const u8 *buf, size_t len)
 {
 	u32 n = len > m->lim.head ? m->lim.head : (u32)len;
-	u32 p = m->pos, end = kt_http_min(n, m->end_lim), vo, ve;
+	u32 p = m->pos, end = kt_http_min(n, m->end_lim);
+	u32 tok = m->tok, tok2 = m->tok2, lstart = m->line_start;
+	u32 vo, ve;
 	u8 c;
 
 	switch (m->state) {
@@ -1048,7 +1370,6 @@ int kt_http_parse(struct kt_http_msg *m, const u8 *buf, size_t len)
 	case KT_S_SL_LF:	goto s_sl_lf;
 	case KT_S_FIELD_START:	goto s_field_start;
 	case KT_S_NAME:		goto s_name;
-	case KT_S_OWS:		goto s_ows;
 	case KT_S_VALUE:	goto s_value;
 	case KT_S_FIELD_LF:	goto s_field_lf;
 	case KT_S_HEAD_LF:	goto s_head_lf;
@@ -1066,11 +1387,18 @@ s_start:
 		goto s_start_lf;
 	}
 	m->start_off = p;
-	kt_http_line(m, p, m->lim.request_line);
-	end = kt_http_min(n, m->end_lim);
-	m->tok = p;
+	KT_LINE(m->lim.request_line);
+	tok = p;
 	if (m->flags & KT_HTTP_RESPONSE)
 		goto s_rversion;
+	if (likely(p + 4 <= end) && kt_http_load4(buf + p) == KT_W4("GET ")) {
+		m->method = KT_HTTP_M_GET;
+		m->method_off = p;
+		m->method_len = 3;
+		tok = p += 4;
+		tok2 = 0;
+		goto s_target;
+	}
 	if (unlikely(!kt_http_is(c, KT_C_TCHAR))) {
 		if (c == '\n')
 			KT_FAIL(400, "bare LF", p);
@@ -1088,67 +1416,67 @@ s_start_lf:
 	goto s_start;
 
 s_method:
-	while (p < end && kt_http_is(buf[p], KT_C_TCHAR))
-		p++;
+	p = kt_http_skip(buf, p, end, KT_C_TCHAR);
 	if (p >= end)
 		KT_MORE(KT_S_METHOD);
 	if (buf[p] != ' ')
 		KT_FAIL(400, "invalid method", p);
-	m->method_off = m->tok;
-	m->method_len = p - m->tok;
-	m->tok = ++p;
-	m->tok2 = 0;
+	m->method_off = tok;
+	m->method_len = p - tok;
+	tok = ++p;
+	tok2 = 0;
 	/* fall through */
 s_target:
 	/*
-	 * Plain characters in a tight loop; '/', '.', '?', '%' and brackets
-	 * are noted on the way so that an already normal path is copied, not
-	 * normalized, and the query is only rescanned when it must be.
+	 * Plain characters (with '/' and '.') in a tight loop; '?', '%' and
+	 * brackets are noted on the way so that the query is only rescanned
+	 * when it must be ("//" and "/." are looked for when the path is
+	 * copied: kt_http_copy_plain()).
 	 */
 	for (;;) {
-		while (p + 4 <= end && kt_http_is(buf[p], KT_C_PLAIN) &&
-		       kt_http_is(buf[p + 1], KT_C_PLAIN) &&
-		       kt_http_is(buf[p + 2], KT_C_PLAIN) &&
-		       kt_http_is(buf[p + 3], KT_C_PLAIN))
-			p += 4;
-		while (p < end && kt_http_is(buf[p], KT_C_PLAIN))
-			p++;
+		p = kt_http_skip(buf, p, end, KT_C_PLAIN);
 		if (p >= end)
 			KT_MORE(KT_S_TARGET);
 		c = buf[p];
 		if (c == ' ')
 			break;
-		if (c == '/' || c == '.') {
-			if (!(m->tok2 & KT_P_QUERY) && p > m->tok &&
-			    buf[p - 1] == '/')
-				m->tok2 |= KT_P_NORM;
-		} else if (c == '?') {
-			if (!(m->tok2 & KT_P_QUERY)) {
-				m->tok2 |= KT_P_QUERY;
+		if (c == '?') {
+			if (!(tok2 & KT_P_QUERY)) {
+				tok2 |= KT_P_QUERY;
 				m->query_off = p + 1;
 			}
 		} else if (c == '%') {
-			m->tok2 |= (m->tok2 & KT_P_QUERY) ? KT_P_PCT :
-				   KT_P_PCT | KT_P_NORM;
+			tok2 |= (tok2 & KT_P_QUERY) ? KT_P_PCT :
+				KT_P_PCT | KT_P_NORM;
 		} else if (c == '[' || c == ']') {
-			m->tok2 |= KT_P_BRACKET;
+			tok2 |= KT_P_BRACKET;
 		} else if (c == '\r' || c == '\n')
 			KT_FAIL(400, "missing HTTP version", p);
 		else
 			KT_FAIL(400, "invalid character in request target", p);
 		p++;
 	}
-	if (p == m->tok)
+	if (p == tok)
 		KT_FAIL(400, "empty request target", p);
-	m->target_off = m->tok;
-	m->target_len = p - m->tok;
-	m->tok = ++p;
+	m->target_off = tok;
+	m->target_len = p - tok;
+	tok = ++p;
 	/* fall through */
 s_version:
-	if (likely(p + 9 <= end) && buf[p + 8] == '\r' &&
-	    (kt_http_load8(buf + p) == kt_http_load8((const u8 *)"HTTP/1.1") ||
-	     kt_http_load8(buf + p) == kt_http_load8((const u8 *)"HTTP/1.0")))
-		p += 8;
+	if (likely(p + 9 <= end) && buf[p + 8] == '\r') {
+		u64 w = kt_http_load8(buf + p);
+
+		if (likely(w == KT_W8("HTTP/1.1"))) {
+			m->version = 11;
+			p += 9;
+			goto s_rl_lf;
+		}
+		if (w == KT_W8("HTTP/1.0")) {
+			m->version = 10;
+			p += 9;
+			goto s_rl_lf;
+		}
+	}
 	while (p < end && buf[p] > ' ' && buf[p] < 0x7f)
 		p++;
 	if (p >= end)
@@ -1159,8 +1487,8 @@ s_version:
 			KT_FAIL(400, "bare LF", p);
 		KT_FAIL(400, "malformed HTTP version", p);
 	}
-	if (p - m->tok != 8)
-		KT_FAIL(400, "malformed HTTP version", m->tok);
+	if (p - tok != 8)
+		KT_FAIL(400, "malformed HTTP version", tok);
 	p++;
 	/* fall through */
 s_rl_lf:
@@ -1169,7 +1497,7 @@ s_rl_lf:
 	if (buf[p] != '\n')
 		KT_FAIL(400, "bare CR", p);
 	p++;
-	if (kt_http_request_line(m, buf, m->tok2))
+	if (kt_http_request_line(m, buf, tok, tok2))
 		return KT_HTTP_ERROR;
 	goto fields;
 
@@ -1178,20 +1506,20 @@ s_rversion:
 		p++;
 	if (p >= end)
 		KT_MORE(KT_S_RVERSION);
-	if (buf[p] != ' ' || p - m->tok != 8)
+	if (buf[p] != ' ' || p - tok != 8)
 		KT_FAIL(502, "malformed HTTP version", p);
 	{
-		const u8 *v = buf + m->tok;
+		const u8 *v = buf + tok;
 
 		if (!kt_http_lit(v, "HTTP/", 5) ||
 		    !kt_http_digit(v[5]) || v[6] != '.' ||
 		    !kt_http_digit(v[7]))
-			KT_FAIL(502, "malformed HTTP version", m->tok);
+			KT_FAIL(502, "malformed HTTP version", tok);
 		if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
-			KT_FAIL(502, "HTTP version not supported", m->tok);
+			KT_FAIL(502, "HTTP version not supported", tok);
 		m->version = v[7] == '1' ? 11 : 10;
 	}
-	m->tok = ++p;
+	tok = ++p;
 	/* fall through */
 s_rcode:
 	while (p < end && kt_http_digit(buf[p]))
@@ -1199,13 +1527,13 @@ s_rcode:
 	if (p >= end)
 		KT_MORE(KT_S_RCODE);
 	c = buf[p];
-	if (p - m->tok != 3 || (c != ' ' && c != '\r') ||
-	    buf[m->tok] < '1' || buf[m->tok] > '5')
+	if (p - tok != 3 || (c != ' ' && c != '\r') ||
+	    buf[tok] < '1' || buf[tok] > '5')
 		KT_FAIL(502, "malformed status code", p);
-	m->status = (buf[m->tok] - '0') * 100 + (buf[m->tok + 1] - '0') * 10 +
-		    (buf[m->tok + 2] - '0');
-	m->tok = p + (c == ' ');
-	p = m->tok;
+	m->status = (buf[tok] - '0') * 100 + (buf[tok + 1] - '0') * 10 +
+		    (buf[tok + 2] - '0');
+	tok = p + (c == ' ');
+	p = tok;
 	/* fall through */
 s_reason:
 	p = kt_http_scan_fval(buf, p, end);
@@ -1214,8 +1542,8 @@ s_reason:
 	if (buf[p] != '\r')
 		KT_FAIL(502, buf[p] == '\n' ? "bare LF" :
 			"invalid character in reason phrase", p);
-	m->reason_off = m->tok;
-	m->reason_len = p - m->tok;
+	m->reason_off = tok;
+	m->reason_len = p - tok;
 	p++;
 	/* fall through */
 s_sl_lf:
@@ -1226,60 +1554,46 @@ s_sl_lf:
 	p++;
 	/* fall through */
 fields:
-	kt_http_line(m, p, m->lim.header_line);
-	end = kt_http_min(n, m->end_lim);
+	KT_LINE(m->lim.header_line);
 	/* fall through */
 s_field_start:
 	if (p >= end)
 		KT_MORE(KT_S_FIELD_START);
-	c = buf[p];
-	if (unlikely(!kt_http_is(c, KT_C_TCHAR))) {
-		if (c == '\r') {
-			p++;
-			goto s_head_lf;
-		}
-		if (kt_http_ws(c))
-			KT_FAIL(400, m->nf_seen ? "obs-fold" :
-				"whitespace before first header field", p);
-		if (c == '\n')
-			KT_FAIL(400, "bare LF", p);
-		if (c == ':')
-			KT_FAIL(400, "empty field name", p);
-		KT_FAIL(400, "invalid character in field name", p);
+	if (unlikely(buf[p] == '\r')) {
+		p++;
+		goto s_head_lf;
 	}
-	if (unlikely(m->nf_seen >= m->lim.fields))
-		KT_FAIL(431, "too many header fields", p);
-	m->tok = p++;
+	if (unlikely(m->nf_seen >= m->lim.fields)) {
+		if (kt_http_is(buf[p], KT_C_TCHAR))
+			KT_FAIL(431, "too many header fields", p);
+		goto bad_field_start;
+	}
+	tok = p;
 	/* fall through */
 s_name:
-	while (p + 4 <= end && kt_http_is(buf[p], KT_C_TCHAR) &&
-	       kt_http_is(buf[p + 1], KT_C_TCHAR) &&
-	       kt_http_is(buf[p + 2], KT_C_TCHAR) &&
-	       kt_http_is(buf[p + 3], KT_C_TCHAR))
-		p += 4;
-	while (p < end && kt_http_is(buf[p], KT_C_TCHAR))
-		p++;
+	p = kt_http_skip(buf, p, end, KT_C_TCHAR);
 	if (p >= end)
 		KT_MORE(KT_S_NAME);
-	if (unlikely(buf[p] != ':')) {
+	if (unlikely(buf[p] != ':' || p == tok)) {
+		if (p == tok)
+			goto bad_field_start;
 		if (kt_http_ws(buf[p]))
 			KT_FAIL(400, "whitespace before colon", p);
 		KT_FAIL(400, "invalid character in field name", p);
 	}
-	m->tok2 = p++;
-	/* fall through */
-s_ows:
-	if (likely(p + 1 < end) && buf[p] == ' ' && !kt_http_ws(buf[p + 1]))
-		p++;
-	else
-		while (p < end && kt_http_ws(buf[p]))
-			p++;
-	if (p >= end)
-		KT_MORE(KT_S_OWS);
-	m->val = p;
+	tok2 = p++;
 	/* fall through */
 s_value:
+	/*
+	 * The value with its OWS: SP and HTAB are value bytes, so one scan
+	 * to the CR validates it all; the OWS is trimmed below.
+	 */
 	p = kt_http_scan_fval(buf, p, end);
+	if (likely(p + 2 <= end) &&
+	    kt_http_load2(buf + p) == kt_http_load2((const u8 *)"\r\n")) {
+		p++;
+		goto field_lf;
+	}
 	if (p >= end)
 		KT_MORE(KT_S_VALUE);
 	if (unlikely(buf[p] != '\r')) {
@@ -1294,15 +1608,37 @@ s_field_lf:
 		KT_MORE(KT_S_FIELD_LF);
 	if (unlikely(buf[p] != '\n'))
 		KT_FAIL(400, "bare CR", p);
-	/* value: from its start to the CR at p - 1, trailing OWS trimmed */
-	vo = m->val;
+field_lf:
+	/*
+	 * value: after the colon at tok2 up to the CR at p - 1, OWS trimmed
+	 * on both sides.  Inside the line only SP and HTAB are <= ' ' (the
+	 * CR ends it), so one compare rules out more OWS.
+	 */
+	vo = tok2 + 1;
 	ve = p - 1;
-	while (ve > vo && kt_http_ws(buf[ve - 1]))
-		ve--;
+	vo += buf[vo] == ' ';
+	if (unlikely(buf[vo] <= ' '))
+		while (vo < ve && kt_http_ws(buf[vo]))
+			vo++;
+	if (unlikely(buf[ve - 1] <= ' '))
+		while (ve > vo && kt_http_ws(buf[ve - 1]))
+			ve--;
 	p++;
-	if (kt_http_field_done(m, buf, vo, ve - vo))
+	if (kt_http_field_done(m, buf, tok, tok2 - tok, vo, ve - vo))
 		return KT_HTTP_ERROR;
 	goto fields;
+
+bad_field_start:
+	/* buf[p] (p < end) cannot start a field line */
+	c = buf[p];
+	if (kt_http_ws(c))
+		KT_FAIL(400, m->nf_seen ? "obs-fold" :
+			"whitespace before first header field", p);
+	if (c == '\n')
+		KT_FAIL(400, "bare LF", p);
+	if (c == ':')
+		KT_FAIL(400, "empty field name", p);
+	KT_FAIL(400, "invalid character in field name", p);
 
 s_head_lf:
 	if (p >= end)

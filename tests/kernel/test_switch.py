@@ -341,3 +341,52 @@ def test_server_set_unknown_server_is_an_error(site: Site) -> None:
         return "accepted"
 
     assert site.director(bad) == "no server 10.9.9.9:80 in pool 'images'"
+
+
+def test_head_then_get_on_one_connection(site: Site) -> None:
+    def run() -> list[Response]:
+        with connect() as s:
+            s.sendall(b"HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+            out = read_responses(s, 1, head=True)
+            s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+            return out + read_responses(s, 1)
+
+    head, get_ = site.client(run)
+    assert head.status == 200 and head.body == b"" and head.backend == "static"
+    assert int(head.headers["content-length"]) == len(b"<h1>static</h1>\n")
+    assert get_.body == b"<h1>static</h1>\n"
+
+
+def test_upgrade_becomes_a_two_way_tunnel(site: Site) -> None:
+    srv = flaky_server(
+        site,
+        " c.recv(65536)\n"
+        " c.sendall(b'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: echo\\r\\n"
+        "Connection: Upgrade\\r\\n\\r\\n')\n"
+        " while (d := c.recv(65536)):\n"
+        "  c.sendall(d.upper())\n"
+        " c.close()\n",
+    )
+
+    def run() -> tuple[bytes, list[bytes]]:
+        with connect() as s:
+            s.sendall(b"GET /flaky/ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\n"
+                      b"Connection: Upgrade\r\n\r\n")  # fmt: skip
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(1)
+            echoes = []
+            for word in (b"hello", b"tunnel " * 3000):
+                s.sendall(word)
+                got = b""
+                while len(got) < len(word):
+                    got += s.recv(65536)
+                echoes.append(got)
+            return head, echoes
+
+    try:
+        head, echoes = site.client(run)
+    finally:
+        srv.kill()
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert echoes == [b"HELLO", b"TUNNEL " * 3000]

@@ -1,0 +1,290 @@
+"""l7ctl apply and the control plane: a 10,000-rule table, raw malformed attributes,
+permissions, change notifications, drain under load."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+from demo_site import RULES, Site, connect, get, read_responses
+from nsutil import in_netns
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic import GenericNetlinkSocket
+
+from l7ctl import netlink
+from l7ctl.apply import apply_file
+from l7ctl.netlink import Client, ktcpvs_msg
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+NRULES = 10_000
+
+
+def big_rules() -> str:
+    """The demo pools and 10,000 path rules; the last one routes to cgi."""
+    head = RULES.format(sched="wlc", header_timeout="10s").split("service web")[0]
+    lines = [head, "service web listen 10.0.0.1:80 {"]
+    lines += [f'    route images if path prefix "/r{i}/";' for i in range(NRULES - 1)]
+    lines += [f'    route cgi if path prefix "/r{NRULES - 1}/";', "    route static;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_10000_rules_through_the_multi_chunk_transaction(site: Site) -> None:
+    path = site.tmp / "big.rules"
+    path.write_text(big_rules())
+    try:
+        res = in_netns(site.topo.director.ns, lambda: apply_file(path))
+        assert res.changed and res.generation is not None
+        assert res.size > 4 * netlink.CHUNK_MAX  # many chunks, well past one attribute
+        blob = site.director(lambda: Client().running_config())
+        assert blob is not None and len(blob[0]) == res.size and blob[1] == str(path)
+        assert site.client(lambda: get(f"/r{NRULES - 1}/last")).backend == "cgi"
+        assert site.client(lambda: get("/r17/x")).backend in ("img1", "img2")
+        assert site.client(lambda: get("/other")).backend == "static"
+        # a second apply of the same large file changes nothing
+        assert not in_netns(site.topo.director.ns, lambda: apply_file(path)).changed
+    finally:
+        site.apply()
+
+
+# -- malformed attributes sent raw ------------------------------------------------------
+
+
+class raw_msg(genlmsg):  # type: ignore[misc]
+    """ktcpvs attributes as raw bytes, so a test can send any length."""
+
+    nla_map = (
+        (6, "TXN_ID", "cdata"),
+        (7, "CONFIG_SIZE", "cdata"),
+        (8, "OFFSET", "cdata"),
+        (9, "DATA", "cdata"),
+        (14, "OBJ_ADDR", "cdata"),
+        (15, "OBJ_POOL", "cdata"),
+        (16, "WEIGHT", "cdata"),
+        (17, "STATE", "cdata"),
+        (200, "BOGUS", "cdata"),
+    )
+
+
+def u32(v: int) -> bytes:
+    return struct.pack("=I", v)
+
+
+def raw_errors() -> dict[str, int]:
+    """Send malformed CHUNK/COMMIT/SERVER_SET requests; the errno of each."""
+    s = GenericNetlinkSocket()
+    s.bind("ktcpvs", raw_msg)
+    out: dict[str, int] = {}
+    txn = b"\0\0\0\0"
+
+    def send(cmd: int, attrs: list[tuple[str, bytes]]) -> list[raw_msg]:
+        m = raw_msg()
+        m["cmd"] = cmd
+        m["version"] = 1
+        m["attrs"] = attrs
+        return list(s.nlm_request(m, msg_type=s.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK))
+
+    def probe(name: str, cmd: int, attrs: list[tuple[str, bytes]]) -> None:
+        try:
+            send(cmd, attrs)
+            out[name] = 0
+        except NetlinkError as e:
+            out[name] = e.code
+
+    try:
+        (begin,) = send(netlink.CMD_CONFIG_BEGIN, [("CONFIG_SIZE", u32(64))])
+        txn = bytes(begin.get_attr("TXN_ID"))
+        addr = netlink.encode_addr("10.0.1.12:80")
+        probe(
+            "chunk bogus attribute",
+            netlink.CMD_CONFIG_CHUNK,
+            [("TXN_ID", txn), ("OFFSET", u32(0)), ("DATA", b"x" * 8), ("BOGUS", u32(1))],
+        )
+        probe(
+            "chunk short txn id",
+            netlink.CMD_CONFIG_CHUNK,
+            [("TXN_ID", b"\1\0"), ("OFFSET", u32(0)), ("DATA", b"x" * 8)],
+        )
+        probe(
+            "chunk empty data",
+            netlink.CMD_CONFIG_CHUNK,
+            [("TXN_ID", txn), ("OFFSET", u32(0)), ("DATA", b"")],
+        )
+        probe(
+            "chunk oversized data",
+            netlink.CMD_CONFIG_CHUNK,
+            [("TXN_ID", txn), ("OFFSET", u32(0)), ("DATA", b"x" * 40000)],
+        )
+        probe(
+            "chunk without offset", netlink.CMD_CONFIG_CHUNK, [("TXN_ID", txn), ("DATA", b"x" * 8)]
+        )
+        probe("commit without txn", netlink.CMD_CONFIG_COMMIT, [])
+        probe("commit long txn id", netlink.CMD_CONFIG_COMMIT, [("TXN_ID", txn + b"\0\0\0\0")])
+        probe(
+            "commit bogus attribute", netlink.CMD_CONFIG_COMMIT, [("TXN_ID", txn), ("BOGUS", b"")]
+        )
+        probe("commit incomplete", netlink.CMD_CONFIG_COMMIT, [("TXN_ID", txn)])
+        probe(
+            "server short address",
+            netlink.CMD_SERVER_SET,
+            [("OBJ_POOL", b"images"), ("OBJ_ADDR", addr[:19]), ("STATE", b"\2")],
+        )
+        probe(
+            "server bad family",
+            netlink.CMD_SERVER_SET,
+            [("OBJ_POOL", b"images"), ("OBJ_ADDR", b"\7" + addr[1:]), ("STATE", b"\2")],
+        )
+        probe(
+            "server state 3",
+            netlink.CMD_SERVER_SET,
+            [("OBJ_POOL", b"images"), ("OBJ_ADDR", addr), ("STATE", b"\3")],
+        )
+        probe(
+            "server weight 65536",
+            netlink.CMD_SERVER_SET,
+            [("OBJ_POOL", b"images"), ("OBJ_ADDR", addr), ("WEIGHT", u32(65536))],
+        )
+        probe(
+            "server nothing to change",
+            netlink.CMD_SERVER_SET,
+            [("OBJ_POOL", b"images"), ("OBJ_ADDR", addr)],
+        )
+        probe("server without pool", netlink.CMD_SERVER_SET, [("OBJ_ADDR", addr), ("STATE", b"\2")])
+    finally:
+        with contextlib.suppress(NetlinkError):  # normally ended by "commit incomplete"
+            send(netlink.CMD_CONFIG_ABORT, [("TXN_ID", txn)])
+        s.close()
+    return out  # fmt: skip
+
+
+def test_malformed_attributes_sent_raw_are_refused(site: Site) -> None:
+    before = site.director(lambda: (Client().running_config(), Client().info().generation))
+    errors = site.director(raw_errors)
+    assert errors == dict.fromkeys(errors, errno.EINVAL), errors
+    assert len(errors) == 15
+    after = site.director(lambda: (Client().running_config(), Client().info().generation))
+    assert after == before
+    stats = site.director(lambda: Client().stats())
+    img2 = [o for o in stats if o.kind == "server" and o.address == "10.0.1.12:80"]
+    assert [(o.weight, o.state) for o in img2] == [(1, "up")]
+    assert site.client(lambda: get("/cgi-bin/ok")).backend == "cgi"
+
+
+def test_unprivileged_apply_is_refused(site: Site, tmp_path: Path) -> None:
+    d = Path("/tmp") / f"h6-nobody-{site.topo.tag}"
+    d.mkdir(exist_ok=True)
+    d.chmod(0o755)
+    path = d / "site.rules"
+    path.write_text(RULES.format(sched="rr", header_timeout="10s"))
+    path.chmod(0o644)
+    before = site.director(lambda: Client().running_config())
+    p = subprocess.run(
+        ["ip", "netns", "exec", site.topo.director.ns, *NOBODY, "l7ctl", "apply", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 1, p
+    assert "permission denied" in p.stderr and "CAP_NET_ADMIN" in p.stderr, p.stderr
+    assert site.director(lambda: Client().running_config()) == before
+
+
+# -- notifications ----------------------------------------------------------------------
+
+
+def notifications_after(action_rules: Path) -> list[tuple[int, int]]:
+    """Subscribe to the "config" group, apply a file, return (cmd, generation) received."""
+    g = GenericNetlinkSocket()
+    g.bind("ktcpvs", ktcpvs_msg)
+    group = g.mcast_groups[netlink.MCGRP_CONFIG]
+    g.close()
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
+    s.bind((0, 0))
+    s.setsockopt(270, 1, group)  # SOL_NETLINK, NETLINK_ADD_MEMBERSHIP
+    res = apply_file(action_rules)
+    Client().server_set("images", "10.0.1.12:80", weight=2)
+    got: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        if not select.select([s], [], [], 1.0)[0]:
+            continue
+        data = s.recv(65536)
+        m = ktcpvs_msg(data)
+        m.decode()
+        got.append((m["cmd"], m.get_attr("KTCPVS_A_GENERATION")))
+    s.close()
+    assert res.generation is not None
+    return [*got, (-1, res.generation)]
+
+
+def test_notification_after_apply_and_server_set(site: Site) -> None:
+    path = site.tmp / "notify.rules"
+    path.write_text(RULES.format(sched="rr", header_timeout="10s"))
+    try:
+        got = site.director(lambda: notifications_after(path))
+        (c1, g1), (c2, g2), (_, applied) = got
+        assert c1 == netlink.CMD_NOTIFY and c2 == netlink.CMD_NOTIFY, got
+        assert g1 == applied and g2 == applied + 1, got
+    finally:
+        site.apply()
+
+
+# -- drain under load -------------------------------------------------------------------
+
+
+def drain_scenario(director_ns: str) -> dict[str, object]:
+    """In the client: one request in flight on img2 while img2 is drained."""
+
+    def director(fn):  # type: ignore[no-untyped-def]
+        return in_netns(director_ns, fn)
+
+    director(lambda: Client().server_set("images", "10.0.1.11:80", weight=0))
+    s = connect()
+    s.sendall(b"POST /up.png HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+
+    def active() -> int:
+        return sum(o.active for o in Client().stats() if o.address == "10.0.1.12:80")
+
+    deadline = time.monotonic() + 20
+    while director(active) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    in_flight = director(active)
+    director(lambda: Client().server_set("images", "10.0.1.11:80", weight=3))
+    drain = subprocess.run(
+        ["ip", "netns", "exec", director_ns, "l7ctl", "server", "set", "images",
+         "10.0.1.12:80", "--state", "drain"], capture_output=True, text=True,
+    )  # fmt: skip
+    others = [get(f"/new{i}.png").backend for i in range(6)]
+    s.sendall(b"67890")
+    (first,) = read_responses(s, 1)
+    s.sendall(b"GET /again.png HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    (second,) = read_responses(s, 1)
+    s.close()
+    return {
+        "in_flight": in_flight, "drain": drain.returncode, "drain_out": drain.stdout,
+        "others": others, "first": (first.status, first.backend, first.body),
+        "second": second.backend,
+    }  # fmt: skip
+
+
+def test_drain_lets_the_request_in_flight_finish(site: Site) -> None:
+    try:
+        r = site.client(lambda: drain_scenario(site.topo.director.ns))
+        assert r["in_flight"] == 1, r
+        assert r["drain"] == 0 and "updated" in str(r["drain_out"]), r
+        assert r["others"] == ["img1"] * 6, r
+        status, backend, body = r["first"]  # type: ignore[misc]
+        assert (status, backend) == (200, "img2") and b"\\r\\n\\r\\n1234567890" in body, r
+        assert r["second"] == "img1", r
+        st = site.director(lambda: Client().stats())
+        assert [o.state for o in st if o.address == "10.0.1.12:80"] == ["drain"]
+    finally:
+        res = site.apply()  # apply restores what the file says
+    assert res.changed and res.l7_changed
+    assert any("runtime weight 1 drain -> file weight 1 up" in x for x in res.l7_diff)
+    st = site.director(lambda: Client().stats())
+    assert [o.state for o in st if o.address == "10.0.1.12:80"] == ["up"]
