@@ -6,11 +6,13 @@ import contextlib
 import re
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 from demo_site import RULES, Site, get, read_responses
 from nsutil import in_netns
+from topology import wait_port
 
 from l7ctl import ipvs
 from l7ctl.apply import ApplyResult, RolledBack, apply_file
@@ -75,8 +77,8 @@ def test_virtual_nat_service_in_proc_and_carrying_traffic(lvs_site: Site) -> Non
     text = proc_ip_vs(site)
     # TCP  0A000001:20FB rr  /  -> 0A01010B:0050 Masq 1 ...
     assert re.search(r"TCP\s+0A000001:20FB rr", text), text
-    assert re.search(r"->\s+0A01010B:0050\s+Masq\s+1", text), text
-    assert re.search(r"->\s+0A01010C:0050\s+Masq\s+1", text), text
+    assert re.search(r"->\s+0A00010B:0050\s+Masq\s+1", text), text
+    assert re.search(r"->\s+0A00010C:0050\s+Masq\s+1", text), text
     seen = [site.client(l4_backend) for _ in range(4)]
     assert set(seen) == {"img1", "img2"}, seen
     # The request went straight to the backend: no X-Forwarded-For, IPVS only.
@@ -173,8 +175,14 @@ def test_l7_failure_leaves_ipvs_untouched(lvs_site: Site) -> None:
     site = lvs_site
     apply_text(site, rules())
     good_ipvs = ipvs_state(site)
-    # 10.9.9.9 is no address of the director: the ktcpvs commit cannot bind it.
-    bad = rules(sched="wlc") + "service other listen 10.9.9.9:80 { route static; }\n"
+    # Another process holds 10.0.0.1:82: the ktcpvs commit cannot bind it.
+    hold = site.topo.spawn(
+        site.topo.director.ns,
+        [sys.executable, "-c", "import socket, time; s = socket.socket(); "
+         "s.bind(('10.0.0.1', 82)); s.listen(); time.sleep(600)"],
+        "hold82.out",
+    )  # fmt: skip
+    bad = rules(sched="wlc") + "service other listen 10.0.0.1:82 { route static; }\n"
 
     def attempt() -> str:
         try:
@@ -183,8 +191,13 @@ def test_l7_failure_leaves_ipvs_untouched(lvs_site: Site) -> None:
             return str(e)
         return "applied"
 
-    (site.tmp / "bad7.rules").write_text(bad)
-    out = site.director(attempt)
+    try:
+        wait_port(site.topo.director.ns, "10.0.0.1", 82)
+        (site.tmp / "bad7.rules").write_text(bad)
+        out = site.director(attempt)
+    finally:
+        hold.kill()
+        hold.wait()
     assert "applying the configuration failed" in out, out
     assert ipvs_state(site) == good_ipvs
 
