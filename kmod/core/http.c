@@ -689,12 +689,12 @@ static inline u64 kt_http_haszero(u64 x)
  * the target) and writes o[0..n+7).
  *
  * t flags a byte that is '/' followed by '/' or '.' ('.' | 1 == '/').  The
- * next-byte test is exact (x == 0x01 is impossible there: x has its low bit
- * clear wherever the byte is not '.' or '/'... because b | 1 ^ '/' is even);
- * the '/' test can also flag a '.' right after a '/' (x == 0x01 above a zero
- * byte), and on little-endian machines that "/." is flagged anyway.  On
- * big-endian machines it may send a "./" path to kt_http_norm_path(), which
- * gives the same result, only slower.
+ * next-byte test is exact: a false positive of kt_http_haszero() needs
+ * x == 0x01, and x = (b | 1) ^ '/' is always even.  The '/' test can also
+ * flag a '.' (x == 0x01) right above a real '/': on little-endian machines
+ * that is the '.' after a '/', a "/." flagged anyway, so the result is
+ * exact; on big-endian machines it may send a "./" path to
+ * kt_http_norm_path(), which gives the same result, only slower.
  */
 static inline bool kt_http_copy_plain(u8 *o, const u8 *s, u32 n)
 {
@@ -1078,11 +1078,10 @@ kt_http_host_field(struct kt_http_msg *m, const u8 *s, u32 n, u32 off)
 /*
  * A complete field line: name buf[no..no+nl), value buf[vo..vo+vl).
  *
- * The names that matter are compared a word at a time, OR 0x20: on a token
- * character that is exact against the lower-case letters and '-' of these
- * names (the only other token character c with c | 0x20 a letter or '-' is
- * none: '^' | 0x20 is '~', '_' | 0x20 is DEL, and CR, the only byte with
- * c | 0x20 == '-', is not a token character).  Words overlap inside the
+ * The names that matter are compared a word at a time, OR 0x20.  For a
+ * token character c that is exact against these lower-case names: c | 0x20
+ * equals a letter l only for l and its upper case, and equals '-' only for
+ * '-' and CR, which is not a token character.  Words overlap inside the
  * name, never past it.
  */
 static int kt_http_field_done(struct kt_http_msg *m, const u8 *buf, u32 no,
@@ -1463,7 +1462,8 @@ s_target:
 	tok = ++p;
 	/* fall through */
 s_version:
-	if (likely(p + 9 <= end) && buf[p + 8] == '\r') {
+	/* only from the first byte of the version: tok == p (not on resume) */
+	if (likely(p == tok && p + 9 <= end) && buf[p + 8] == '\r') {
 		u64 w = kt_http_load8(buf + p);
 
 		if (likely(w == KT_W8("HTTP/1.1"))) {

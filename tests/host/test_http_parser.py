@@ -288,6 +288,18 @@ def test_malformed_request_line(line: bytes) -> None:
     refused(line + b"\r\nHost: a\r\n\r\n", 400)
 
 
+@pytest.mark.parametrize("junk", [b"z", b"xx", b"HTTP/1.1"])
+def test_version_with_junk_before_it_cut_anywhere(junk: bytes) -> None:
+    """Regression (found by fuzz_request): with the bytes cut right after
+    junk at the start of the version, the whole-word "HTTP/1.x" fast path
+    used to match at the resume point and skip the length check."""
+    data = b"GET / " + junk + b"HTTP/1.0\r\nHost: a\r\n\r\n"
+    whole = httpparse.parse_requests(data)
+    assert whole == [Refusal(400, "malformed HTTP version", 6)]
+    for cut in range(1, len(data)):
+        assert httpparse.parse_requests(data, split=[cut]) == whole, cut
+
+
 @pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/1.2", b"HTTP/0.9", b"HTTP/3.0"])
 def test_unsupported_version_is_505(version: bytes) -> None:
     refused(b"GET / " + version + b"\r\nHost: a\r\n\r\n", 505, "HTTP version not supported")
