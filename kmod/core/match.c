@@ -914,8 +914,11 @@ u32 kt_match_trace(const struct kt_rules *r, u32 svc,
 		for (i = 0; i < c.ntrue && i < cap; i++)
 			preds[i] = c.truelist[i];
 	}
-	for (i = 0; i < c.ntrue; i++)
+	/* leave the scratch zeroed, as documented: bits and true list */
+	for (i = 0; i < c.ntrue; i++) {
 		c.bits[c.truelist[i] >> 5] = 0;
+		c.truelist[i] = 0;
+	}
 
 	memset(res, 0, sizeof(*res));
 	if (best >= nrules) {

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fuzz_match - libFuzzer harness for the rule-table validator and matcher
+ * (kmod/core/match.c).
+ *
+ * Input: blob || view || u16 view_len (little-endian, last two bytes).  The
+ * blob is what user space hands the kernel; the view describes one request:
+ *
+ *   view[0]      bits 0-1 client family (0 none, 1 IPv4, 2 IPv6, 3 IPv4-
+ *                mapped IPv6), bit 2 no query slice at all (NULL, 0),
+ *                bits 3-6 trace capacity, bit 7 blob as is (else its size
+ *                is rounded to words and patched into the header)
+ *   view[1..17)  client address bytes (missing ones are 0)
+ *   the rest     NUL-separated slices: method, host, path, query, then
+ *                header name/value pairs (at most FM_MAX_HEADERS)
+ *
+ * kt_rules_validate() must refuse the blob or accept it; on accept every
+ * service is matched with kt_match() and kt_match_trace(), and every view of
+ * the configuration is read.  The blob, each request slice and the scratch
+ * area are copies of exactly their size, so AddressSanitizer catches any
+ * read past them; after each match the scratch must be all zero again and
+ * the result must make sense (rule in range, pool in range for a route,
+ * redirect location inside the blob's strings).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "match.h"
+
+#define FM_MAX_HEADERS	16
+#define FM_MAX_SLICES	(4 + 2 * FM_MAX_HEADERS)
+#define FM_MAX_SERVICES	8
+#define FM_TRACE_CAP	8
+
+#define FM_ASSERT(c)							\
+	do {								\
+		if (!(c)) {						\
+			fprintf(stderr, "%s:%d: assertion failed: %s\n",\
+				__FILE__, __LINE__, #c);		\
+			abort();					\
+		}							\
+	} while (0)
+
+/* An exact-size heap copy (never NULL: malloc(0) is avoided). */
+static uint8_t *fm_dup(const uint8_t *p, size_t n)
+{
+	uint8_t *d = malloc(n ? n : 1);
+
+	FM_ASSERT(d);
+	if (n)
+		memcpy(d, p, n);
+	return d;
+}
+
+static void fm_scratch_zero(const u32 *s, u32 n)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++)
+		FM_ASSERT(s[i] == 0);
+}
+
+static void fm_check_result(const struct kt_rules *r, u32 svc, u32 rule,
+			    const struct kt_match_result *res,
+			    const uint8_t *blob, size_t len)
+{
+	struct kt_rules_service_info si;
+
+	kt_rules_service(r, svc, &si);
+	FM_ASSERT(rule == res->rule);
+	if (rule == KT_RULES_NONE) {
+		FM_ASSERT(res->action == KT_ACTION_NONE);
+		return;
+	}
+	FM_ASSERT(rule < si.nrules);
+	FM_ASSERT(res->action >= KT_ACTION_ROUTE &&
+		  res->action <= KT_ACTION_REDIRECT);
+	if (res->action == KT_ACTION_ROUTE)
+		FM_ASSERT(res->pool < kt_rules_npools(r));
+	if (res->action == KT_ACTION_REDIRECT && res->location.len) {
+		FM_ASSERT(res->location.ptr >= blob);
+		FM_ASSERT(res->location.ptr + res->location.len <= blob + len);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct kt_match_slice sl[FM_MAX_SLICES];
+	struct kt_match_header hdr[FM_MAX_HEADERS];
+	uint8_t *copies[FM_MAX_SLICES];
+	struct kt_match_req req;
+	struct kt_match_result res, res2;
+	struct kt_rules_service_info si;
+	struct kt_rules_pool_info pi;
+	struct kt_rules_server_info sv;
+	struct kt_rules r;
+	const uint8_t *view, *p, *e;
+	const char *why = NULL;
+	u32 preds[FM_TRACE_CAP], npreds, nsl = 0, i, k, svc, rule, rule2;
+	uint8_t *blob;
+	u32 *scratch;
+	size_t vlen, blen;
+	uint8_t cfg = 0;
+
+	if (size < 2)
+		return 0;
+	vlen = data[size - 2] | (size_t)data[size - 1] << 8;
+	if (vlen > size - 2)
+		vlen = size - 2;
+	blen = size - 2 - vlen;
+	view = data + blen;
+
+	/*
+	 * The blob: exact size; malloc's alignment covers the 4 needed.
+	 * Unless view bit 7 says "as is", its size is rounded down to whole
+	 * words and written into the header's total-size word, so that
+	 * mutations which insert or drop bytes still reach the structures
+	 * behind the header instead of all failing the size check.
+	 */
+	if (vlen && !(view[0] & 0x80) && blen >= 12) {
+		uint32_t total;
+
+		blen &= ~(size_t)3;
+		total = (uint32_t)blen;
+		blob = fm_dup(data, blen);
+		memcpy(blob + 8, &total, 4);
+	} else {
+		blob = fm_dup(data, blen);
+	}
+	if (kt_rules_validate(&r, blob, blen, &why)) {
+		FM_ASSERT(why != NULL);
+		free(blob);
+		return 0;
+	}
+
+	/* Configuration views: every index the counts allow. */
+	for (i = 0; i < kt_rules_npools(&r); i++) {
+		kt_rules_pool(&r, i, &pi);
+		FM_ASSERT(pi.scheduler < KT_SCHED_COUNT);
+		for (k = 0; k < pi.nservers; k++)
+			kt_rules_server(&r, pi.first_server + k, &sv);
+	}
+
+	/* The request view. */
+	memset(&req, 0, sizeof(req));
+	if (vlen) {
+		cfg = view[0];
+		memcpy(req.addr, view + 1, vlen - 1 < 16 ? vlen - 1 : 16);
+		switch (cfg & 3) {
+		case 1:
+			req.family = KT_MATCH_AF_INET;
+			memset(req.addr + 4, 0, 12);
+			break;
+		case 2:
+			req.family = KT_MATCH_AF_INET6;
+			break;
+		case 3:
+			req.family = KT_MATCH_AF_INET6;
+			memmove(req.addr + 12, req.addr, 4);
+			memset(req.addr, 0, 10);
+			req.addr[10] = req.addr[11] = 0xff;
+			break;
+		}
+		p = view + (vlen > 17 ? 17 : vlen);
+		e = view + vlen;
+		while (p < e && nsl < FM_MAX_SLICES) {
+			const uint8_t *z = memchr(p, 0, e - p);
+			size_t n = z ? (size_t)(z - p) : (size_t)(e - p);
+
+			copies[nsl] = fm_dup(p, n);
+			sl[nsl].ptr = copies[nsl];
+			sl[nsl].len = n;
+			nsl++;
+			p += n + 1;
+		}
+	}
+	if (nsl > 0)
+		req.method = sl[0];
+	if (nsl > 1)
+		req.host = sl[1];
+	if (nsl > 2)
+		req.path = sl[2];
+	if (nsl > 3 && !(cfg & 4))
+		req.query = sl[3];
+	for (i = 4; i + 1 < nsl; i += 2) {
+		hdr[req.nheaders].name = sl[i];
+		hdr[req.nheaders].value = sl[i + 1];
+		req.nheaders++;
+	}
+	req.headers = req.nheaders ? hdr : NULL;
+
+	/* Scratch: exactly the words asked for, zeroed once. */
+	k = kt_match_scratch_words(&r);
+	scratch = malloc(k ? (size_t)k * 4 : 4);
+	FM_ASSERT(scratch);
+	kt_match_scratch_init(scratch, k);
+	fm_scratch_zero(scratch, k);
+
+	for (svc = 0; svc < kt_rules_nservices(&r) && svc < FM_MAX_SERVICES;
+	     svc++) {
+		kt_rules_service(&r, svc, &si);
+		memset(&res, 0xa5, sizeof(res));
+		rule = kt_match(&r, svc, &req, scratch, &res);
+		fm_scratch_zero(scratch, k);
+		fm_check_result(&r, svc, rule, &res, blob, blen);
+
+		memset(&res2, 0x5a, sizeof(res2));
+		npreds = 0xdeadbeef;
+		rule2 = kt_match_trace(&r, svc, &req, scratch, &res2, preds,
+				       (cfg >> 3) % (FM_TRACE_CAP + 1),
+				       &npreds);
+		fm_scratch_zero(scratch, k);
+		fm_check_result(&r, svc, rule2, &res2, blob, blen);
+		FM_ASSERT(npreds != 0xdeadbeef);
+		/* tracing must not change the decision */
+		FM_ASSERT(rule2 == rule);
+		FM_ASSERT(res2.action == res.action);
+		if (rule != KT_RULES_NONE && res.action == KT_ACTION_ROUTE)
+			FM_ASSERT(res2.pool == res.pool);
+	}
+
+	free(scratch);
+	for (i = 0; i < nsl; i++)
+		free(copies[i]);
+	free(blob);
+	return 0;
+}
