@@ -69,31 +69,6 @@ static int kt_sched_rr(struct kt_pool *p, const struct kt_sched_in *in,
 	return -1;
 }
 
-static int kt_sched_wrr(struct kt_pool *p, const struct kt_sched_in *in,
-			unsigned long now)
-{
-	int best = -1;
-	int total = 0;
-	u32 i;
-
-	spin_lock_bh(&p->lock);
-	for (i = 0; i < p->nservers; i++) {
-		struct kt_server *s = &p->servers[i];
-		int w = READ_ONCE(s->weight);
-
-		if (!kt_sched_ok(p, i, in, now))
-			continue;
-		s->wrr_current += w;
-		total += w;
-		if (best < 0 || s->wrr_current > p->servers[best].wrr_current)
-			best = i;
-	}
-	if (best >= 0)
-		p->servers[best].wrr_current -= total;
-	spin_unlock_bh(&p->lock);
-	return best;
-}
-
 /* Compare the loads of a and b: active (lc) or active / weight (wlc). */
 static int kt_load_cmp(const struct kt_server *a, const struct kt_server *b,
 		       bool weighted)
@@ -109,6 +84,36 @@ static int kt_load_cmp(const struct kt_server *a, const struct kt_server *b,
 }
 
 /*
+ * Smooth weighted round robin over the available servers -- all of them,
+ * or (@tie not NULL) only those whose load equals @tie's.
+ */
+static int kt_swrr(struct kt_pool *p, const struct kt_sched_in *in,
+		   unsigned long now, const struct kt_server *tie, bool weighted)
+{
+	int best = -1;
+	int total = 0;
+	u32 i;
+
+	spin_lock_bh(&p->lock);
+	for (i = 0; i < p->nservers; i++) {
+		struct kt_server *s = &p->servers[i];
+		int w = READ_ONCE(s->weight);
+
+		if (!kt_sched_ok(p, i, in, now) ||
+		    (tie && kt_load_cmp(s, tie, weighted)))
+			continue;
+		s->wrr_current += w;
+		total += w;
+		if (best < 0 || s->wrr_current > p->servers[best].wrr_current)
+			best = i;
+	}
+	if (best >= 0)
+		p->servers[best].wrr_current -= total;
+	spin_unlock_bh(&p->lock);
+	return best;
+}
+
+/*
  * Least connections: the servers with the least load; ties (frequent when
  * requests come one at a time) are broken by smooth weighted round robin
  * among the tied servers, as nginx's least_conn does, instead of always
@@ -117,8 +122,7 @@ static int kt_load_cmp(const struct kt_server *a, const struct kt_server *b,
 static int kt_sched_lc(struct kt_pool *p, const struct kt_sched_in *in,
 		       unsigned long now, bool weighted)
 {
-	int least = -1, best = -1;
-	int total = 0;
+	int least = -1, best;
 	u32 i;
 
 	for (i = 0; i < p->nservers; i++) {
@@ -130,22 +134,7 @@ static int kt_sched_lc(struct kt_pool *p, const struct kt_sched_in *in,
 	}
 	if (least < 0)
 		return -1;
-	spin_lock_bh(&p->lock);
-	for (i = 0; i < p->nservers; i++) {
-		struct kt_server *s = &p->servers[i];
-		int w = READ_ONCE(s->weight);
-
-		if (!kt_sched_ok(p, i, in, now) ||
-		    kt_load_cmp(s, &p->servers[least], weighted))
-			continue;
-		s->wrr_current += w;
-		total += w;
-		if (best < 0 || s->wrr_current > p->servers[best].wrr_current)
-			best = i;
-	}
-	if (best >= 0)
-		p->servers[best].wrr_current -= total;
-	spin_unlock_bh(&p->lock);
+	best = kt_swrr(p, in, now, &p->servers[least], weighted);
 	return best >= 0 ? best : least;
 }
 
@@ -291,7 +280,7 @@ static int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
 		return -1;
 	switch (p->sched) {
 	case KT_SCHED_WRR:
-		return kt_sched_wrr(p, in, now);
+		return kt_swrr(p, in, now, NULL, false);
 	case KT_SCHED_LC:
 		return kt_sched_lc(p, in, now, false);
 	case KT_SCHED_WLC:

@@ -109,9 +109,7 @@ def test_dry_run_prints_both_diffs_and_changes_nothing(lvs_site: Site) -> None:
     res = apply_text(site, changed, dry_run=True)
     assert res.changed and res.l7_changed
     lines = res.describe()
-    assert "~ virtual tcp 10.0.0.1:8443: scheduler rr -> scheduler wlc" in lines[-2:][0] + "".join(
-        lines
-    )
+    assert "  ~ virtual tcp 10.0.0.1:8443: scheduler rr -> scheduler wlc" in lines, lines
     assert any(
         "server 10.0.1.11:80 weight 1 forward nat -> weight 5 forward nat" in x for x in lines
     )
