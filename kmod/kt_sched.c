@@ -87,14 +87,15 @@ static int kt_load_cmp(const struct kt_server *a, const struct kt_server *b,
  * Smooth weighted round robin over the available servers -- all of them,
  * or (@tie not NULL) only those whose load equals @tie's.
  */
-static int kt_swrr(struct kt_pool *p, const struct kt_sched_in *in,
-		   unsigned long now, const struct kt_server *tie, bool weighted)
+static int kt_swrr_locked(struct kt_pool *p, const struct kt_sched_in *in,
+			  unsigned long now, const struct kt_server *tie,
+			  bool weighted)
 {
 	int best = -1;
 	int total = 0;
 	u32 i;
 
-	spin_lock_bh(&p->lock);
+	lockdep_assert_held(&p->lock);
 	for (i = 0; i < p->nservers; i++) {
 		struct kt_server *s = &p->servers[i];
 		int w = READ_ONCE(s->weight);
@@ -109,8 +110,35 @@ static int kt_swrr(struct kt_pool *p, const struct kt_sched_in *in,
 	}
 	if (best >= 0)
 		p->servers[best].wrr_current -= total;
+	return best;
+}
+
+static int kt_swrr(struct kt_pool *p, const struct kt_sched_in *in,
+		   unsigned long now, const struct kt_server *tie, bool weighted)
+{
+	int best;
+
+	spin_lock_bh(&p->lock);
+	best = kt_swrr_locked(p, in, now, tie, weighted);
 	spin_unlock_bh(&p->lock);
 	return best;
+}
+
+/* The first of the least loaded available servers, or -1. */
+static int kt_least(struct kt_pool *p, const struct kt_sched_in *in,
+		    unsigned long now, bool weighted)
+{
+	int least = -1;
+	u32 i;
+
+	for (i = 0; i < p->nservers; i++) {
+		if (!kt_sched_ok(p, i, in, now))
+			continue;
+		if (least < 0 ||
+		    kt_load_cmp(&p->servers[i], &p->servers[least], weighted) < 0)
+			least = i;
+	}
+	return least;
 }
 
 /*
@@ -122,16 +150,8 @@ static int kt_swrr(struct kt_pool *p, const struct kt_sched_in *in,
 static int kt_sched_lc(struct kt_pool *p, const struct kt_sched_in *in,
 		       unsigned long now, bool weighted)
 {
-	int least = -1, best;
-	u32 i;
+	int least = kt_least(p, in, now, weighted), best;
 
-	for (i = 0; i < p->nservers; i++) {
-		if (!kt_sched_ok(p, i, in, now))
-			continue;
-		if (least < 0 ||
-		    kt_load_cmp(&p->servers[i], &p->servers[least], weighted) < 0)
-			least = i;
-	}
 	if (least < 0)
 		return -1;
 	best = kt_swrr(p, in, now, &p->servers[least], weighted);
@@ -157,22 +177,6 @@ static int kt_sched_hash(struct kt_pool *p, const struct kt_sched_in *in,
 			best = i;
 			best_score = score;
 		}
-	}
-	return best;
-}
-
-/* The least loaded (active / weight) available server, first on ties. */
-static int kt_sched_least(struct kt_pool *p, const struct kt_sched_in *in,
-			  unsigned long now)
-{
-	int best = -1;
-	u32 i;
-
-	for (i = 0; i < p->nservers; i++) {
-		if (!kt_sched_ok(p, i, in, now))
-			continue;
-		if (best < 0 || kt_load_cmp(&p->servers[i], &p->servers[best], true) < 0)
-			best = i;
 	}
 	return best;
 }
@@ -239,7 +243,15 @@ static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
 			best = i;
 	}
 	if (best < 0 || kt_overloaded(p, best, now)) {
-		int pick = kt_sched_least(p, in, now);
+		/* wlc, ties broken by smooth WRR (we hold the pool lock) */
+		int pick = kt_least(p, in, now, true);
+
+		if (pick >= 0) {
+			int t = kt_swrr_locked(p, in, now, &p->servers[pick], true);
+
+			if (t >= 0)
+				pick = t;
+		}
 
 		if (pick >= 0) {
 			if (!replicated) {
