@@ -39,6 +39,7 @@ BAD_DMESG = re.compile(
     r"\b(BUG|WARNING|Oops|general protection fault|kernel BUG|UBSAN|"
     r"KASAN|RCU stall|INFO: task .* blocked|list_(add|del) corruption|"
     r"refcount_t|stack-protector|Call Trace)\b"
+    r"|ktcpvs: \d+ allocations leaked"
 )
 
 
