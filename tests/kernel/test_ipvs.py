@@ -127,7 +127,9 @@ def test_dry_run_prints_both_diffs_and_changes_nothing(lvs_site: Site) -> None:
 
 def test_unknown_source_is_reported_at_blob_level(lvs_site: Site) -> None:
     site = lvs_site
-    apply_text(site, rules(), name="gone.rules")
+    # an L7 change, so that the recorded source becomes gone.rules
+    res = apply_text(site, rules().replace("backend 4s", "backend 3s"), name="gone.rules")
+    assert res.l7_changed
     (site.tmp / "gone.rules").unlink()
     res = apply_text(
         site, rules().replace("timeout backend 4s", "timeout backend 5s"), dry_run=True
