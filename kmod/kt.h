@@ -141,7 +141,12 @@ struct kt_config {
 	struct kt_pool *pools;
 	struct kt_server *servers;
 	u32 scratch_words;
-	u32 __percpu *scratch;	/* kt_match() scratch, one per CPU */
+	/*
+	 * kt_match() scratch, one per possible CPU, used with preemption off.
+	 * Not a percpu allocation: large rule sets need more than the 32 KiB
+	 * a percpu allocation may have.
+	 */
+	u32 **scratch;
 };
 
 struct kt_net;

@@ -120,7 +120,13 @@ static void kt_config_free(struct kt_config *cfg)
 	kvfree(cfg->servers);
 	kvfree(cfg->pools);
 	kvfree(cfg->svc);
-	free_percpu(cfg->scratch);
+	if (cfg->scratch) {
+		int cpu;
+
+		for_each_possible_cpu(cpu)
+			kvfree(cfg->scratch[cpu]);	/* may run in softirq: vfree defers */
+		kfree(cfg->scratch);
+	}
 	kt_free(cfg->blob);
 	kfree(cfg);
 	atomic_dec(&kt_allocs);
@@ -275,6 +281,20 @@ static int kt_config_services(struct kt_config *cfg, struct kt_config *old,
 	return 0;
 }
 
+static int kt_config_scratch(struct kt_config *cfg)
+{
+	size_t words = max(cfg->scratch_words, 1U);
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		cfg->scratch[cpu] = kvmalloc_array(words, sizeof(u32), GFP_KERNEL);
+		if (!cfg->scratch[cpu])
+			return -ENOMEM;
+		kt_match_scratch_init(cfg->scratch[cpu], words);
+	}
+	return 0;
+}
+
 /*
  * Build a configuration from @blob (kt_alloc'ed; owned by the result, or
  * freed on failure).  @old, if any, donates counters.
@@ -311,17 +331,12 @@ static struct kt_config *kt_config_build(void *blob, size_t len,
 	cfg->servers = kvcalloc(max(cfg->nservers, 1U), sizeof(*cfg->servers),
 				GFP_KERNEL);
 	cfg->scratch_words = kt_match_scratch_words(&cfg->rules);
-	cfg->scratch = __alloc_percpu(max(cfg->scratch_words, 1U) * sizeof(u32),
-				      sizeof(u32));
+	cfg->scratch = kcalloc(nr_cpu_ids, sizeof(*cfg->scratch), GFP_KERNEL);
 	if (!cfg->svc || !cfg->pools || !cfg->servers || !cfg->scratch)
 		goto err;
-	if (cfg->scratch_words) {
-		int cpu;
-
-		for_each_possible_cpu(cpu)
-			kt_match_scratch_init(per_cpu_ptr(cfg->scratch, cpu),
-					      cfg->scratch_words);
-	}
+	err = kt_config_scratch(cfg);
+	if (err)
+		goto err;
 	err = kt_config_servers(cfg, old, extack);
 	if (err)
 		goto err;

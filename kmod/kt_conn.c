@@ -723,9 +723,9 @@ static void kt_route(struct kt_conn *c)
 		memcpy(mr.addr, &((struct sockaddr_in6 *)&c->peer)->sin6_addr, 16);
 	}
 
-	scratch = get_cpu_ptr(c->cfg->scratch);
+	scratch = c->cfg->scratch[get_cpu()];	/* preemption off while matching */
 	kt_match(&c->cfg->rules, c->svc->idx, &mr, scratch, &res);
-	put_cpu_ptr(c->cfg->scratch);
+	put_cpu();
 
 	kt_stat_inc(c->svc->st, requests);
 	c->req_method = m->method;
