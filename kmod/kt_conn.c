@@ -595,8 +595,6 @@ static void kt_backend_pick(struct kt_conn *c)
 			c->srv = srv;
 			atomic_inc(&srv->st->active);
 		}
-		kt_stat_inc(srv->st, requests);
-		kt_stat_inc(c->pool->st, requests);
 		if (c->ntried < KT_MAX_TRIES)
 			c->tried[c->ntried++] = i;
 		in.ntried = c->ntried;
@@ -677,6 +675,14 @@ static int kt_conn_refresh_config(struct kt_conn *c)
 {
 	struct kt_config *cfg = kt_config_get(c->ktn);
 
+	/*
+	 * A kept backend connection belongs to a server of the old
+	 * configuration: servers are matched by pointer, and a freed
+	 * configuration's memory may come back as another one's, so it is
+	 * never carried across.
+	 */
+	if (cfg != c->cfg)
+		kt_conn_release_backend(c);
 	if (c->cfg)
 		kt_config_put(c->cfg);
 	c->cfg = cfg;
@@ -854,8 +860,11 @@ static int kt_flush_request(struct kt_conn *c)
 	if (c->rsent == c->rfwd) {
 		kt_buf_consume(c->rbuf, &c->rlen, c->rfwd);
 		c->rfwd = c->rsent = 0;
-		if (c->rq == KT_RQ_SEND)
+		if (c->rq == KT_RQ_SEND) {	/* the head went out: a request */
+			kt_stat_inc(c->srv->st, requests);
+			kt_stat_inc(c->pool->st, requests);
 			c->rq = KT_RQ_BODY;
+		}
 	}
 	return 1;
 }
@@ -947,7 +956,8 @@ static void kt_exchange_done(struct kt_conn *c)
 	bool backend_ka = (c->resp.flags & KT_HTTP_KEEP_ALIVE) &&
 			  c->rq == KT_RQ_DONE && !c->slen;
 
-	kt_server_ok(c->srv);
+	if (c->srv)
+		kt_server_ok(c->srv);
 	kt_conn_end_request(c);
 	if (!backend_ka)
 		kt_conn_release_backend(c);
