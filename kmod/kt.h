@@ -90,6 +90,11 @@ struct kt_server {
 	unsigned long fail_start;	/* jiffies of the first failure counted */
 	unsigned long down_until;	/* jiffies; skipped before this */
 	int wrr_current;	/* smooth weighted round robin, under pool lock */
+	/* idle backend connections any client connection may reuse */
+	spinlock_t idle_lock;
+	struct list_head idle;	/* struct kt_idle, under idle_lock */
+	u32 nidle;		/* under idle_lock */
+	bool idle_closed;	/* retired configuration: park no more */
 };
 
 #define KT_LBLC_BUCKETS	256

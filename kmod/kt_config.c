@@ -205,6 +205,8 @@ static int kt_config_servers(struct kt_config *cfg, struct kt_config *old,
 			s->pool = p;
 			s->down_until = jiffies;
 			s->fail_start = jiffies;
+			spin_lock_init(&s->idle_lock);
+			INIT_LIST_HEAD(&s->idle);
 			for (k = 0; opool && k < opool->nservers; k++) {
 				if (kt_addr_equal(&opool->servers[k].addr, &s->addr)) {
 					os = &opool->servers[k];
@@ -474,8 +476,10 @@ static int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 	}
 	old = rcu_replace_pointer(ktn->cfg, cfg, lockdep_is_held(&ktn->lock));
 	kt_listeners_sweep(ktn);
-	if (old)
+	if (old) {
+		kt_config_retire(old);
 		kt_config_put(old);
+	}
 	return 0;
 
 undo:

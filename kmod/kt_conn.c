@@ -183,31 +183,34 @@ static void kt_sk_write_space(struct sock *sk)
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
+/* Set a socket's user data and callbacks, as one change for the callbacks. */
+static void kt_sk_set(struct sock *sk, void *user, void (*dr)(struct sock *),
+		      void (*ws)(struct sock *), void (*sc)(struct sock *))
+{
+	write_lock_bh(&sk->sk_callback_lock);
+	sk->sk_user_data = user;
+	sk->sk_data_ready = dr;
+	sk->sk_write_space = ws;
+	sk->sk_state_change = sc;
+	write_unlock_bh(&sk->sk_callback_lock);
+}
+
+/* Route a socket's events to c, saving its own callbacks (*dr if unset). */
 static void kt_sk_hook(struct sock *sk, struct kt_conn *c,
 		       void (**dr)(struct sock *), void (**ws)(struct sock *),
 		       void (**sc)(struct sock *))
 {
-	write_lock_bh(&sk->sk_callback_lock);
-	sk->sk_user_data = c;
 	if (!*dr)
 		*dr = sk->sk_data_ready;
 	*ws = sk->sk_write_space;
 	*sc = sk->sk_state_change;
-	sk->sk_data_ready = kt_sk_event;
-	sk->sk_write_space = kt_sk_write_space;
-	sk->sk_state_change = kt_sk_event;
-	write_unlock_bh(&sk->sk_callback_lock);
+	kt_sk_set(sk, c, kt_sk_event, kt_sk_write_space, kt_sk_event);
 }
 
 static void kt_sk_unhook(struct sock *sk, void (*dr)(struct sock *),
 			 void (*ws)(struct sock *), void (*sc)(struct sock *))
 {
-	write_lock_bh(&sk->sk_callback_lock);
-	sk->sk_user_data = NULL;
-	sk->sk_data_ready = dr;
-	sk->sk_write_space = ws;
-	sk->sk_state_change = sc;
-	write_unlock_bh(&sk->sk_callback_lock);
+	kt_sk_set(sk, NULL, dr, ws, sc);
 }
 
 static void kt_conn_timer(struct timer_list *t)
@@ -351,6 +354,200 @@ static void kt_conn_release_backend(struct kt_conn *c)
 	c->slen = c->sfwd = c->ssent = 0;
 }
 
+/* ---- idle backend connections, shared by all client connections ------ */
+
+#define KT_IDLE_MAX	64		/* per server */
+#define KT_IDLE_TIMEOUT	(15 * HZ)
+
+/*
+ * A parked backend connection.  Ownership: whoever takes it off its
+ * server's list (under idle_lock, clearing parked) owns it -- the idle
+ * work on an event or timeout, a client connection reusing it, or the
+ * retirement of its configuration -- and the owner cancels the work
+ * before freeing it.  Lock order: idle_lock is a leaf; sk_callback_lock
+ * is never taken under it.
+ */
+struct kt_idle {
+	struct list_head node;		/* srv->idle */
+	struct socket *sock;
+	struct kt_server *srv;
+	struct delayed_work work;	/* an event or the timeout: close */
+	bool parked;			/* on srv->idle, under idle_lock */
+	void (*data_ready)(struct sock *sk);	/* the socket's own */
+	void (*write_space)(struct sock *sk);
+	void (*state_change)(struct sock *sk);
+};
+
+static void kt_idle_event(struct sock *sk)
+{
+	struct kt_idle *idle;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	idle = sk->sk_user_data;
+	if (idle)	/* data or a close on an idle connection: end it */
+		mod_delayed_work(kt_wq, &idle->work, 0);
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+/*
+ * Close an idle connection its owner took.  First its events stop reaching
+ * the entry, then the work is cancelled -- from the work itself only a
+ * pending re-queue can exist, which a plain cancel removes.
+ */
+static void kt_idle_destroy(struct kt_idle *idle, bool from_work)
+{
+	kt_sk_unhook(idle->sock->sk, idle->data_ready, idle->write_space,
+		     idle->state_change);
+	if (from_work)
+		cancel_delayed_work(&idle->work);
+	else
+		cancel_delayed_work_sync(&idle->work);
+	kernel_sock_shutdown(idle->sock, SHUT_RDWR);
+	sock_release(idle->sock);
+	kfree(idle);
+	atomic_dec(&kt_allocs);
+}
+
+/* Take @idle off its server's list; true if it was still there. */
+static bool kt_idle_take(struct kt_idle *idle)
+{
+	struct kt_server *srv = idle->srv;
+	bool was;
+
+	spin_lock_bh(&srv->idle_lock);
+	was = idle->parked;
+	if (was) {
+		list_del(&idle->node);
+		srv->nidle--;
+		idle->parked = false;
+	}
+	spin_unlock_bh(&srv->idle_lock);
+	return was;
+}
+
+static void kt_idle_work(struct work_struct *w)
+{
+	struct kt_idle *idle = container_of(to_delayed_work(w), struct kt_idle,
+					    work);
+
+	if (kt_idle_take(idle))
+		kt_idle_destroy(idle, true);	/* else its new owner frees it */
+}
+
+/* Park c's healthy backend connection for any client; or close it. */
+static void kt_idle_park(struct kt_conn *c)
+{
+	struct kt_server *srv = c->bsrv;
+	struct socket *sock = c->bsk;
+	struct kt_idle *idle;
+	bool parked = false;
+
+	idle = kzalloc(sizeof(*idle), GFP_KERNEL);
+	if (!idle) {
+		kt_conn_release_backend(c);
+		return;
+	}
+	atomic_inc(&kt_allocs);
+	idle->sock = sock;
+	idle->srv = srv;
+	idle->data_ready = c->b_data_ready;
+	idle->write_space = c->b_write_space;
+	idle->state_change = c->b_state_change;
+	INIT_DELAYED_WORK(&idle->work, kt_idle_work);
+	c->bsk = NULL;
+	c->bsrv = NULL;
+	c->b_data_ready = NULL;
+	c->slen = c->sfwd = c->ssent = 0;
+
+	/* From now on the socket's events go to the idle entry. */
+	kt_sk_set(sock->sk, idle, kt_idle_event, idle->write_space,
+		  kt_idle_event);
+	spin_lock_bh(&srv->idle_lock);
+	if (!srv->idle_closed && srv->nidle < KT_IDLE_MAX) {
+		list_add(&idle->node, &srv->idle);
+		srv->nidle++;
+		idle->parked = true;
+		/* queued under the lock: nobody can own it and free it yet */
+		queue_delayed_work(kt_wq, &idle->work, KT_IDLE_TIMEOUT);
+		parked = true;
+	}
+	spin_unlock_bh(&srv->idle_lock);
+	if (!parked)
+		kt_idle_destroy(idle, false);
+}
+
+/* Give c an idle connection to @srv, if one is healthy. */
+static bool kt_idle_pop(struct kt_conn *c, struct kt_server *srv)
+{
+	struct kt_idle *idle;
+	struct sock *sk;
+
+	for (;;) {
+		spin_lock_bh(&srv->idle_lock);
+		idle = list_first_entry_or_null(&srv->idle, struct kt_idle, node);
+		if (idle) {
+			list_del(&idle->node);
+			srv->nidle--;
+			idle->parked = false;
+		}
+		spin_unlock_bh(&srv->idle_lock);
+		if (!idle)
+			return false;
+		/* Events go to c before the entry's work is cancelled. */
+		sk = idle->sock->sk;
+		kt_sk_set(sk, c, kt_sk_event, kt_sk_write_space, kt_sk_event);
+		cancel_delayed_work_sync(&idle->work);
+		if (sk->sk_state != TCP_ESTABLISHED || sk->sk_err ||
+		    (sk->sk_shutdown & RCV_SHUTDOWN) ||
+		    !skb_queue_empty_lockless(&sk->sk_receive_queue)) {
+			kt_idle_destroy(idle, false);
+			continue;
+		}
+		c->bsk = idle->sock;
+		c->bsrv = srv;
+		c->b_data_ready = idle->data_ready;
+		c->b_write_space = idle->write_space;
+		c->b_state_change = idle->state_change;
+		kfree(idle);
+		atomic_dec(&kt_allocs);
+		return true;
+	}
+}
+
+/* Close every idle connection of @cfg's servers, and park no more there. */
+static void kt_config_retire(struct kt_config *cfg)
+{
+	struct kt_idle *idle, *tmp;
+	LIST_HEAD(list);
+	u32 i;
+
+	for (i = 0; i < cfg->nservers; i++) {
+		struct kt_server *s = &cfg->servers[i];
+
+		spin_lock_bh(&s->idle_lock);
+		s->idle_closed = true;
+		list_for_each_entry(idle, &s->idle, node)
+			idle->parked = false;
+		list_splice_init(&s->idle, &list);
+		s->nidle = 0;
+		spin_unlock_bh(&s->idle_lock);
+	}
+	list_for_each_entry_safe(idle, tmp, &list, node)
+		kt_idle_destroy(idle, false);
+}
+
+static bool kt_backend_reusable(struct kt_conn *c, struct kt_server *srv);
+
+/* Between requests: keep c's backend connection for reuse; else close it. */
+static void kt_conn_drop_backend(struct kt_conn *c)
+{
+	if (c->bsk && c->rs == KT_RS_IDLE && c->bsrv &&
+	    kt_backend_reusable(c, c->bsrv))
+		kt_idle_park(c);
+	else
+		kt_conn_release_backend(c);
+}
+
 /* The current request is over (answered, failed or finished). */
 static void kt_conn_end_request(struct kt_conn *c)
 {
@@ -369,7 +566,7 @@ static void kt_conn_close(struct kt_conn *c)
 	c->cs = KT_CS_CLOSED;
 	kt_sk_unhook(c->csk->sk, c->c_data_ready, c->c_write_space,
 		     c->c_state_change);
-	kt_conn_release_backend(c);
+	kt_conn_drop_backend(c);
 	del_timer_sync(&c->timer);
 	queue_work(kt_wq, &c->release_work);
 }
@@ -489,7 +686,7 @@ static void kt_conn_fail(struct kt_conn *c, int kind, unsigned int status,
 /* Close the client connection after the last response: half-close, drain. */
 static void kt_conn_linger(struct kt_conn *c)
 {
-	kt_conn_release_backend(c);
+	kt_conn_drop_backend(c);
 	kt_conn_end_request(c);
 	kernel_sock_shutdown(c->csk, SHUT_WR);
 	c->cs = KT_CS_LINGER;
@@ -601,12 +798,12 @@ static void kt_backend_pick(struct kt_conn *c)
 
 		kt_http_resp_init(&c->resp, NULL, NULL, 0, c->req_method);
 		c->slen = c->sfwd = c->ssent = 0;
-		if (kt_backend_reusable(c, srv)) {
+		if (kt_backend_reusable(c, srv) ||
+		    (kt_conn_drop_backend(c), kt_idle_pop(c, srv))) {
 			c->rs = KT_RS_HEAD;
 			c->deadline = jiffies + c->svc->t_backend;
 			return;
 		}
-		kt_conn_release_backend(c);
 		if (!kt_backend_connect(c, srv)) {
 			c->rs = KT_RS_CONNECT;
 			c->deadline = jiffies + c->svc->t_connect;
@@ -961,6 +1158,7 @@ static void kt_exchange_done(struct kt_conn *c)
 	kt_conn_end_request(c);
 	if (!backend_ka)
 		kt_conn_release_backend(c);
+	c->rs = KT_RS_IDLE;	/* the exchange is over: the backend may be parked */
 	if (!c->client_ka || c->rq != KT_RQ_DONE ||
 	    !(c->resp.flags & KT_HTTP_KEEP_ALIVE)) {
 		kt_conn_linger(c);

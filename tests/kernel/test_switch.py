@@ -425,3 +425,22 @@ def test_scheduler_choices(site: Site, sched: str) -> None:
         assert 0 < n1 < 40
     if sched in ("dh", "sh", "lblc", "lblcr"):
         assert again == varied  # affinity: the same choices the second time
+
+
+def test_backend_connections_are_shared_between_client_connections(site: Site) -> None:
+    def cgi_conns() -> int:
+        rows = site.director(lambda: Client().stats())
+        return sum(r.conns for r in rows if r.kind == "server" and r.name == "cgi")
+
+    def one_client() -> int:
+        with connect() as s:  # keep-alive request, then the client goes away
+            s.sendall(b"GET /cgi-bin/share HTTP/1.1\r\nHost: x\r\n\r\n")
+            (r,) = read_responses(s, 1)
+            return r.status
+
+    before = cgi_conns()
+    for _ in range(4):
+        assert site.client(one_client) == 200
+        time.sleep(0.5)  # the switch parks the backend connection when the client's close comes
+    assert len(site.received("cgi")) == 4
+    assert cgi_conns() - before <= 1  # one backend connection served four client connections
