@@ -196,9 +196,14 @@ def apply_file(path: str | Path, *, dry_run: bool = False) -> ApplyResult:
     virtuals = res.ir.virtuals
     with Client() as c:
         running = c.running_config()
+        # A configuration the module runs but does not dump back (see
+        # _rollback): compared as unknown, and not restorable.
+        unreadable = running is None and c.info().service_count > 0
         drift = _runtime_drift(c, res.ir) if running is not None and running[0] == blob else []
         l7_changed = running is None or running[0] != blob or bool(drift)
         l7_lines = l7_diff(res, running, drift) if l7_changed else []
+        if unreadable:
+            l7_lines[0] = "(the running configuration could not be read back from the module)"
 
         lvs: ipvs.Client | None = ipvs.Client() if virtuals else None
         try:
@@ -217,7 +222,9 @@ def apply_file(path: str | Path, *, dry_run: bool = False) -> ApplyResult:
                 try:
                     lvs.apply(ops)
                 except L7ctlError as e:
-                    raise _rollback(c, lvs, before, l7_changed, running, e) from None
+                    raise _rollback(
+                        c, lvs, before, l7_changed and not unreadable, running, e
+                    ) from None
         finally:
             if lvs is not None:
                 lvs.close()
@@ -251,6 +258,8 @@ def _rollback(
                 c.push_config(running[0], source=running[1])
         except L7ctlError as e:
             problems.append(f"restoring the previous ktcpvs configuration failed too: {e}")
+    if not l7_changed and running is None:  # ktcpvs changed but its old config was unreadable
+        problems.append("the previous ktcpvs configuration could not be read back to restore it")
     if problems:
         return L7ctlError(f"{cause}; " + "; ".join(problems))
     return RolledBack(f"{cause}; rolled back: ktcpvs and IPVS are on the previous configuration")
