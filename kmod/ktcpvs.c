@@ -589,8 +589,13 @@ static int kt_nl_dump_config(struct sk_buff *skb, struct netlink_callback *cb)
 		return 0;
 	cb->seq = (u32)cfg->generation;
 	while (off < cfg->len) {
-		u32 len = min_t(u32, cfg->len - off, KTCPVS_CHUNK_MAX);
+		/* as much as this message's buffer holds beside the headers */
+		int room = skb_tailroom(skb) - 512;
+		u32 len;
 
+		if (room < 1024)
+			break;
+		len = min_t(u32, cfg->len - off, room);
 		hdr = genlmsg_put(skb, NETLINK_CB(cb->skb).portid,
 				  cb->nlh->nlmsg_seq, &kt_genl_family,
 				  NLM_F_MULTI, KTCPVS_CMD_GET_CONFIG);
@@ -608,6 +613,10 @@ static int kt_nl_dump_config(struct sk_buff *skb, struct netlink_callback *cb)
 		}
 		genlmsg_end(skb, hdr);
 		off += len;
+	}
+	if (off == cb->args[0] && off < cfg->len) {
+		kt_config_put(cfg);
+		return -EMSGSIZE;	/* not even one chunk fits: never end silently */
 	}
 	cb->args[0] = off;
 	kt_config_put(cfg);
