@@ -423,8 +423,10 @@ def test_scheduler_choices(site: Site, sched: str) -> None:
         # dh, lblc, lblcr: a URL sticks to its server; many URLs use both servers
         assert len(set(same)) == 1
         assert 0 < n1 < 40
-    if sched in ("dh", "sh", "lblc", "lblcr"):
-        assert again == varied  # affinity: the same choices the second time
+    if sched in ("dh", "sh"):
+        assert again == varied  # pure hashing: the same choices the second time
+    # lblc/lblcr keep a key's server in a bounded table (256 buckets, one key each): a key
+    # evicted by a colliding key is scheduled afresh, so only `same` is checked for them.
 
 
 def test_backend_connections_are_shared_between_client_connections(site: Site) -> None:
