@@ -29,7 +29,8 @@ export HOME=/tmp
 # Kernel tests build their own topologies; these are the modules they use.
 for m in veth ip_vs; do modprobe "$m" || echo "guest: modprobe $m failed"; done
 
-insmod build/ktcpvs.ko
+export KTCPVS_KO="${KTCPVS_KO:-$PWD/build/ktcpvs.ko}"
+insmod "$KTCPVS_KO"
 echo $? >$out/insmod.rc
 
 if [ "$mode" = script ]; then

@@ -8,11 +8,12 @@ read-write.  One boot runs the whole suite:
     tests/vm.py [--cpus N] [--memory SIZE] [-- PYTEST_ARGS...]
     tests/vm.py --script scripts/demo-guest.sh
 
-Inside, tests/guest.sh loads build/ktcpvs.ko, runs pytest (or the script),
-unloads the module and saves dmesg and the taint flags.  Back on the host
-this runner fails unless pytest passed, the module unloaded, the guest's
-dmesg shows no BUG, WARNING or oops, and the kernel carries no taint but
-those of loading an unsigned out-of-tree module.
+Inside, tests/guest.sh loads build/ktcpvs.ko (or $KTCPVS_KO: a module built
+elsewhere, e.g. in a git worktree, so that concurrent runs do not share one),
+runs pytest (or the script), unloads the module and saves dmesg and the
+taint flags.  Back on the host this runner fails unless pytest passed, the
+module unloaded, the guest's dmesg shows no BUG, WARNING or oops, and the
+kernel carries no taint but those of loading an unsigned out-of-tree module.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "build" / "vm"
 OUT = DEFAULT_OUT
-MODULE = ROOT / "build" / "ktcpvs.ko"
+MODULE = Path(os.environ.get("KTCPVS_KO") or ROOT / "build" / "ktcpvs.ko").resolve()
 
 # Taint bits a clean run may show: TAINT_OOT_MODULE (O) and
 # TAINT_UNSIGNED_MODULE (E), both set by loading our module.
@@ -127,7 +128,7 @@ def main() -> int:
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
 
-    guest_cmd = ["tests/guest.sh", "--out", str(OUT.relative_to(ROOT))]
+    guest_cmd = [f"KTCPVS_KO={MODULE}", "tests/guest.sh", "--out", str(OUT.relative_to(ROOT))]
     if args.script:
         guest_cmd += ["--script", args.script]
     else:

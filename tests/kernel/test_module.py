@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from l7ctl import __version__, netlink
 from l7ctl.netlink import Client, ModuleNotLoaded
 
 ROOT = Path(__file__).resolve().parents[2]
-KO = ROOT / "build" / "ktcpvs.ko"
+KO = os.environ.get("KTCPVS_KO") or str(ROOT / "build" / "ktcpvs.ko")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
 
 

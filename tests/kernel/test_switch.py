@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import time
@@ -13,6 +14,8 @@ import pytest
 from demo_site import Response, Site, connect, exchange, get, read_responses, wait_for
 
 from l7ctl.netlink import Client, Counters
+
+KO = os.environ.get("KTCPVS_KO") or str(Path(__file__).resolve().parents[2] / "build" / "ktcpvs.ko")
 
 IMAGES = {"img1", "img2"}
 
@@ -269,9 +272,8 @@ def test_unload_with_live_connections(site: Site) -> None:
     )  # fmt: skip
     try:
         assert wait_for(lambda: site.director(lambda: Client().info().connections) >= n, 300)
-        root = Path(__file__).resolve().parents[2]
         subprocess.run(["rmmod", "ktcpvs"], check=True)
-        subprocess.run(["insmod", str(root / "build" / "ktcpvs.ko")], check=True)
+        subprocess.run(["insmod", KO], check=True)
     finally:
         holder.kill()
     info = site.director(lambda: Client().info())
