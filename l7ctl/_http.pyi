@@ -19,5 +19,6 @@ def parse(
     fields: int | None = ...,
     head: int | None = ...,
     merge_slashes: bool = ...,
+    skip_opaque: bool = ...,
 ) -> list[dict[str, Any]]: ...
 def lookup(data: bytes, name: bytes, cookie: bool = ...) -> Any: ...

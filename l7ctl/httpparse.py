@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TextIO
 
 from l7ctl import _http
@@ -134,40 +134,39 @@ def _kwargs(limits: Limits | None) -> dict[str, Any]:
     }
 
 
+def _messages(
+    cls: type[Request] | type[Response], dicts: list[dict[str, Any]]
+) -> list[Request | Response | Refusal]:
+    """The extension's dicts as Request or Response (and Refusal) objects."""
+    names = [f.name for f in fields(cls)]
+    out: list[Request | Response | Refusal] = []
+    for d in dicts:
+        if not d["ok"]:
+            out.append(Refusal(d["status"], d["error"], d["offset"]))
+            continue
+        kw = {n: d[n] for n in names}
+        kw["version"] = _version(d["version"])
+        out.append(cls(**kw))
+    return out
+
+
 def parse_requests(
-    data: bytes, *, limits: Limits | None = None, split: Split = None
+    data: bytes,
+    *,
+    limits: Limits | None = None,
+    split: Split = None,
+    skip_opaque: bool = False,
 ) -> list[Request | Refusal]:
     """Parse pipelined requests; a refusal, if any, is the last item.
 
     `split` feeds the parser as the network would: None (all at once), an
     int n (n bytes at a time) or sorted offsets where the input is cut.
+    `skip_opaque` passes the body bytes the framing does not need to see
+    without showing them to the parser, as the kernel's zero-copy relay
+    does; the result must not change.
     """
-    out: list[Request | Refusal] = []
-    for d in _http.parse(data, split=split, **_kwargs(limits)):
-        if not d["ok"]:
-            out.append(Refusal(d["status"], d["error"], d["offset"]))
-            continue
-        out.append(
-            Request(
-                method=d["method"],
-                target=d["target"],
-                form=d["form"],
-                path=d["path"],
-                query=d["query"],
-                host=d["host"],
-                version=_version(d["version"]),
-                headers=d["headers"],
-                framing=d["framing"],
-                content_length=d["content_length"],
-                body_length=d["body_length"],
-                keep_alive=d["keep_alive"],
-                upgrade=d["upgrade"],
-                head_length=d["head_length"],
-                consumed=d["consumed"],
-                offset=d["offset"],
-            )
-        )
-    return out
+    dicts = _http.parse(data, split=split, skip_opaque=skip_opaque, **_kwargs(limits))
+    return _messages(Request, dicts)  # type: ignore[return-value]
 
 
 def parse_responses(
@@ -176,36 +175,22 @@ def parse_responses(
     request_method: bytes = b"GET",
     limits: Limits | None = None,
     split: Split = None,
+    skip_opaque: bool = False,
 ) -> list[Response | Refusal]:
     """Parse pipelined responses to requests with `request_method`.
 
     Interim (1xx) responses are items of their own.  Parsing stops after a
     close-delimited body or a 101 / 2xx-to-CONNECT (framing "tunnel").
     """
-    out: list[Response | Refusal] = []
-    for d in _http.parse(
-        data, response=True, request_method=request_method, split=split, **_kwargs(limits)
-    ):
-        if not d["ok"]:
-            out.append(Refusal(d["status"], d["error"], d["offset"]))
-            continue
-        out.append(
-            Response(
-                status=d["status"],
-                reason=d["reason"],
-                version=_version(d["version"]),
-                headers=d["headers"],
-                framing=d["framing"],
-                content_length=d["content_length"],
-                body_length=d["body_length"],
-                keep_alive=d["keep_alive"],
-                upgrade=d["upgrade"],
-                head_length=d["head_length"],
-                consumed=d["consumed"],
-                offset=d["offset"],
-            )
-        )
-    return out
+    dicts = _http.parse(
+        data,
+        response=True,
+        request_method=request_method,
+        split=split,
+        skip_opaque=skip_opaque,
+        **_kwargs(limits),
+    )
+    return _messages(Response, dicts)  # type: ignore[return-value]
 
 
 def header_values(data: bytes, name: bytes) -> list[bytes]:

@@ -1942,6 +1942,42 @@ int kt_http_body_feed(struct kt_http_body *b, const u8 *d, size_t len,
 	return KT_HTTP_AGAIN;
 }
 
+u64 kt_http_body_opaque(const struct kt_http_body *b)
+{
+	switch (b->state) {
+	case KT_B_LENGTH:
+	case KT_B_DATA:
+		return b->remaining;
+	case KT_B_CLOSE:
+		return KT_HTTP_OPAQUE_ALL;
+	default:
+		return 0;
+	}
+}
+
+int kt_http_body_skip(struct kt_http_body *b, u64 n)
+{
+	if (!n || n > kt_http_body_opaque(b)) {
+		b->status = 500;
+		b->reason = "body bytes beyond the framing";
+		b->state = KT_B_ERROR;
+		return KT_HTTP_ERROR;
+	}
+	b->decoded += n;
+	b->wire += n;
+	if (b->state == KT_B_CLOSE)
+		return KT_HTTP_AGAIN;
+	b->remaining -= n;
+	if (b->remaining)
+		return KT_HTTP_AGAIN;
+	if (b->state == KT_B_DATA) {
+		b->state = KT_B_DATA_CR;
+		return KT_HTTP_AGAIN;
+	}
+	b->state = KT_B_DONE;
+	return KT_HTTP_DONE;
+}
+
 int kt_http_body_eof(struct kt_http_body *b)
 {
 	if (b->state == KT_B_CLOSE)

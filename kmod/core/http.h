@@ -246,6 +246,23 @@ int kt_http_body_feed(struct kt_http_body *b, const u8 *data, size_t len,
 		      size_t *used);
 
 /*
+ * Body bytes that may pass next without being looked at: the rest of a
+ * Content-Length body or of the current chunk's data, KT_HTTP_OPAQUE_ALL
+ * for a close-delimited body, 0 when framing bytes (or nothing) come next.
+ * The data path relays such bytes without copying them.
+ */
+#define KT_HTTP_OPAQUE_ALL	((u64)-1)
+u64 kt_http_body_opaque(const struct kt_http_body *b);
+
+/*
+ * Account for @n opaque bytes that passed (0 < @n <= kt_http_body_opaque()),
+ * exactly as kt_http_body_feed() would have: KT_HTTP_DONE if they complete
+ * the message, else KT_HTTP_AGAIN.  Any other @n is the caller's bug:
+ * KT_HTTP_ERROR with status 500.
+ */
+int kt_http_body_skip(struct kt_http_body *b, u64 n);
+
+/*
  * The peer closed: KT_HTTP_DONE if that ends the body (close-delimited or
  * already complete), otherwise KT_HTTP_ERROR ("incomplete body").
  */

@@ -7,7 +7,9 @@
  * body with kt_http_body_feed() on whatever bytes are available, and
  * pipelined messages follow one another.  `split` decides how the input
  * arrives (all at once, N bytes at a time, or cut at given offsets), so
- * tests can check that the result never depends on it.
+ * tests can check that the result never depends on it.  With skip_opaque,
+ * body bytes the machine does not need to see (kt_http_body_opaque()) pass
+ * unseen through kt_http_body_skip(), as the kernel's zero-copy relay does.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -219,6 +221,7 @@ struct opts {
 	struct kt_http_limits lim;
 	int response;
 	int req_method;
+	int skip_opaque;
 };
 
 static int append(PyObject *list, PyObject *item)
@@ -290,6 +293,17 @@ static PyObject *parse_all(const u8 *data, Py_ssize_t total,
 		kt_http_body_init(&b, &m);
 		pos = start + m.head_len;
 		for (;;) {
+			u64 op = kt_http_body_opaque(&b);
+
+			if (o->skip_opaque && op && f.avail > pos) {
+				if (op > (u64)(f.avail - pos))
+					op = f.avail - pos;
+				rc = kt_http_body_skip(&b, op);
+				pos += (Py_ssize_t)op;
+				if (rc != KT_HTTP_AGAIN)
+					break;
+				continue;
+			}
 			rc = kt_http_body_feed(&b, data + pos, f.avail - pos,
 					       &used);
 			pos += used;
@@ -361,25 +375,27 @@ static PyObject *py_parse(PyObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {
 		"data", "response", "split", "request_method", "request_line",
-		"header_line", "fields", "head", "merge_slashes", NULL,
+		"header_line", "fields", "head", "merge_slashes",
+		"skip_opaque", NULL,
 	};
 	Py_buffer data;
 	PyObject *split = NULL, *lims[4] = { NULL, NULL, NULL, NULL };
 	const char *meth = NULL;
 	Py_ssize_t meth_len = 0;
-	int response = 0, merge = 1;
+	int response = 0, merge = 1, skip = 0;
 	struct opts o;
 	PyObject *res;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|$pOz#OOOOp", kwlist,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|$pOz#OOOOpp", kwlist,
 					 &data, &response, &split, &meth,
 					 &meth_len, &lims[0], &lims[1],
-					 &lims[2], &lims[3], &merge))
+					 &lims[2], &lims[3], &merge, &skip))
 		return NULL;
 	if (get_opts(&o, lims, merge, response, meth, meth_len)) {
 		PyBuffer_Release(&data);
 		return NULL;
 	}
+	o.skip_opaque = skip;
 	res = parse_all(data.buf, data.len, &o, split);
 	PyBuffer_Release(&data);
 	return res;
@@ -440,7 +456,8 @@ static PyMethodDef methods[] = {
 	  METH_VARARGS | METH_KEYWORDS,
 	  "parse(data, *, response=False, split=None, request_method=None, "
 	  "request_line=None, header_line=None, fields=None, head=None, "
-	  "merge_slashes=True) -> list of dicts, one per message" },
+	  "merge_slashes=True, skip_opaque=False) -> list of dicts, one per "
+	  "message" },
 	{ "lookup", (PyCFunction)(void (*)(void))py_lookup,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "lookup(data, name, cookie=False) -> list of field values, or the "

@@ -65,6 +65,9 @@ def test_request_split_invariance(data: bytes, split: st.DataObject) -> None:
     whole = httpparse.parse_requests(data)
     assert httpparse.parse_requests(data, split=split.draw(cuts(len(data)))) == whole
     assert httpparse.parse_requests(data, split=1) == whole
+    # the zero-copy relay: opaque body bytes pass unseen, nothing changes
+    cut = split.draw(cuts(len(data)))
+    assert httpparse.parse_requests(data, split=cut, skip_opaque=True) == whole
 
 
 @SETTINGS
@@ -76,6 +79,8 @@ def test_pipelined_split_invariance(reqs: list[bytes], split: st.DataObject) -> 
     assert [m.consumed for m in whole] == [len(r) for r in reqs]  # type: ignore[union-attr]
     assert httpparse.parse_requests(data, split=split.draw(cuts(len(data)))) == whole
     assert httpparse.parse_requests(data, split=1) == whole
+    cut = split.draw(cuts(len(data)))
+    assert httpparse.parse_requests(data, split=cut, skip_opaque=True) == whole
 
 
 # ---------------------------------------------------------------- h11 differential
@@ -212,6 +217,8 @@ def test_response_split_invariance(data: bytes, split: st.DataObject) -> None:
     whole = httpparse.parse_responses(data)
     assert httpparse.parse_responses(data, split=split.draw(cuts(len(data)))) == whole
     assert httpparse.parse_responses(data, split=1) == whole
+    cut = split.draw(cuts(len(data)))
+    assert httpparse.parse_responses(data, split=cut, skip_opaque=True) == whole
 
 
 # ---------------------------------------------------------------- normalized path
