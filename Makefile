@@ -28,7 +28,7 @@ help:
 	@echo "make sparse       build the module with sparse (C=1) and W=1"
 	@echo "make lint         ruff and mypy"
 	@echo "make fuzz         long libFuzzer runs on the pure-C core"
-	@echo "make bench        benchmarks (results in build/bench/)"
+	@echo "make bench        micro + macro benchmarks (build/bench/results.json, chart.png)"
 
 setup:
 	scripts/setup.sh
@@ -77,6 +77,7 @@ clean:
 -include tests/fuzz/fuzz.mk
 -include bench/bench.mk
 -include bench/rules.mk
+-include bench/macro.mk
 
 fuzz-short::
 fuzz::

@@ -1,0 +1,63 @@
+-- wrk script of the macro benchmark: checks every answer and prints a summary.
+--   wrk ... -s check.lua URL -- EXPECT [PATH...]
+-- EXPECT "pool": the answer's X-Pool must be the pool of its X-Kind (image ->
+-- images, cgi -> cgi, static -> static); "any": only the status is checked
+-- (direct access, where one backend answers everything).  PATHs: requests to
+-- cycle through (the mixed workload); none: the URL's path.
+-- A non-2xx answer or a wrong pool is counted, never hidden: the harness fails
+-- the figure when either count is not zero.
+local threads = {}
+local POOL = { image = "images", cgi = "cgi", static = "static" }
+
+function setup(thread)
+   table.insert(threads, thread)
+end
+
+function init(args)
+   bad_status = 0
+   wrong_pool = 0
+   answers = 0
+   any_pool = args[1] == "any"
+   reqs = {}
+   for i = 2, #args do
+      reqs[#reqs + 1] = wrk.format(nil, args[i])
+   end
+   idx = 0
+   if #reqs == 0 then
+      request = nil -- static request: wrk sends the URL's path without calling Lua
+   end
+end
+
+function request()
+   idx = idx % #reqs + 1
+   return reqs[idx]
+end
+
+function response(status, headers, body)
+   answers = answers + 1
+   if status < 200 or status > 299 then
+      bad_status = bad_status + 1
+   elseif not any_pool then
+      local kind = headers["X-Kind"]
+      if kind == nil or POOL[kind] == nil or headers["X-Pool"] ~= POOL[kind] then
+         wrong_pool = wrong_pool + 1
+      end
+   end
+end
+
+function done(summary, latency, requests)
+   local bad, wrong, n = 0, 0, 0
+   for _, t in ipairs(threads) do
+      bad = bad + t:get("bad_status")
+      wrong = wrong + t:get("wrong_pool")
+      n = n + t:get("answers")
+   end
+   local e = summary.errors
+   io.write(string.format(
+      'KTBENCH {"requests": %d, "duration_us": %d, "bytes": %d, "p50_us": %d, "p99_us": %d, ' ..
+      '"mean_us": %.1f, "err_connect": %d, "err_read": %d, "err_write": %d, "err_status": %d, ' ..
+      '"err_timeout": %d, "bad_status": %d, "wrong_pool": %d, "checked": %d}\n',
+      summary.requests, summary.duration, summary.bytes,
+      latency:percentile(50), latency:percentile(99), latency.mean,
+      e.connect, e.read, e.write, e.status, e.timeout, bad, wrong, n))
+end
