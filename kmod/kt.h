@@ -65,6 +65,7 @@ struct kt_pcpu_stats {
 	u64 requests;
 	u64 bytes_in;		/* client to backend */
 	u64 bytes_out;		/* backend to client */
+	u64 spliced;		/* of those, relayed as skbs (zero-copy) */
 	u64 errors[KT_E_MAX];
 };
 

@@ -67,6 +67,7 @@ static void kt_stats_sum(const struct kt_stats *st, struct kt_pcpu_stats *sum)
 		sum->requests += READ_ONCE(p->requests);
 		sum->bytes_in += READ_ONCE(p->bytes_in);
 		sum->bytes_out += READ_ONCE(p->bytes_out);
+		sum->spliced += READ_ONCE(p->spliced);
 		for (k = 0; k < KT_E_MAX; k++)
 			sum->errors[k] += READ_ONCE(p->errors[k]);
 	}

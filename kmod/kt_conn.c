@@ -37,7 +37,10 @@
  * its release work, which waits for the I/O work and frees everything.
  */
 
-#define KT_BUF_SIZE		16384	/* relay buffer, one per direction */
+#define KT_BUF_SIZE		16384	/* heads, framing, copied bodies */
+#define KT_PIPE_BYTES		(256 * 1024)	/* zero-copy relay, per direction */
+#define KT_PIPE_SKBS		64
+#define KT_FRAMING_READ		128	/* chunk lines: read little, splice data */
 #define KT_BUDGET		64	/* I/O steps per work run */
 #define KT_MAX_TRIES		3	/* servers tried per request */
 #define KT_LINGER		(2 * HZ)
@@ -49,6 +52,23 @@ enum { KT_CS_OPEN, KT_CS_ERROR, KT_CS_LINGER, KT_CS_CLOSED };
 /* c->flags bits, set from other contexts */
 #define KT_CF_KILL	0
 #define KT_CF_TIMER	1
+
+/*
+ * Zero-copy relay of one direction: skbs cloned off the source socket's
+ * receive queue (tcp_read_sock), sent on the destination from their pages
+ * (skb_send_sock_locked: frags by sendpage, only a linear part is copied).
+ * Bounded by KT_PIPE_BYTES and KT_PIPE_SKBS; refilled only once empty.
+ */
+struct kt_pipe {
+	struct sk_buff_head q;		/* private: __skb_* helpers only */
+	u32 bytes;
+};
+
+struct kt_pipe_cb {
+	u32 off, len;			/* the part of the skb still to send */
+};
+
+#define KT_PIPE_CB(skb)	((struct kt_pipe_cb *)(skb)->cb)
 
 /* What routing needs while a head is parsed; freed once it is routed. */
 struct kt_parse_ctx {
@@ -79,6 +99,7 @@ struct kt_conn {
 	bool client_ka;			/* the request allows keep-alive */
 	bool resp_started;		/* response bytes went to the client */
 	bool rbody_done, sbody_done;
+	bool rbig, sbig;		/* the last splice was large: chunked */
 	u8 req_method;
 
 	/* the current request */
@@ -97,12 +118,14 @@ struct kt_conn {
 	struct kt_http_msg req;
 	struct kt_parse_ctx *pctx;
 	struct kt_http_body rbody;
+	struct kt_pipe up;		/* client -> backend, zero-copy */
 
 	/* backend -> client */
 	u8 *sbuf;
 	u32 scap, slen, sfwd, ssent;
 	struct kt_http_msg resp;
 	struct kt_http_body sbody;
+	struct kt_pipe down;		/* backend -> client, zero-copy */
 
 	/* an answer of the switch itself */
 	char *ebuf;
@@ -289,6 +312,106 @@ static void kt_buf_consume(u8 *buf, u32 *len, u32 n)
 {
 	memmove(buf, buf + n, *len - n);
 	*len -= n;
+}
+
+/* ---- zero-copy relay -------------------------------------------------- */
+
+static void kt_pipe_init(struct kt_pipe *p)
+{
+	__skb_queue_head_init(&p->q);
+	p->bytes = 0;
+}
+
+static void kt_pipe_purge(struct kt_pipe *p)
+{
+	struct sk_buff *skb;
+
+	while ((skb = __skb_dequeue(&p->q))) {
+		consume_skb(skb);
+		atomic_dec(&kt_allocs);
+	}
+	p->bytes = 0;
+}
+
+/* tcp_read_sock() actor: clone, don't copy; desc->count bounds the bytes. */
+static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
+			 unsigned int off, size_t len)
+{
+	struct kt_pipe *p = desc->arg.data;
+	struct sk_buff *clone;
+
+	len = min_t(size_t, len, desc->count);
+	if (!len || skb_queue_len(&p->q) >= KT_PIPE_SKBS)
+		return 0;
+	clone = skb_clone(skb, GFP_KERNEL);
+	if (!clone) {
+		desc->error = -ENOMEM;
+		return 0;
+	}
+	atomic_inc(&kt_allocs);
+	KT_PIPE_CB(clone)->off = off;
+	KT_PIPE_CB(clone)->len = len;
+	__skb_queue_tail(&p->q, clone);
+	p->bytes += len;
+	desc->count -= len;
+	return len;
+}
+
+/*
+ * Take up to @max bytes off @from's receive queue into @p, without copying.
+ * Bytes taken (> 0), 0 at the end of the stream, -EAGAIN, or -errno.  The
+ * socket lock of @from only: never two socket locks at once.
+ */
+static int kt_pipe_fill(struct kt_pipe *p, struct socket *from, u64 max)
+{
+	read_descriptor_t desc = { .arg.data = p };
+	struct sock *sk = from->sk;
+	int n;
+
+	desc.count = min_t(u64, max, KT_PIPE_BYTES - p->bytes);
+	lock_sock(sk);
+	n = tcp_read_sock(sk, &desc, kt_pipe_actor);
+	if (!n) {
+		if (desc.error)
+			n = desc.error;
+		else if (sk->sk_err)
+			n = sock_error(sk);
+		else if (!(sk->sk_shutdown & RCV_SHUTDOWN) ||
+			 !skb_queue_empty(&sk->sk_receive_queue))
+			n = -EAGAIN;
+	}
+	release_sock(sk);
+	return n;
+}
+
+/* Send what @p holds on @to.  Bytes sent (> 0), -EAGAIN, or -errno. */
+static int kt_pipe_flush(struct kt_pipe *p, struct socket *to)
+{
+	struct sock *sk = to->sk;
+	struct sk_buff *skb;
+	int sent = 0, n = -EAGAIN;
+
+	lock_sock(sk);
+	while ((skb = skb_peek(&p->q))) {
+		struct kt_pipe_cb *cb = KT_PIPE_CB(skb);
+
+		n = skb_send_sock_locked(sk, skb, cb->off, cb->len);
+		if (n <= 0)
+			break;
+		sent += n;
+		cb->off += n;
+		cb->len -= n;
+		p->bytes -= n;
+		if (!cb->len) {
+			__skb_unlink(skb, &p->q);
+			consume_skb(skb);
+			atomic_dec(&kt_allocs);
+		}
+	}
+	release_sock(sk);
+	if (sent)
+		return sent;
+	return n < 0 ? n : -EAGAIN;
 }
 
 /* ---- configuration lookups ------------------------------------------- */
@@ -592,6 +715,8 @@ static void kt_conn_release(struct work_struct *w)
 	}
 	kt_buf_put(&c->rbuf, &c->rcap);
 	kt_buf_put(&c->sbuf, &c->scap);
+	kt_pipe_purge(&c->up);
+	kt_pipe_purge(&c->down);
 	kfree(c->ebuf);
 	kt_conn_free(c);
 	if (atomic_dec_and_test(&ktn->nconns))
@@ -958,6 +1083,7 @@ static void kt_route(struct kt_conn *c)
 	c->rfwd = c->req.head_len;
 	c->rsent = 0;
 	kt_http_body_init(&c->rbody, &c->req);
+	c->rbig = false;
 	c->rbody_done = c->req.framing == KT_HTTP_FR_NONE;
 	kt_backend_pick(c);
 }
@@ -1035,11 +1161,12 @@ static int kt_step_rq_head(struct kt_conn *c)
 	return 1;
 }
 
-/* Send rbuf[rsent, rfwd) to the backend; on completion drop those bytes. */
-static int kt_flush_request(struct kt_conn *c)
+/*
+ * Account a send of @n bytes to the backend: 1 if bytes went, 0 if it
+ * would block, -1 if it failed (answered or closed).
+ */
+static int kt_sent_up(struct kt_conn *c, int n)
 {
-	int n = kt_send(c->bsk, c->rbuf + c->rsent, c->rfwd - c->rsent);
-
 	if (n == -EAGAIN)
 		return 0;
 	if (n < 0) {
@@ -1049,10 +1176,21 @@ static int kt_flush_request(struct kt_conn *c)
 				       NULL, 0);
 		else
 			kt_conn_close(c);
-		return 1;
+		return -1;
 	}
 	kt_stat_add(c->srv->st, bytes_in, n);
 	kt_stat_add(c->pool->st, bytes_in, n);
+	return 1;
+}
+
+/* Send rbuf[rsent, rfwd) to the backend; on completion drop those bytes. */
+static int kt_flush_request(struct kt_conn *c)
+{
+	int n = kt_send(c->bsk, c->rbuf + c->rsent, c->rfwd - c->rsent);
+	int r = kt_sent_up(c, n);
+
+	if (r <= 0)
+		return -r;
 	c->rsent += n;
 	if (c->rsent == c->rfwd) {
 		kt_buf_consume(c->rbuf, &c->rlen, c->rfwd);
@@ -1066,13 +1204,49 @@ static int kt_flush_request(struct kt_conn *c)
 	return 1;
 }
 
+/* Send the up pipe's skbs to the backend. */
+static int kt_splice_up(struct kt_conn *c)
+{
+	int n = kt_pipe_flush(&c->up, c->bsk);
+	int r = kt_sent_up(c, n);
+
+	if (r <= 0)
+		return -r;
+	kt_stat_add(c->svc->st, spliced, n);
+	kt_stat_add(c->srv->st, spliced, n);
+	kt_stat_add(c->pool->st, spliced, n);
+	return 1;
+}
+
+/*
+ * Read from @sock what comes next of a body: opaque bytes (@op of them may
+ * pass unseen) into the pipe, framing bytes into the buffer -- a little at
+ * a time while chunks are large (@big), so that their data is spliced.
+ */
+static int kt_read_body(struct socket *sock, struct kt_pipe *p, u64 op,
+			u8 *buf, u32 cap, bool *big)
+{
+	int n;
+
+	if (op) {
+		n = kt_pipe_fill(p, sock, op);
+		if (n > 0)
+			*big = n >= 16 * KT_FRAMING_READ;
+		return n;
+	}
+	return kt_recv(sock, buf, *big ? min_t(u32, cap, KT_FRAMING_READ) : cap);
+}
+
 static int kt_step_rq_body(struct kt_conn *c)
 {
 	size_t used;
+	u64 op;
 	int r, n;
 
 	if (c->rfwd > c->rsent)
 		return kt_flush_request(c);
+	if (c->up.bytes)
+		return kt_splice_up(c);
 	if (c->rbody_done) {
 		c->rq = KT_RQ_DONE;
 		return 1;
@@ -1088,7 +1262,8 @@ static int kt_step_rq_body(struct kt_conn *c)
 		c->rfwd = used;
 		return 1;
 	}
-	n = kt_recv(c->csk, c->rbuf, c->rcap);
+	op = kt_http_body_opaque(&c->rbody);
+	n = kt_read_body(c->csk, &c->up, op, c->rbuf, c->rcap, &c->rbig);
 	if (n == -EAGAIN)
 		return 0;
 	if (n <= 0) {
@@ -1096,7 +1271,10 @@ static int kt_step_rq_body(struct kt_conn *c)
 		kt_conn_close(c);
 		return 1;
 	}
-	c->rlen = n;
+	if (op)
+		c->rbody_done = kt_http_body_skip(&c->rbody, n) == KT_HTTP_DONE;
+	else
+		c->rlen = n;
 	kt_stat_add(c->svc->st, bytes_in, n);
 	c->deadline = jiffies + c->svc->t_backend;
 	return 1;
@@ -1109,11 +1287,13 @@ static int kt_step_tunnel_up(struct kt_conn *c)
 
 	if (c->rfwd > c->rsent)
 		return kt_flush_request(c);
+	if (c->up.bytes)
+		return kt_splice_up(c);
 	if (c->rlen) {
 		c->rfwd = c->rlen;
 		return 1;
 	}
-	n = kt_recv(c->csk, c->rbuf, c->rcap);
+	n = kt_pipe_fill(&c->up, c->csk, KT_HTTP_OPAQUE_ALL);
 	if (n == -EAGAIN)
 		return 0;
 	if (n <= 0) {
@@ -1121,7 +1301,6 @@ static int kt_step_tunnel_up(struct kt_conn *c)
 		c->rq = KT_RQ_DONE;
 		return 1;
 	}
-	c->rlen = n;
 	kt_stat_add(c->svc->st, bytes_in, n);
 	c->deadline = jiffies + c->svc->t_idle;
 	return 1;
@@ -1171,17 +1350,18 @@ static void kt_exchange_done(struct kt_conn *c)
 	kt_conn_start_request(c);
 }
 
-/* Send sbuf[ssent, sfwd) to the client; on completion drop those bytes. */
-static int kt_flush_response(struct kt_conn *c)
+/*
+ * Account a send of @n bytes to the client: 1 if bytes went, 0 if it would
+ * block, -1 if it failed (closed).
+ */
+static int kt_sent_down(struct kt_conn *c, int n)
 {
-	int n = kt_send(c->csk, c->sbuf + c->ssent, c->sfwd - c->ssent);
-
 	if (n == -EAGAIN)
 		return 0;
 	if (n < 0) {
 		kt_conn_count_error(c, KT_E_CLIENT_RESET);
 		kt_conn_close(c);
-		return 1;
+		return -1;
 	}
 	c->resp_started = true;
 	kt_stat_add(c->svc->st, bytes_out, n);
@@ -1189,10 +1369,37 @@ static int kt_flush_response(struct kt_conn *c)
 		kt_stat_add(c->srv->st, bytes_out, n);
 		kt_stat_add(c->pool->st, bytes_out, n);
 	}
+	return 1;
+}
+
+/* Send sbuf[ssent, sfwd) to the client; on completion drop those bytes. */
+static int kt_flush_response(struct kt_conn *c)
+{
+	int n = kt_send(c->csk, c->sbuf + c->ssent, c->sfwd - c->ssent);
+	int r = kt_sent_down(c, n);
+
+	if (r <= 0)
+		return -r;
 	c->ssent += n;
 	if (c->ssent == c->sfwd) {
 		kt_buf_consume(c->sbuf, &c->slen, c->sfwd);
 		c->sfwd = c->ssent = 0;
+	}
+	return 1;
+}
+
+/* Send the down pipe's skbs to the client. */
+static int kt_splice_down(struct kt_conn *c)
+{
+	int n = kt_pipe_flush(&c->down, c->csk);
+	int r = kt_sent_down(c, n);
+
+	if (r <= 0)
+		return -r;
+	kt_stat_add(c->svc->st, spliced, n);
+	if (c->srv) {
+		kt_stat_add(c->srv->st, spliced, n);
+		kt_stat_add(c->pool->st, spliced, n);
 	}
 	return 1;
 }
@@ -1231,6 +1438,7 @@ static void kt_response_head_done(struct kt_conn *c)
 		return;
 	}
 	kt_http_body_init(&c->sbody, &c->resp);
+	c->sbig = false;
 	c->sbody_done = c->resp.framing == KT_HTTP_FR_NONE;
 	c->rs = KT_RS_BODY;
 }
@@ -1281,10 +1489,13 @@ static int kt_step_rs_head(struct kt_conn *c)
 static int kt_step_rs_body(struct kt_conn *c)
 {
 	size_t used;
+	u64 op;
 	int r, n;
 
 	if (c->sfwd > c->ssent)
 		return kt_flush_response(c);
+	if (c->down.bytes)
+		return kt_splice_down(c);
 	if (c->sbody_done) {
 		kt_exchange_done(c);
 		return 1;
@@ -1300,11 +1511,12 @@ static int kt_step_rs_body(struct kt_conn *c)
 		c->sfwd = used;
 		return 1;
 	}
-	n = kt_recv(c->bsk, c->sbuf, c->scap);
+	op = kt_http_body_opaque(&c->sbody);
+	n = kt_read_body(c->bsk, &c->down, op, c->sbuf, c->scap, &c->sbig);
 	if (n == -EAGAIN)
 		return 0;
 	if (n <= 0) {
-		if (kt_http_body_eof(&c->sbody) == KT_HTTP_DONE) {
+		if (!n && kt_http_body_eof(&c->sbody) == KT_HTTP_DONE) {
 			/* close-delimited: the end of the body ends the client's */
 			c->client_ka = false;
 			c->sbody_done = true;
@@ -1315,7 +1527,10 @@ static int kt_step_rs_body(struct kt_conn *c)
 		kt_conn_close(c);
 		return 1;
 	}
-	c->slen = n;
+	if (op)
+		c->sbody_done = kt_http_body_skip(&c->sbody, n) == KT_HTTP_DONE;
+	else
+		c->slen = n;
 	c->deadline = jiffies + c->svc->t_backend;
 	return 1;
 }
@@ -1326,18 +1541,19 @@ static int kt_step_tunnel_down(struct kt_conn *c)
 
 	if (c->sfwd > c->ssent)
 		return kt_flush_response(c);
+	if (c->down.bytes)
+		return kt_splice_down(c);
 	if (c->slen) {
 		c->sfwd = c->slen;
 		return 1;
 	}
-	n = kt_recv(c->bsk, c->sbuf, c->scap);
+	n = kt_pipe_fill(&c->down, c->bsk, KT_HTTP_OPAQUE_ALL);
 	if (n == -EAGAIN)
 		return 0;
 	if (n <= 0) {
 		kt_conn_linger(c);
 		return 1;
 	}
-	c->slen = n;
 	c->deadline = jiffies + c->svc->t_idle;
 	return 1;
 }
@@ -1453,6 +1669,8 @@ static void kt_conn_new(struct kt_listener *l, struct socket *sock)
 	c->ktn = ktn;
 	c->csk = sock;
 	c->first = true;
+	kt_pipe_init(&c->up);
+	kt_pipe_init(&c->down);
 	INIT_WORK(&c->work, kt_conn_work);
 	INIT_WORK(&c->release_work, kt_conn_release);
 	timer_setup(&c->timer, kt_conn_timer, 0);

@@ -502,6 +502,8 @@ static int kt_put_stats(struct sk_buff *msg, const struct kt_stats *st)
 			      KTCPVS_A_PAD) ||
 	    nla_put_u64_64bit(msg, KTCPVS_A_ST_BYTES_OUT, sum.bytes_out,
 			      KTCPVS_A_PAD) ||
+	    nla_put_u64_64bit(msg, KTCPVS_A_ST_SPLICED, sum.spliced,
+			      KTCPVS_A_PAD) ||
 	    nla_put(msg, KTCPVS_A_ST_ERRORS, sizeof(sum.errors), sum.errors))
 		return -EMSGSIZE;
 	return 0;

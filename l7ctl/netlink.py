@@ -80,6 +80,7 @@ class ktcpvs_msg(genlmsg):  # type: ignore[misc]
         ("KTCPVS_A_ST_ERRORS", "cdata"),
         ("KTCPVS_A_PAD", "none"),
         ("KTCPVS_A_SCHED", "uint8"),
+        ("KTCPVS_A_ST_SPLICED", "uint64"),
     )
 
 
@@ -130,6 +131,7 @@ class Counters:
     state: str | None = None
     cooldown: bool = False
     scheduler: str | None = None
+    spliced: int = 0  # of bytes_in + bytes_out, those relayed zero-copy
 
 
 def encode_addr(endpoint: str) -> bytes:
@@ -333,6 +335,7 @@ class Client:
                     state=STATES[state] if state is not None and state < 3 else None,
                     cooldown=bool(m.get_attr("KTCPVS_A_COOLDOWN")),
                     scheduler=SCHEDULERS[sched] if sched is not None and sched < 8 else None,
+                    spliced=m.get_attr("KTCPVS_A_ST_SPLICED") or 0,
                 )
             )
         return out

@@ -67,6 +67,7 @@ def format_prometheus(rows: list[Counters]) -> str:
         ("requests_total", "requests"),
         ("bytes_in_total", "bytes from clients towards servers"),
         ("bytes_out_total", "bytes from servers towards clients"),
+        ("spliced_bytes_total", "of bytes in and out, those relayed zero-copy"),
         ("errors_total", "errors by kind"),
     ):
         out.append(f"# HELP ktcpvs_{name} {help_}")
@@ -80,6 +81,7 @@ def format_prometheus(rows: list[Counters]) -> str:
             value = {
                 "conns_total": r.conns, "active": r.active, "requests_total": r.requests,
                 "bytes_in_total": r.bytes_in, "bytes_out_total": r.bytes_out,
+                "spliced_bytes_total": r.spliced,
             }[name]  # fmt: skip
             out.append(f"ktcpvs_{name}{{{labels}}} {value}")
     return "\n".join(out) + "\n"

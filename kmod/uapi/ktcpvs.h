@@ -57,6 +57,7 @@ enum ktcpvs_attr {
 	KTCPVS_A_ST_ERRORS,		/* binary: u64 per KTCPVS_ERR_* */
 	KTCPVS_A_PAD,
 	KTCPVS_A_SCHED,			/* u8: a pool's scheduler, KTCPVS_SCHED_NAMES */
+	KTCPVS_A_ST_SPLICED,		/* u64: bytes relayed zero-copy (both ways) */
 
 	__KTCPVS_A_MAX,
 	KTCPVS_A_MAX = __KTCPVS_A_MAX - 1
