@@ -22,9 +22,14 @@
  *                          our callbacks; callbacks take it for reading
  *      kt_net->conns_lock  spinlock (BH): the list of connections
  *      kt_pool->lock       spinlock (BH): wrr, lblc, lblcr state
- *   The three at level 3 are never held together.  A connection's own
- *   state has no lock: only its work item touches it.  Socket locks are
- *   taken inside kernel_recvmsg/kernel_sendmsg one at a time, never two.
+ *      kt_server->idle_lock spinlock (BH): a server's idle backend
+ *                          connections
+ *   The ones at level 3 are never held together.  A connection's own
+ *   state has no lock: only its work item touches it.  Socket locks
+ *   (lock_sock) are taken one at a time, never two: inside
+ *   kernel_recvmsg/kernel_sendmsg, and by the zero-copy relay, which fills
+ *   its pipe under the source's lock and sends under the destination's
+ *   after releasing the first (kt_pipe_fill, kt_pipe_flush).
  * Callbacks run in softirq context and only queue work; the running
  * configuration is read under RCU and referenced (kt_config->ref) for the
  * length of a request.
