@@ -415,12 +415,28 @@ class _Compiler:
                 else:
                     persistence = ms // 1000
             servers = self.check_servers(it.servers, True)
+            if forward != "tun":
+                self.check_families(it, ep[0].version, forward)
             if not it.servers:
                 self.warn(it.endpoint.pos, "virtual service has no servers", it.endpoint.text)
             out.append(
                 ir.Virtual(proto, ep[0], ep[1], sched, forward, persistence, servers, _loc(it.pos))
             )
         return out
+
+    def check_families(self, it: A.VirtualDecl, version: int, forward: str) -> None:
+        """IPVS forwards by NAT or DR only to servers of the service's address family."""
+        for s in it.servers:
+            ep = parse_endpoint(s.endpoint.text)
+            if isinstance(ep, str) or ep[0].version == version:
+                continue
+            self.error(
+                s.endpoint.pos,
+                f"IPv{ep[0].version} server in an IPv{version} virtual service",
+                s.endpoint.text,
+                f"IPVS cannot forward to another address family with 'forward {forward}'; "
+                "only 'forward tun' can",
+            )
 
     # ---- services and rules -------------------------------------------------------------
     def check_services(

@@ -211,6 +211,13 @@ def test_errors(body: str, message: str, col: int, hint: str) -> None:
         ("virtual sctp 1.2.3.4:80 { }", "unknown protocol", 1, 9),
         ("virtual tcp 1.2.3.4:80 { forward bridge; }", "unknown forwarding", 1, 34),
         ("virtual tcp 1.2.3.4:80 { server 1.1.1.1:80 state up; }", "state is not supported", 1, 50),
+        ("virtual tcp 1.2.3.4:80 { server [fd00::1]:80; }", "IPv6 server in an IPv4 virt", 1, 33),
+        (
+            "virtual tcp [fd00::1]:80 { forward dr; server 1.1.1.1:80; server [fd00::2]:80; }",
+            "IPv4 server in an IPv6 virtual service",
+            1,
+            47,
+        ),
         ("pool a { server 1.2.3.4:80 }", "syntax error: unexpected '}'", 1, 28),
         ('service s listen 1.2.3.4:80 { route "a"; }', "syntax error", 1, 37),
         ("service s listen 1.2.3.4 { }", "bad listen address", 1, 18),
@@ -224,6 +231,19 @@ def test_errors_outside_services(text: str, message: str, line: int, col: int) -
     e = errs[0]
     assert message in e.message, e.format()
     assert (e.pos.line, e.pos.col) == (line, col), e.format()
+
+
+def test_mixed_address_families_in_virtual_services() -> None:
+    """IPVS refuses NAT and DR to another family at apply; the compiler says so first."""
+    text = "virtual tcp 10.0.0.1:80 {\n    forward nat;\n    server [2001:db8::1]:80;\n}\n"
+    (e,) = errors(text)
+    out = e.format({"t.rules": text})
+    assert out.startswith("t.rules:3:12: error: IPv6 server in an IPv4 virtual service"), out
+    assert "only 'forward tun' can" in out
+    # the default forwarding method is nat
+    assert errors("virtual tcp [2001:db8::1]:80 { server 10.0.0.2:80; }")
+    # tunnelling may cross families, as IPVS allows
+    assert not errors("virtual tcp 10.0.0.1:80 { forward tun; server [2001:db8::1]:80; }")
 
 
 def test_duplicate_listen_and_service() -> None:

@@ -143,12 +143,19 @@ def test_ipvs_failure_rolls_both_sides_back(lvs_site: Site) -> None:
     apply_text(site, rules())
     good_ipvs = ipvs_state(site)
     good_blob = site.director(lambda: Client().running_config())
-    # A new L7 rule plus a second virtual service IPVS refuses half-way: a
-    # NAT service cannot have a server of another address family (EINVAL on
-    # the dest), after the ktcpvs commit and the first IPVS service went in.
+    # A new L7 rule plus a second virtual service IPVS refuses half-way, after
+    # the ktcpvs commit and the first IPVS service went in: its second server
+    # is, on this director, a broadcast address (10.0.77.0/24 is on a dummy
+    # link), which IPVS refuses as a destination (EINVAL).  The file is valid;
+    # only the director's own addresses make it fail, as a real operator's
+    # mistake would.
+    d = site.topo.director.ns
+    site.topo.exec(d, "ip", "link", "add", "ktbrd", "type", "dummy")
+    site.topo.exec(d, "ip", "addr", "add", "10.0.77.1/24", "brd", "+", "dev", "ktbrd")
+    site.topo.exec(d, "ip", "link", "set", "ktbrd", "up")
     bad = (
         rules(w=2).replace("route static;", 'route cgi if path prefix "/new/";\n    route static;')
-        + "virtual tcp 10.0.0.1:9443 { forward nat; server 10.0.1.11:80; server [fd00::11]:80; }\n"
+        + "virtual tcp 10.0.0.1:9443 { forward nat; server 10.0.1.11:80; server 10.0.77.255:80; }\n"
     )
 
     def attempt() -> str:
@@ -161,10 +168,13 @@ def test_ipvs_failure_rolls_both_sides_back(lvs_site: Site) -> None:
         return "applied"
 
     (site.tmp / "bad.rules").write_text(bad)
-    out = site.director(attempt)
-    assert out.startswith("rolled back: IPVS: + virtual tcp 10.0.0.1:9443: server [fd00::11]:80"), (
-        out
-    )
+    try:
+        out = site.director(attempt)
+    finally:
+        site.topo.exec(d, "ip", "link", "del", "ktbrd")
+    assert out.startswith(
+        "rolled back: IPVS: + virtual tcp 10.0.0.1:9443: server 10.0.77.255:80"
+    ), out
     assert ipvs_state(site) == good_ipvs
     assert site.director(lambda: Client().running_config()) == good_blob
     assert site.client(lambda: get("/new/x")).backend == "static"  # the old rules
