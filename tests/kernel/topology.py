@@ -17,6 +17,7 @@ process and deletes every namespace, also after a failed test.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import os
@@ -46,6 +47,12 @@ def wait_port(ns: str, addr: str, port: int, timeout: float = 60.0) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on {addr}:{port} in {ns}")
+
+
+def v6(addr: str) -> str:
+    """The IPv6 address add_ipv6() gives the node with IPv4 address 10.0.c.d: fd00:c::d."""
+    _, _, c, d = addr.split(".")
+    return str(ipaddress.IPv6Address(f"fd00:{c}::{d}"))
 
 
 @dataclass
@@ -101,6 +108,25 @@ class Topology:
             self._netns(node.ns)
             self._link(node, i)
 
+    def add_ipv6(self) -> None:
+        """Give every node an IPv6 address beside its IPv4 one: 10.0.c.d -> fd00:c::d.
+
+        The same shape as IPv4: a /128 per peer, the director's gateway address
+        fd00:c::1 on the peer's link, the peer's default route through it.  All
+        addresses `nodad`, so they are usable at once; the director forwards.
+        """
+        d = self.director.ns
+        self.exec(d, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        peers = [self.client, *self.nodes.values()]
+        for idx, peer in enumerate(peers):
+            dev, p = f"{self.tag}l{idx}", peer.ns
+            addr, gw = v6(peer.addr), v6(peer.addr.rsplit(".", 1)[0] + ".1")
+            sh("ip", "-n", d, "-6", "addr", "add", f"{gw}/128", "dev", dev, "nodad")
+            sh("ip", "-n", d, "-6", "route", "add", f"{addr}/128", "dev", dev, "src", gw)
+            sh("ip", "-n", p, "-6", "addr", "add", f"{addr}/128", "dev", "eth0", "nodad")
+            sh("ip", "-n", p, "-6", "route", "add", f"{gw}/128", "dev", "eth0")
+            sh("ip", "-n", p, "-6", "route", "add", "default", "via", gw, "dev", "eth0")
+
     # -- processes ----------------------------------------------------------
 
     def spawn(self, ns: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
@@ -123,6 +149,21 @@ class Topology:
             f"echo-{name}.out",
         )  # fmt: skip
         wait_port(node.ns, node.addr, port)
+        return logfile
+
+    def start_echo6(self, name: str, port: int = 8080) -> Path:
+        """Start an echo server on backend `name`'s IPv6 address (add_ipv6), answering
+        as NAME-v6; return its request log."""
+        node = self.nodes[name]
+        addr = v6(node.addr)
+        logfile = self.tmp / f"echo6-{name}.jsonl"
+        self.spawn(
+            node.ns,
+            [sys.executable, str(HERE / "echo_server.py"), "--name", f"{name}-v6",
+             "--listen", f"[{addr}]:{port}", "--log", str(logfile)],
+            f"echo6-{name}.out",
+        )  # fmt: skip
+        wait_port(node.ns, f"[{addr}]", port)
         return logfile
 
     def start_nginx(self, name: str, docroot: Path, port: int = 80) -> None:
