@@ -38,8 +38,13 @@ function response(status, headers, body)
    if status < 200 or status > 299 then
       bad_status = bad_status + 1
    elseif not any_pool then
-      local kind = headers["X-Kind"]
-      if kind == nil or POOL[kind] == nil or headers["X-Pool"] ~= POOL[kind] then
+      -- Field names are case-insensitive (HAProxy sends them lower-case).
+      local kind, pool
+      for k, v in pairs(headers) do
+         local l = string.lower(k)
+         if l == "x-kind" then kind = v elseif l == "x-pool" then pool = v end
+      end
+      if kind == nil or POOL[kind] == nil or pool ~= POOL[kind] then
          wrong_pool = wrong_pool + 1
       end
    end
