@@ -98,11 +98,12 @@ struct kt_server {
 	bool idle_closed;	/* retired configuration: park no more */
 };
 
-#define KT_LBLC_BUCKETS	256
+#define KT_LBLC_SETS	256	/* lblc/lblcr table: sets of ... */
+#define KT_LBLC_WAYS	4	/* ... keys each, least recently used goes */
 #define KT_LBLCR_SET	4
 
 struct kt_lblc_entry {
-	u32 key;		/* hash of host and path, 0 = empty */
+	u32 key;		/* hash of host and path | 1, 0 = empty */
 	u8 n;			/* servers in the set (lblc: 1) */
 	u16 srv[KT_LBLCR_SET];	/* indices into the pool */
 	unsigned long last;	/* jiffies of last use */
@@ -118,7 +119,7 @@ struct kt_pool {
 	struct kt_stats *st;
 	atomic_t rr;		/* rr position */
 	spinlock_t lock;	/* wrr, lblc and lblcr state */
-	struct kt_lblc_entry *lblc;	/* KT_LBLC_BUCKETS, lblc/lblcr only */
+	struct kt_lblc_entry *lblc;	/* KT_LBLC_SETS * KT_LBLC_WAYS, lblc/lblcr */
 };
 
 struct kt_service {

@@ -113,7 +113,7 @@ static void kt_config_free(struct kt_config *cfg)
 	if (cfg->pools)
 		for (i = 0; i < cfg->npools; i++) {
 			kt_stats_put(cfg->pools[i].st);
-			kfree(cfg->pools[i].lblc);
+			kvfree(cfg->pools[i].lblc);
 		}
 	if (cfg->svc)
 		for (i = 0; i < cfg->nservices; i++)
@@ -173,8 +173,8 @@ static int kt_config_servers(struct kt_config *cfg, struct kt_config *old,
 		pool->servers = &cfg->servers[pi.first_server];
 		spin_lock_init(&pool->lock);
 		if (pool->sched == KT_SCHED_LBLC || pool->sched == KT_SCHED_LBLCR) {
-			pool->lblc = kcalloc(KT_LBLC_BUCKETS, sizeof(*pool->lblc),
-					     GFP_KERNEL);
+			pool->lblc = kvcalloc(KT_LBLC_SETS * KT_LBLC_WAYS,
+					      sizeof(*pool->lblc), GFP_KERNEL);
 			if (!pool->lblc)
 				return -ENOMEM;
 		}

@@ -13,11 +13,19 @@
  *   lblc   locality-based least connection on host and path: a key keeps
  *          its server until that server is overloaded (more active
  *          connections than its weight while another has less than half of
- *          its own), then moves to the wlc choice
+ *          its own) or unavailable, then moves to the wlc choice
  *   lblcr  lblc with a server set per key: the least loaded of the set is
  *          used; the set grows by the wlc choice when it is overloaded and
  *          drops its most loaded member when it has not changed for
  *          KT_LBLCR_TRIM
+ *
+ * The wlc choice of lblc and lblcr breaks ties among the least loaded
+ * servers by rendezvous hashing of the key (as dh does), not by round
+ * robin: a key that is new, or was evicted from the bounded table and comes
+ * back, lands on the same server as long as the loads are the same.  So
+ * with an idle pool lblc chooses exactly what dh chooses.  The table is
+ * KT_LBLC_SETS sets of KT_LBLC_WAYS keys; a new key replaces the least
+ * recently used key of its set.
  *
  * A server is available when its state is up, its weight is above zero and
  * it is not in a failure cool-down.  Callers pass servers already tried for
@@ -158,9 +166,13 @@ static int kt_sched_lc(struct kt_pool *p, const struct kt_sched_in *in,
 	return best >= 0 ? best : least;
 }
 
-/* Rendezvous (highest random weight) hashing of @key over the servers. */
-static int kt_sched_hash(struct kt_pool *p, const struct kt_sched_in *in,
-			 unsigned long now, u32 key)
+/*
+ * Rendezvous (highest random weight) hashing of @key over the available
+ * servers -- all of them, or (@tie not NULL) only those whose wlc load
+ * equals @tie's.  -1 when none qualifies.
+ */
+static int kt_rendezvous(struct kt_pool *p, const struct kt_sched_in *in,
+			 unsigned long now, u32 key, const struct kt_server *tie)
 {
 	u32 best_score = 0;
 	int best = -1;
@@ -170,7 +182,8 @@ static int kt_sched_hash(struct kt_pool *p, const struct kt_sched_in *in,
 		const struct kt_server *s = &p->servers[i];
 		u32 score;
 
-		if (!kt_sched_ok(p, i, in, now))
+		if (!kt_sched_ok(p, i, in, now) ||
+		    (tie && kt_load_cmp(s, tie, true)))
 			continue;
 		score = jhash(&s->addr, sizeof(s->addr), key);
 		if (best < 0 || score > best_score) {
@@ -211,20 +224,57 @@ static u32 kt_lblc_worst(const struct kt_pool *p, const struct kt_lblc_entry *e)
 	return worst;
 }
 
+/*
+ * The entry of the key @hash in its set, or a fresh one in place of the
+ * least recently used key of the set.  Under the pool lock.
+ */
+static struct kt_lblc_entry *kt_lblc_find(struct kt_pool *p, u32 hash,
+					   unsigned long now)
+{
+	struct kt_lblc_entry *set, *e = NULL;
+	u32 key = hash | 1;	/* 0 marks an empty entry */
+	u32 w;
+
+	set = &p->lblc[(hash % KT_LBLC_SETS) * KT_LBLC_WAYS];
+
+	lockdep_assert_held(&p->lock);
+	for (w = 0; w < KT_LBLC_WAYS; w++) {
+		if (set[w].key == key)
+			return &set[w];
+		if (!e || (e->key && (!set[w].key ||
+				      time_before(set[w].last, e->last))))
+			e = &set[w];
+	}
+	e->key = key;
+	e->n = 0;
+	e->grown = now;
+	return e;
+}
+
+/*
+ * The wlc choice for the key: the least loaded (active / weight) available
+ * servers, ties broken by rendezvous hashing of the key.
+ */
+static int kt_lblc_wlc(struct kt_pool *p, const struct kt_sched_in *in,
+		       unsigned long now)
+{
+	int least = kt_least(p, in, now, true), pick;
+
+	if (least < 0)
+		return -1;
+	pick = kt_rendezvous(p, in, now, in->dest_hash, &p->servers[least]);
+	return pick >= 0 ? pick : least;	/* loads changed meanwhile */
+}
+
 static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
 			 unsigned long now, bool replicated)
 {
-	u32 key = in->dest_hash | 1;	/* 0 marks an empty bucket */
-	struct kt_lblc_entry *e = &p->lblc[key % KT_LBLC_BUCKETS];
+	struct kt_lblc_entry *e;
 	int best = -1;
 	u32 k;
 
 	spin_lock_bh(&p->lock);
-	if (e->key != key) {
-		e->key = key;
-		e->n = 0;
-		e->grown = now;
-	}
+	e = kt_lblc_find(p, in->dest_hash, now);
 	/* Drop members that became unusable. */
 	for (k = 0; k < e->n;) {
 		if (e->srv[k] >= p->nservers ||
@@ -243,15 +293,7 @@ static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
 			best = i;
 	}
 	if (best < 0 || kt_overloaded(p, best, now)) {
-		/* wlc, ties broken by smooth WRR (we hold the pool lock) */
-		int pick = kt_least(p, in, now, true);
-
-		if (pick >= 0) {
-			int t = kt_swrr_locked(p, in, now, &p->servers[pick], true);
-
-			if (t >= 0)
-				pick = t;
-		}
+		int pick = kt_lblc_wlc(p, in, now);
 
 		if (pick >= 0) {
 			if (!replicated) {
@@ -298,9 +340,9 @@ static int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
 	case KT_SCHED_WLC:
 		return kt_sched_lc(p, in, now, true);
 	case KT_SCHED_DH:
-		return kt_sched_hash(p, in, now, in->dest_hash);
+		return kt_rendezvous(p, in, now, in->dest_hash, NULL);
 	case KT_SCHED_SH:
-		return kt_sched_hash(p, in, now, in->client_hash);
+		return kt_rendezvous(p, in, now, in->client_hash, NULL);
 	case KT_SCHED_LBLC:
 		return kt_sched_lblc(p, in, now, false);
 	case KT_SCHED_LBLCR:
