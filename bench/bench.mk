@@ -18,5 +18,5 @@ $(BENCH_PARSER_BIN): bench/parser/bench_parser.c kmod/core/http.c kmod/core/http
 		bench/parser/bench_parser.c kmod/core/http.c \
 		-l:libh2o-evloop.so -lhttp_parser
 
-bench:: $(BENCH_PARSER_BIN)
+bench:: $(SETUP_STAMP) $(BENCH_PARSER_BIN)
 	$(PY) bench/parser/run.py $(BENCH_PARSER_BIN) $(BENCH_DIR)/parser.json

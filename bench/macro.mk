@@ -11,7 +11,7 @@ BENCH_VM_MEM ?= 8G
 
 .PHONY: bench-setup bench-macro
 
-# Bench-only extras (linux-perf, matplotlib in .venv): not part of `make setup`.
+# Bench-only extra (matplotlib in .venv): not part of `make setup`.
 bench-setup: $(SETUP_STAMP)
 	bench/macro/setup.sh
 

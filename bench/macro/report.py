@@ -199,6 +199,49 @@ def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
+    """The same figures as the terminal table, as Markdown for docs/performance.md."""
+    out = ["| workload | system | req/s median [min-max] | MB/s | p50 ms | p99 ms "
+           "| ÷ HAProxy | ÷ direct |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for wname, w in s["workloads"].items():
+        for sys_ in SYSTEMS:
+            st, r = w["systems"][sys_], w["ratios"][sys_]
+            if "error" in st:
+                out.append(f"| {wname} | {sys_} | ERROR: {st['error'][0][:80]} | | | | | |")
+                continue
+            rh = "" if r["to_haproxy"] is None else f"{r['to_haproxy']:.2f}"
+            rd = "" if r["to_direct"] is None else f"{r['to_direct']:.2f}"
+            out.append(
+                f"| {wname} | {sys_} | {fmt(st, 'rps', '.0f')} {rng(st, 'rps', '.0f')} "
+                f"| {fmt(st, 'mbps', '.1f')} | {fmt(st, 'p50_ms', '.1f')} "
+                f"| {fmt(st, 'p99_ms', '.1f')} | {rh} | {rd} |"
+            )
+    out += ["", "| held connections | system | bytes/conn median [min-max] | slab | RSS "
+            "| module caches | over direct | ÷ HAProxy (over direct) |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in s["memory"].values():
+        for sys_ in SYSTEMS:
+            st, r = m["systems"][sys_], m["ratios"][sys_]
+            if "error" in st:
+                out.append(f"| {m['connections']} | {sys_} | ERROR: {st['error'][0][:80]} "
+                           "| | | | | |")  # fmt: skip
+                continue
+            over = st.get("over_direct_per_conn")
+            rh = "" if r["to_haproxy"] is None else f"{r['to_haproxy']:.2f}"
+            out.append(
+                f"| {m['connections']:,} | {sys_} | {fmt(st, 'bytes_per_conn', '.0f')} "
+                f"{rng(st, 'bytes_per_conn', '.0f')} | {fmt(st, 'slab_per_conn', '.0f')} "
+                f"| {fmt(st, 'rss_per_conn', '.0f')} | {fmt(st, 'module_per_conn', '.0f')} "
+                f"| {'' if over is None else format(over, '.0f')} | {rh} |"
+            )
+    out += ["", "| target | want | got | |", "|---|---|---|---|"]
+    for t in tg:
+        v = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        met = {True: "met", False: "**not met**", None: "no figure"}[t["met"]]
+        out.append(f"| {t['target']} | {t['want']} | {v} | {met} |")
+    return "\n".join(out) + "\n"
+
+
 def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
     try:
         import matplotlib
@@ -255,6 +298,17 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
     return None
 
 
+def profile_lines(prof: dict[str, Any] | None) -> list[str]:
+    """One line per profiled run: the largest shares of all CPU time."""
+    out: list[str] = []
+    for key, e in (prof or {}).items():
+        if not isinstance(e, dict) or "percent_of_all_cpu" not in e:
+            continue
+        top = ", ".join(f"{g} {v:.0f}%" for g, v in list(e["percent_of_all_cpu"].items())[:7])
+        out.append(f"{key}: {top}; idle {e['idle_percent']:.0f}%")
+    return out
+
+
 def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
     macro = json.loads(macro_path.read_text())
     s = summarize(macro)
@@ -278,9 +332,12 @@ def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
         p = bench / f"{micro}.json"
         results[micro] = json.loads(p.read_text()) if p.exists() else None
     (bench / "results.json").write_text(json.dumps(results, indent=1))
-    for f in guest_out.glob("profile-*.txt"):
-        (bench / f.name).write_text(f.read_text())
+    prof = profile_lines(macro.get("profile"))
+    md = markdown(s, tg) + "\nCPU time by thread group (share of all vCPU time):\n\n"
+    (bench / "results.md").write_text(md + "".join(f"- {p}\n" for p in prof))
     print(table(s, tg))
+    print("\nCPU time by thread group under load (share of all vCPU time, schedstat):")
+    print("\n".join(f"  {p}" for p in prof))
     err = chart(s, bench / "chart.png", "QEMU/TCG, 2 vCPUs: compare ratios only")
     print(
         f"\nbench: {bench / 'results.json'}" + (f"; {err}" if err else f", {bench / 'chart.png'}")
