@@ -1112,11 +1112,25 @@ static int kt_add_xff(struct kt_conn *c)
 	return 0;
 }
 
+/* Bytes, an error or the end of the stream wait to be read on @sk. */
+static bool kt_sk_readable(const struct sock *sk)
+{
+	return !skb_queue_empty_lockless(&sk->sk_receive_queue) ||
+	       READ_ONCE(sk->sk_err) ||
+	       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN);
+}
+
 static int kt_step_rq_head(struct kt_conn *c)
 {
 	int r, n;
 
 	if (!c->pctx) {
+		/*
+		 * Nothing arrived yet: an idle connection holds no buffer and
+		 * no parse context (its data_ready queues the work again).
+		 */
+		if (!c->rlen && !kt_sk_readable(c->csk->sk))
+			return 0;
 		if (kt_conn_refresh_config(c))
 			return 1;
 		if (kt_parse_ctx_alloc(c) || kt_buf_get(&c->rbuf, &c->rcap)) {

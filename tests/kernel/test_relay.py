@@ -221,3 +221,34 @@ def test_slow_reader_holds_a_bounded_amount(site: Site) -> None:
     # thousands of skbs 64 MiB would take
     assert held <= 64 + 16
     assert wait_for(lambda: site.director(lambda: Client().info().connections) == 0, 30)
+
+
+def test_idle_connections_hold_no_buffers(site: Site) -> None:
+    # Fresh connections that sent nothing, and keep-alive connections between
+    # requests, hold their connection structure only: buffers and the parse
+    # context are taken when bytes arrive and given back after a response.
+    n = 40
+    assert wait_for(lambda: site.director(lambda: Client().info().connections) == 0, 30)
+    site.apply(header_timeout="11s")  # a new configuration retires idle backend connections
+
+    def run() -> list[int]:
+        base = site.director(lambda: Client().info().allocations)
+        fresh = [connect() for _ in range(n)]
+        assert wait_for(lambda: site.director(lambda: Client().info().connections) == n, 30)
+        held = [site.director(lambda: Client().info().allocations) - base]
+        idle = [connect() for _ in range(n)]
+        for s in idle:
+            s.sendall(b"GET /cgi-bin/idle HTTP/1.1\r\nHost: x\r\n\r\n")
+            (r,) = read_responses(s, 1)
+            assert r.status == 200
+        # each keeps its backend connection attached, a kernel socket
+        held.append(site.director(lambda: Client().info().allocations) - base)
+        for s in fresh + idle:
+            s.close()
+        return held
+
+    try:
+        fresh_held, both_held = site.client(run)
+    finally:
+        site.apply()
+    assert (fresh_held, both_held) == (n, 2 * n)
