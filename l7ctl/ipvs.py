@@ -22,16 +22,15 @@ import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic import GenericNetlinkSocket
 from pyroute2.netlink.generic import ipvs as nl
 
 from l7ctl import ir
 from l7ctl.errors import L7ctlError
+from l7ctl.genl import GenlClient
 
 PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 PROTO_NAMES = {v: k for k, v in PROTOS.items()}
@@ -174,41 +173,26 @@ def _error(e: NetlinkError, what: str) -> L7ctlError:
     return L7ctlError(f"IPVS: {what} failed: {e.args[1] if len(e.args) > 1 else e}")
 
 
-class Client:
+class Client(GenlClient):
     """The IPVS generic netlink family in the caller's network namespace."""
 
-    def __init__(self) -> None:
-        self._sock = GenericNetlinkSocket()
-        try:
-            self._sock.bind(nl.GENL_NAME, nl.ipvsmsg)
-        except NetlinkError as e:
-            self._sock.close()
-            if e.code == errno.ENOENT:
-                raise L7ctlError("IPVS is not available: modprobe ip_vs") from None
-            raise _error(e, "resolving the IPVS netlink family") from None
+    family = nl.GENL_NAME
+    message = nl.ipvsmsg
+    version = nl.GENL_VERSION
 
-    def close(self) -> None:
-        self._sock.close()
+    def missing(self) -> L7ctlError:
+        return L7ctlError("IPVS is not available: modprobe ip_vs")
+
+    def failed(self, e: NetlinkError, what: str) -> L7ctlError:
+        return _error(e, what)
 
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _request(
         self, cmd: int, attrs: list[tuple[str, Any]], flags: int = NLM_F_REQUEST | NLM_F_ACK
     ) -> list[nl.ipvsmsg]:
-        msg = nl.ipvsmsg()
-        msg["cmd"] = cmd
-        msg["version"] = nl.GENL_VERSION
-        msg["attrs"] = attrs
-        return list(self._sock.nlm_request(msg, msg_type=self._sock.prid, msg_flags=flags))
+        return self.request(cmd, attrs, flags)
 
     # -- encoding -------------------------------------------------------------
 

@@ -11,14 +11,13 @@ import errno
 import ipaddress
 import struct
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from l7ctl.errors import L7ctlError
+from l7ctl.genl import GenlClient
 
 GENL_NAME = "ktcpvs"
 GENL_VERSION = 1
@@ -164,42 +163,21 @@ def _error(e: NetlinkError, what: str) -> L7ctlError:
     return L7ctlError(f"{what} failed: {e.args[1] if len(e.args) > 1 else e}")
 
 
-class Client:
+class Client(GenlClient):
     """A connection to the ktcpvs family in the caller's network namespace."""
 
-    def __init__(self) -> None:
-        self._sock = GenericNetlinkSocket()
-        try:
-            self._sock.bind(GENL_NAME, ktcpvs_msg)
-        except NetlinkError as e:
-            self._sock.close()
-            if e.code == errno.ENOENT:
-                raise ModuleNotLoaded() from None
-            raise _error(e, "resolving the ktcpvs netlink family") from None
+    family = GENL_NAME
+    message = ktcpvs_msg
+    version = GENL_VERSION
 
-    def close(self) -> None:
-        self._sock.close()
+    def missing(self) -> L7ctlError:
+        return ModuleNotLoaded()
+
+    def failed(self, e: NetlinkError, what: str) -> L7ctlError:
+        return _error(e, what)
 
     def __enter__(self) -> Client:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def request(
-        self, cmd: int, attrs: list[tuple[str, Any]] | None = None, flags: int = NLM_F_REQUEST
-    ) -> list[ktcpvs_msg]:
-        """Send one command and return the kernel's reply messages."""
-        msg = ktcpvs_msg()
-        msg["cmd"] = cmd
-        msg["version"] = GENL_VERSION
-        msg["attrs"] = attrs or []
-        return list(self._sock.nlm_request(msg, msg_type=self._sock.prid, msg_flags=flags))
 
     def info(self) -> Info:
         try:
