@@ -44,6 +44,7 @@
 #define KT_BUDGET		64	/* I/O steps per work run */
 #define KT_MAX_TRIES		3	/* servers tried per request */
 #define KT_LINGER		(2 * HZ)
+#define KT_PARK_DELAY		HZ	/* idle client: its backend goes to the pool */
 
 enum { KT_RQ_HEAD, KT_RQ_SEND, KT_RQ_BODY, KT_RQ_DONE, KT_RQ_TUNNEL };
 enum { KT_RS_IDLE, KT_RS_CONNECT, KT_RS_HEAD, KT_RS_BODY, KT_RS_TUNNEL };
@@ -87,6 +88,7 @@ struct kt_conn {
 	struct work_struct release_work;
 	struct timer_list timer;
 	unsigned long deadline;
+	unsigned long park_at;		/* 0, or when to park the idle backend */
 	unsigned long flags;		/* KT_CF_* */
 
 	struct sockaddr_storage laddr;	/* the address the client reached */
@@ -1022,6 +1024,41 @@ static void kt_slice(struct kt_match_slice *s, const u8 *base, u32 off, u32 len)
 	s->len = len;
 }
 
+/*
+ * The client closes after this request; the server need not.  Drop a lone
+ * "Connection: close" from an HTTP/1.1 request head so that the backend
+ * connection stays open for other clients (idle pool); the client's answer
+ * gets "Connection: close" from the switch instead (kt_close_response).
+ * Under the parse context (the head's fields).
+ */
+static void kt_strip_close(struct kt_conn *c)
+{
+	struct kt_http_msg *m = &c->req;
+	const struct kt_http_field *f;
+	u32 start, end;
+	int i;
+
+	if (m->version != 11 || !(m->flags & KT_HTTP_CONN_CLOSE) ||
+	    (m->flags & (KT_HTTP_CONN_KA | KT_HTTP_CONN_UPGRADE)))
+		return;
+	i = kt_http_find_field(m, c->rbuf, "connection", 10, 0);
+	if (i < 0 || kt_http_find_field(m, c->rbuf, "connection", 10, i + 1) >= 0)
+		return;
+	f = &m->fields[i];
+	if (f->value_len != 5 ||
+	    strncasecmp((const char *)c->rbuf + f->value_off, "close", 5))
+		return;
+	start = f->name_off;
+	end = f->value_off + f->value_len;
+	while (end < m->head_len && c->rbuf[end] != '\n')
+		end++;
+	if (++end > m->head_len - 2)	/* the final CRLF stays */
+		return;
+	memmove(c->rbuf + start, c->rbuf + end, c->rlen - end);
+	c->rlen -= end - start;
+	m->head_len -= end - start;
+}
+
 static void kt_route(struct kt_conn *c)
 {
 	struct kt_parse_ctx *p = c->pctx;
@@ -1077,6 +1114,7 @@ static void kt_route(struct kt_conn *c)
 		kt_conn_fail(c, KT_E_NO_ROUTE, 404, "no rule matches");
 		return;
 	}
+	kt_strip_close(c);
 	kfree(c->pctx);
 	c->pctx = NULL;
 	c->rq = KT_RQ_SEND;
@@ -1362,6 +1400,23 @@ static void kt_exchange_done(struct kt_conn *c)
 	if (!c->rlen)
 		kt_buf_put(&c->rbuf, &c->rcap);
 	kt_conn_start_request(c);
+	/* a client that stays idle gives its backend connection back */
+	c->park_at = c->bsk && !c->rlen ? jiffies + KT_PARK_DELAY : 0;
+}
+
+/*
+ * The client has sent nothing since its last response for KT_PARK_DELAY:
+ * its backend connection goes to the server's idle pool (or is closed when
+ * the pool is full), where any client connection can use it.
+ */
+static void kt_conn_park_idle(struct kt_conn *c)
+{
+	if (!c->park_at || time_before(jiffies, c->park_at))
+		return;
+	c->park_at = 0;
+	if (c->cs == KT_CS_OPEN && c->rq == KT_RQ_HEAD && !c->rlen &&
+	    c->rs == KT_RS_IDLE && c->bsk)
+		kt_conn_drop_backend(c);
 }
 
 /*
@@ -1434,6 +1489,59 @@ static int kt_step_rs_connect(struct kt_conn *c)
 	return 0;
 }
 
+/* True if b[0, n) is "keep-alive" with optional whitespace around it. */
+static bool kt_is_keep_alive(const u8 *b, u32 n)
+{
+	while (n && (b[0] == ' ' || b[0] == '\t')) {
+		b++;
+		n--;
+	}
+	while (n && (b[n - 1] == ' ' || b[n - 1] == '\t'))
+		n--;
+	return n == 10 && !strncasecmp((const char *)b, "keep-alive", 10);
+}
+
+/*
+ * The client's connection ends with this response but the server's does
+ * not (kt_strip_close): say so in the head.  Lines "Connection: keep-alive"
+ * go (the parser has checked the head: CRLF line ends), and
+ * "Connection: close" is added before the final CRLF.
+ */
+static int kt_close_response(struct kt_conn *c)
+{
+	static const char line[] = "Connection: close\r\n";
+	u32 n = sizeof(line) - 1, at, i = 0, start, gone;
+	u8 *b = c->sbuf;
+
+	while (i < c->resp.head_len && b[i] != '\n')	/* the status line */
+		i++;
+	for (i++; i + 2 < c->resp.head_len;) {
+		start = i;
+		while (b[i] != '\n')
+			i++;
+		i++;
+		if (i - start < 13 ||
+		    strncasecmp((const char *)b + start, "connection:", 11) ||
+		    !kt_is_keep_alive(b + start + 11, i - start - 13))
+			continue;
+		gone = i - start;
+		memmove(b + start, b + i, c->slen - i);
+		c->slen -= gone;
+		c->resp.head_len -= gone;
+		i = start;
+	}
+	at = c->resp.head_len - 2;
+
+	if (c->slen + n > c->scap &&
+	    kt_buf_grow(&c->sbuf, &c->scap, c->slen, c->slen + n))
+		return -ENOMEM;
+	memmove(c->sbuf + at + n, c->sbuf + at, c->slen - at);
+	memcpy(c->sbuf + at, line, n);
+	c->slen += n;
+	c->resp.head_len += n;
+	return 0;
+}
+
 static void kt_response_head_done(struct kt_conn *c)
 {
 	unsigned int st = c->resp.status;
@@ -1450,6 +1558,13 @@ static void kt_response_head_done(struct kt_conn *c)
 		c->rq = KT_RQ_TUNNEL;
 		c->client_ka = false;
 		return;
+	}
+	if (!c->client_ka && (c->resp.flags & KT_HTTP_KEEP_ALIVE)) {
+		if (kt_close_response(c)) {
+			kt_conn_close(c);
+			return;
+		}
+		c->sfwd = c->resp.head_len;
 	}
 	kt_http_body_init(&c->sbody, &c->resp);
 	c->sbig = false;
@@ -1652,9 +1767,12 @@ static void kt_conn_work(struct work_struct *w)
 		kt_conn_close(c);
 		return;
 	}
-	if (test_and_clear_bit(KT_CF_TIMER, &c->flags) &&
-	    time_after_eq(jiffies, c->deadline))
-		kt_conn_timeout(c);
+	if (test_and_clear_bit(KT_CF_TIMER, &c->flags)) {
+		if (time_after_eq(jiffies, c->deadline))
+			kt_conn_timeout(c);
+		else
+			kt_conn_park_idle(c);
+	}
 
 	while (c->cs != KT_CS_CLOSED && kt_conn_step(c)) {
 		if (!--budget) {
@@ -1662,8 +1780,12 @@ static void kt_conn_work(struct work_struct *w)
 			break;
 		}
 	}
-	if (c->cs != KT_CS_CLOSED)
-		mod_timer(&c->timer, c->deadline);
+	if (c->cs == KT_CS_CLOSED)
+		return;
+	if (c->park_at && (c->rq != KT_RQ_HEAD || c->rlen))
+		c->park_at = 0;		/* a request came: the backend serves it */
+	mod_timer(&c->timer, c->park_at && time_before(c->park_at, c->deadline) ?
+		  c->park_at : c->deadline);
 }
 
 /* ---- accept ----------------------------------------------------------- */

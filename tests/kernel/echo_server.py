@@ -6,14 +6,24 @@ chunked body).  For every request the server appends one JSON line to --log
 JSON body {"server", "raw"}, so a test sees byte for byte what reached the
 backend -- and, from the log, what never did.  Keep-alive is honoured.
 Deliberately lenient: it must show what the switch forwards, not judge it.
+
+With --release-dir, a request carrying `X-Hold: TOKEN` is answered only once
+the file RELEASE_DIR/TOKEN exists: until then it counts as an active request
+of this server for the switch's schedulers (the scheduler tests hold
+requests in flight that way).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import socket
 import threading
+import time
+
+HOLD = re.compile(rb"\r\nx-hold: *([A-Za-z0-9_-]+)\r\n", re.IGNORECASE)
 
 
 class Reader:
@@ -82,7 +92,14 @@ def read_request(r: Reader) -> bytes | None:
     return req
 
 
-def serve(conn: socket.socket, peer: str, name: str, log: str, lock: threading.Lock) -> None:
+def serve(
+    conn: socket.socket,
+    peer: str,
+    name: str,
+    log: str,
+    lock: threading.Lock,
+    release_dir: str | None = None,
+) -> None:
     r = Reader(conn.makefile("rb", buffering=0))  # type: ignore[arg-type]
     try:
         while True:
@@ -92,8 +109,13 @@ def serve(conn: socket.socket, peer: str, name: str, log: str, lock: threading.L
             raw = req.decode("latin-1")
             with lock, open(log, "a") as lf:
                 lf.write(json.dumps({"server": name, "peer": peer, "raw": raw}) + "\n")
+            head = req.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+            if release_dir and (m := HOLD.search(head)):
+                release = os.path.join(release_dir, m.group(1).decode())
+                while not os.path.exists(release):
+                    time.sleep(0.05)
             body = json.dumps({"server": name, "raw": raw}).encode()
-            close = b"\r\nconnection: close" in req.split(b"\r\n\r\n", 1)[0].lower()
+            close = b"\r\nconnection: close" in head.lower()
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 + f"X-Backend: {name}\r\nContent-Length: {len(body)}\r\n".encode()
@@ -114,6 +136,7 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--listen", required=True, help="ADDR:PORT")
     ap.add_argument("--log", required=True)
+    ap.add_argument("--release-dir", help="hold requests with X-Hold until released")
     a = ap.parse_args()
     host, port = a.listen.rsplit(":", 1)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -125,7 +148,9 @@ def main() -> None:
     while True:
         conn, addr = srv.accept()
         threading.Thread(
-            target=serve, args=(conn, f"{addr[0]}:{addr[1]}", a.name, a.log, lock), daemon=True
+            target=serve,
+            args=(conn, f"{addr[0]}:{addr[1]}", a.name, a.log, lock, a.release_dir),
+            daemon=True,
         ).start()
 
 

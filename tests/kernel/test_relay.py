@@ -241,7 +241,9 @@ def test_idle_connections_hold_no_buffers(site: Site) -> None:
             s.sendall(b"GET /cgi-bin/idle HTTP/1.1\r\nHost: x\r\n\r\n")
             (r,) = read_responses(s, 1)
             assert r.status == 200
-        # each keeps its backend connection attached, a kernel socket
+        # a second after its answer, each gives its backend connection to the
+        # cgi server's idle pool: one idle entry each (40 < the pool's 64)
+        time.sleep(2.5)
         held.append(site.director(lambda: Client().info().allocations) - base)
         for s in fresh + idle:
             s.close()
@@ -251,4 +253,35 @@ def test_idle_connections_hold_no_buffers(site: Site) -> None:
         fresh_held, both_held = site.client(run)
     finally:
         site.apply()
-    assert (fresh_held, both_held) == (n, 2 * n)
+    assert (fresh_held, both_held) == (n, 3 * n)
+
+
+def test_idle_clients_give_their_backend_connections_back(site: Site) -> None:
+    # 80 keep-alive clients go idle after one answer each: their backend
+    # connections go to the server's idle pool, which keeps 64 and closes the
+    # rest; every client is still served afterwards.
+    n = 80
+
+    def backend_conns() -> int:
+        out = site.topo.exec(
+            site.topo.director.ns, "ss", "-Htn", "state", "established", "dst", "10.0.2.11:80"
+        ).stdout
+        return len(out.splitlines())
+
+    def run() -> tuple[int, list[int]]:
+        clients = [connect() for _ in range(n)]
+        for s in clients:
+            s.sendall(b"GET /cgi-bin/park HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_responses(s, 1)[0].status == 200
+        time.sleep(2.5)
+        conns = backend_conns()
+        statuses = []
+        for s in clients:
+            s.sendall(b"GET /cgi-bin/again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            statuses.append(read_responses(s, 1)[0].status)
+            s.close()
+        return conns, statuses
+
+    conns, statuses = site.client(run)
+    assert conns <= 64
+    assert statuses == [200] * n

@@ -147,7 +147,7 @@ def test_lblc_keys_stick_through_table_evictions(site: Site) -> None:
 
 # -- under concurrent load -------------------------------------------------------------
 #
-# Three hold servers (hold_server.py) on port 8080 of img1, img2 and cgi.  Requests
+# Three hold servers (echo_server.py --release-dir) on port 8080 of img1, img2 and cgi.  Requests
 # carrying X-Hold stay in flight until the test releases them, so the number of
 # active connections of every server is known exactly when the next request is
 # scheduled: each choice is checked against the scheduler's definition, with no
@@ -190,7 +190,7 @@ def holders(site_session: Site) -> Holders:
         logs[name] = site.topo.tmp / f"hold-{name}.jsonl"
         site.topo.spawn(
             node.ns,
-            [sys.executable, str(HERE / "hold_server.py"), "--name", name,
+            [sys.executable, str(HERE / "echo_server.py"), "--name", name,
              "--listen", f"{node.addr}:8080", "--log", str(logs[name]),
              "--release-dir", str(release_dir)],
             f"hold-{name}.out",

@@ -411,3 +411,55 @@ def test_backend_connections_are_shared_between_client_connections(site: Site) -
         time.sleep(0.5)  # the switch parks the backend connection when the client's close comes
     assert len(site.received("cgi")) == 4
     assert cgi_conns() - before <= 1  # one backend connection served four client connections
+
+
+def test_client_close_keeps_the_server_connection(site: Site) -> None:
+    # A client's "Connection: close" ends the client's connection only: the
+    # server never sees it, the answer says close, and the server's connection
+    # goes to the idle pool for the next client (as HAProxy and nginx do).
+    def cgi_conns() -> int:
+        rows = site.director(lambda: Client().stats())
+        return sum(r.conns for r in rows if r.kind == "server" and r.name == "cgi")
+
+    before = cgi_conns()
+    for i in range(5):
+        r = site.client(lambda i=i: get(f"/cgi-bin/close{i}"))  # type: ignore[misc]
+        assert r.headers.get("connection") == "close"
+        raw = echoed(r)
+        assert raw.startswith(f"GET /cgi-bin/close{i} HTTP/1.1\r\n")
+        assert "connection:" not in raw.lower()
+    assert cgi_conns() - before <= 1
+    # HTTP/1.0, and a Connection field with more than "close": passed unchanged
+    for raw_req in (
+        b"GET /cgi-bin/old HTTP/1.0\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /cgi-bin/two HTTP/1.1\r\nHost: x\r\nConnection: close, x-custom\r\n"
+        b"X-Custom: 1\r\n\r\n",
+    ):
+        (r,) = site.client(lambda raw_req=raw_req: exchange(raw_req))  # type: ignore[misc]
+        assert echoed(r).startswith(raw_req.decode().split("\r\n\r\n")[0])
+
+
+def test_client_close_with_a_server_that_says_keep_alive(site: Site) -> None:
+    # The server announces keep-alive; the client asked to close: the answer
+    # must say close only, and the client's connection ends after it.
+    srv = flaky_server(
+        site,
+        " while c.recv(65536):\n"
+        "  c.sendall(b'HTTP/1.1 200 OK\\r\\nConnection: keep-alive\\r\\n"
+        "Content-Length: 2\\r\\n\\r\\nok')\n",
+    )
+
+    def run() -> bytes:
+        with connect() as s:
+            s.sendall(b"GET /flaky/ka HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):  # until the switch closes
+                data += chunk
+            return data
+
+    try:
+        answers = [site.client(run) for _ in range(3)]
+    finally:
+        srv.kill()
+    for a in answers:
+        assert a == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
