@@ -20,7 +20,7 @@ FUZZ_HARNESSES  := request response chunked match
 FUZZ_SHORT_SECS ?= 15
 FUZZ_LONG_SECS  ?= 600
 FUZZ_BINS       := $(FUZZ_HARNESSES:%=$(FUZZ_DIR)/fuzz_%)
-FUZZ_DEPS       := tests/fuzz/fuzz_common.h kmod/core/http.c kmod/core/http.h \
+FUZZ_DEPS       := tests/fuzz/fuzz_common.h tests/fuzz/fuzz_assert.h kmod/core/http.c kmod/core/http.h \
 		   kmod/core/kt_compat.h
 
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS)
@@ -29,7 +29,7 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS)
 
 # The matcher harness: blob || request view (see fuzz_match.c); blobs of the
 # examples are 5-35 KB, so it gets a larger max_len and no HTTP dictionary.
-$(FUZZ_DIR)/fuzz_match: tests/fuzz/fuzz_match.c kmod/core/match.c \
+$(FUZZ_DIR)/fuzz_match: tests/fuzz/fuzz_match.c tests/fuzz/fuzz_assert.h kmod/core/match.c \
 			kmod/core/match.h kmod/core/kt_compat.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Ikmod/core -o $@ $< kmod/core/match.c

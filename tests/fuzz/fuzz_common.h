@@ -21,18 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_assert.h"
 #include "http.h"
 
 #define FZ_MAX_MSGS	32
-
-#define FZ_ASSERT(c)							\
-	do {								\
-		if (!(c)) {						\
-			fprintf(stderr, "%s:%d: assertion failed: %s\n",\
-				__FILE__, __LINE__, #c);		\
-			abort();					\
-		}							\
-	} while (0)
 
 struct fz_result {
 	int rc;

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_assert.h"
 #include "match.h"
 
 #define FM_MAX_HEADERS	16
@@ -34,21 +35,12 @@
 #define FM_MAX_SERVICES	8
 #define FM_TRACE_CAP	8
 
-#define FM_ASSERT(c)							\
-	do {								\
-		if (!(c)) {						\
-			fprintf(stderr, "%s:%d: assertion failed: %s\n",\
-				__FILE__, __LINE__, #c);		\
-			abort();					\
-		}							\
-	} while (0)
-
 /* An exact-size heap copy (never NULL: malloc(0) is avoided). */
 static uint8_t *fm_dup(const uint8_t *p, size_t n)
 {
 	uint8_t *d = malloc(n ? n : 1);
 
-	FM_ASSERT(d);
+	FZ_ASSERT(d);
 	if (n)
 		memcpy(d, p, n);
 	return d;
@@ -59,7 +51,7 @@ static void fm_scratch_zero(const u32 *s, u32 n)
 	u32 i;
 
 	for (i = 0; i < n; i++)
-		FM_ASSERT(s[i] == 0);
+		FZ_ASSERT(s[i] == 0);
 }
 
 static void fm_check_result(const struct kt_rules *r, u32 svc, u32 rule,
@@ -69,19 +61,19 @@ static void fm_check_result(const struct kt_rules *r, u32 svc, u32 rule,
 	struct kt_rules_service_info si;
 
 	kt_rules_service(r, svc, &si);
-	FM_ASSERT(rule == res->rule);
+	FZ_ASSERT(rule == res->rule);
 	if (rule == KT_RULES_NONE) {
-		FM_ASSERT(res->action == KT_ACTION_NONE);
+		FZ_ASSERT(res->action == KT_ACTION_NONE);
 		return;
 	}
-	FM_ASSERT(rule < si.nrules);
-	FM_ASSERT(res->action >= KT_ACTION_ROUTE &&
+	FZ_ASSERT(rule < si.nrules);
+	FZ_ASSERT(res->action >= KT_ACTION_ROUTE &&
 		  res->action <= KT_ACTION_REDIRECT);
 	if (res->action == KT_ACTION_ROUTE)
-		FM_ASSERT(res->pool < kt_rules_npools(r));
+		FZ_ASSERT(res->pool < kt_rules_npools(r));
 	if (res->action == KT_ACTION_REDIRECT && res->location.len) {
-		FM_ASSERT(res->location.ptr >= blob);
-		FM_ASSERT(res->location.ptr + res->location.len <= blob + len);
+		FZ_ASSERT(res->location.ptr >= blob);
+		FZ_ASSERT(res->location.ptr + res->location.len <= blob + len);
 	}
 }
 
@@ -130,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		blob = fm_dup(data, blen);
 	}
 	if (kt_rules_validate(&r, blob, blen, &why)) {
-		FM_ASSERT(why != NULL);
+		FZ_ASSERT(why != NULL);
 		free(blob);
 		return 0;
 	}
@@ -138,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Configuration views: every index the counts allow. */
 	for (i = 0; i < kt_rules_npools(&r); i++) {
 		kt_rules_pool(&r, i, &pi);
-		FM_ASSERT(pi.scheduler < KT_SCHED_COUNT);
+		FZ_ASSERT(pi.scheduler < KT_SCHED_COUNT);
 		for (k = 0; k < pi.nservers; k++)
 			kt_rules_server(&r, pi.first_server + k, &sv);
 	}
@@ -194,7 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Scratch: exactly the words asked for, zeroed once. */
 	k = kt_match_scratch_words(&r);
 	scratch = malloc(k ? (size_t)k * 4 : 4);
-	FM_ASSERT(scratch);
+	FZ_ASSERT(scratch);
 	kt_match_scratch_init(scratch, k);
 	fm_scratch_zero(scratch, k);
 
@@ -213,12 +205,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				       &npreds);
 		fm_scratch_zero(scratch, k);
 		fm_check_result(&r, svc, rule2, &res2, blob, blen);
-		FM_ASSERT(npreds != 0xdeadbeef);
+		FZ_ASSERT(npreds != 0xdeadbeef);
 		/* tracing must not change the decision */
-		FM_ASSERT(rule2 == rule);
-		FM_ASSERT(res2.action == res.action);
+		FZ_ASSERT(rule2 == rule);
+		FZ_ASSERT(res2.action == res.action);
 		if (rule != KT_RULES_NONE && res.action == KT_ACTION_ROUTE)
-			FM_ASSERT(res2.pool == res.pool);
+			FZ_ASSERT(res2.pool == res.pool);
 	}
 
 	free(scratch);
