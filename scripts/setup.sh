@@ -1,8 +1,9 @@
 #!/bin/bash
 # make setup: install everything KTCPVS needs on a Debian bookworm machine.
 # Idempotent; run as root.  Installs the Debian packages listed in
-# scripts/debian-packages.txt and creates .venv with l7ctl (editable) and the
-# test and VM tools.
+# scripts/debian-packages.txt and the kernels scripts/kver.sh names (every
+# series' image and headers meta-packages), and creates .venv with l7ctl
+# (editable) and the test and VM tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/debian-packages.txt)
+mapfile -t -O ${#pkgs[@]} pkgs < <(scripts/kver.sh --packages)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,15 +29,15 @@ if systemctl is-active --quiet nginx 2>/dev/null; then
 	systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
 
-kver=$(scripts/kver.sh)
-if [ "$kver" = none ]; then
-	echo "setup: no Debian kernel with matching headers after install" >&2
-	exit 1
-fi
-echo "setup: guest kernel $kver"
-
-# The VM runner boots /boot/vmlinuz-*, which Debian installs mode 0600.
-chmod a+r "/boot/vmlinuz-$kver"
+for series in $(scripts/kver.sh --series); do
+	kver=$(scripts/kver.sh "$series") || {
+		echo "setup: kernel $series: no image with matching headers after install" >&2
+		exit 1
+	}
+	echo "setup: kernel $series: $kver"
+	# The VM runner boots /boot/vmlinuz-*, which Debian installs mode 0600.
+	chmod a+r "/boot/vmlinuz-$kver"
+done
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
