@@ -15,8 +15,9 @@ BENCH_VM_MEM ?= 8G
 bench-setup: $(SETUP_STAMP)
 	bench/macro/setup.sh
 
+# The guest boots kernel KVER (6.1 unless named: make bench KVER=6.12).
 bench-macro: bench-setup module ext
-	$(PY) bench/macro/run.py --memory $(BENCH_VM_MEM) --cpus $(VM_CPUS) \
-		--module $(BUILD)/ktcpvs.ko
+	$(PY) bench/macro/run.py --kernel $(KVER) --memory $(BENCH_VM_MEM) --cpus $(VM_CPUS) \
+		--module $(BUILD)/$(KVER_FULL)/ktcpvs.ko
 
 bench:: bench-macro

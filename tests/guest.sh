@@ -1,16 +1,24 @@
 #!/bin/bash
 # Runs inside the QEMU guest (started by tests/vm.py): load the module, run
-# the kernel suite or a script, unload, and save what the host checks in
-# build/vm/ (the only directory the guest can write to on the host).
-#   tests/guest.sh [--out DIR] -- PYTEST_ARGS...
-#   tests/guest.sh [--out DIR] --script FILE
-set -u
+# the kernel suite or a script, unload, and save what the host checks in the
+# results directory (the only directory the guest can write to on the host).
+#   tests/guest.sh --out DIR -- PYTEST_ARGS...
+#   tests/guest.sh --out DIR --script FILE
+# $KTCPVS_KO is the module to load (tests/vm.py passes build/KVER/ktcpvs.ko).
+#
+# Every step's outcome is recorded (record NAME CMD... writes its exit code
+# to NAME), and the script goes on after a failed step: the host reads them.
+set -euo pipefail
 cd "$(dirname "$0")/.."
-out=build/vm
+out=
 mode=pytest
 if [ "${1:-}" = --out ]; then
 	out=$2
 	shift 2
+fi
+if [ -z "$out" ]; then
+	echo "guest: --out DIR is required" >&2
+	exit 2
 fi
 if [ "${1:-}" = --script ]; then
 	mode=script
@@ -26,23 +34,57 @@ export PYTHONDONTWRITEBYTECODE=1
 export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis
 export HOME=/tmp
 
+echo "guest: kernel $(uname -r)"
+
+record() {
+	local name=$1 rc=0
+	shift
+	"$@" || rc=$?
+	echo "$rc" >"$out/$name"
+}
+
+# What memory debugging this boot really runs with (tests/vm.py compares it
+# with what it asked for): the command line, SLUB's debug flags on a
+# kmalloc cache (F sanity_checks, Z red_zone, P poison, U store_user) and
+# KFENCE's sample interval where the kernel has KFENCE.
+{
+	echo "cmdline=$(cat /proc/cmdline)"
+	for f in sanity_checks red_zone poison store_user; do
+		echo "kmalloc-64/$f=$(cat /sys/kernel/slab/kmalloc-64/$f 2>/dev/null)"
+	done
+	if [ -e /sys/module/kfence/parameters/sample_interval ]; then
+		echo "kfence/sample_interval=$(cat /sys/module/kfence/parameters/sample_interval)"
+	fi
+} >"$out/memdebug.txt"
+
 # Kernel tests build their own topologies; these are the modules they use.
 for m in veth ip_vs; do modprobe "$m" || echo "guest: modprobe $m failed"; done
 
-export KTCPVS_KO="${KTCPVS_KO:-$PWD/build/ktcpvs.ko}"
-insmod "$KTCPVS_KO"
-echo $? >$out/insmod.rc
+if [ -z "${KTCPVS_KO:-}" ]; then
+	echo "guest: KTCPVS_KO (the module to load) is not set" >&2
+	exit 2
+fi
+export KTCPVS_KO
+record insmod.rc insmod "$KTCPVS_KO"
+# The module in the kernel is the file asked for, not a copy installed
+# elsewhere (DKMS): same srcversion.
+want=$(modinfo -F srcversion "$KTCPVS_KO" 2>/dev/null || true)
+have=$(cat /sys/module/ktcpvs/srcversion 2>/dev/null || true)
+if [ -n "$want" ] && [ "$want" = "$have" ]; then
+	echo ok >"$out/module.check"
+else
+	echo "srcversion $have loaded, $KTCPVS_KO has $want" >"$out/module.check"
+fi
 
 if [ "$mode" = script ]; then
-	bash "$script"
+	record run.rc bash "$script"
 else
-	pytest -p no:cacheprovider -o addopts= --durations=8 --junitxml=$out/junit.xml "$@"
+	record run.rc pytest -p no:cacheprovider -o addopts= --durations=8 \
+		--junitxml="$out/junit.xml" "$@"
 fi
-echo $? >$out/run.rc
 
 # The module must unload, also after the tests left whatever they left.
-rmmod ktcpvs
-echo $? >$out/rmmod.rc
-dmesg >$out/dmesg.txt
-cat /proc/sys/kernel/tainted >$out/tainted
-echo done >$out/done
+record rmmod.rc rmmod ktcpvs
+dmesg >"$out/dmesg.txt"
+cat /proc/sys/kernel/tainted >"$out/tainted"
+echo done >"$out/done"

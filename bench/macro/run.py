@@ -3,7 +3,10 @@
 then merge everything into build/bench/results.json, print the table and
 draw build/bench/chart.png (bench/macro/report.py).
 
-    run.py [--quick] [--module build/ktcpvs.ko] [--memory 8G] [--cpus 2]
+    run.py [--quick] [--kernel 6.1] [--module build/KVER/ktcpvs.ko] [--memory 8G] [--cpus 2]
+
+The guest boots --kernel (a series of scripts/kver.sh or a full version;
+$KVER, else 6.1), without memory debugging, which would distort the figures.
 
 BENCH_QUICK=1 in the environment is the same as --quick: one repetition,
 2 s runs, 200 and 1,000 held connections, a short profile.
@@ -28,7 +31,10 @@ import report  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
-    ap.add_argument("--module", default=os.environ.get("KTCPVS_KO", str(ROOT / "build/ktcpvs.ko")))
+    ap.add_argument("--kernel", default=os.environ.get("KVER") or "6.1")
+    ap.add_argument(
+        "--module", default=os.environ.get("KTCPVS_KO"), help="default build/KVER/ktcpvs.ko"
+    )
     ap.add_argument("--memory", default="8G")
     ap.add_argument("--cpus", type=int, default=int(os.environ.get("VM_CPUS", "2")))
     ap.add_argument("--out", default="build/vm-bench", help="the guest's output directory")
@@ -50,11 +56,16 @@ def main() -> int:
             "throughput": not args.no_throughput,
         }
         (bench / "macro-config.json").write_text(json.dumps(cfg))
-        env = dict(os.environ, KTCPVS_KO=str(Path(args.module).resolve()))
+        kver = subprocess.run(
+            [str(ROOT / "scripts/kver.sh"), args.kernel], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        module = Path(args.module or ROOT / "build" / kver / "ktcpvs.ko").resolve()
+        print(f"bench: kernel {kver}, module {module}", flush=True)
+        env = dict(os.environ, KTCPVS_KO=str(module))
         rc = subprocess.run(
-            [sys.executable, str(ROOT / "tests/vm.py"), "--cpus", str(args.cpus), "--memory",
-             args.memory, "--out", args.out, "--timeout", "3600",
-             "--script", "bench/macro/guest.sh"],
+            [sys.executable, str(ROOT / "tests/vm.py"), "--kernel", kver, "--no-memdebug",
+             "--cpus", str(args.cpus), "--memory", args.memory, "--out", args.out,
+             "--timeout", "3600", "--script", "bench/macro/guest.sh"],
             cwd=ROOT, env=env, check=False,
         ).returncode  # fmt: skip
     macro = ROOT / args.out / "macro.json"

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * timer_delete(): 6.2 (backported to 6.1.y stable); the old name del_timer()
+ * is gone in 6.15.
+ */
+#include <linux/timer.h>
+
+int kt_probe(struct timer_list *t);
+int kt_probe(struct timer_list *t)
+{
+	return timer_delete(t);
+}

@@ -1,0 +1,66 @@
+#!/bin/bash
+# make kernel-test: the kernel suite once per kernel, one boot each, one after
+# the other, results in build/vm/KVER/; then a summary per kernel (tests
+# passed, failed and skipped from the JUnit XML, duration); fails if any
+# kernel failed.
+#
+#   scripts/kernel-test.sh KERNEL...     (series such as 6.1 6.12, or full versions)
+#
+# INSTALL_TEST=1 (make test sets it): before the first boot, make install runs
+# on this host -- the DKMS build for every installed kernel, l7ctl's virtual
+# environment, ktcpvs.service and /etc/ktcpvs/site.rules; nothing is loaded
+# here -- and every guest runs tests/kernel/test_install.py against that
+# installation (modprobe from DKMS, the unit's commands).  make uninstall
+# follows the last boot, also when a boot fails or the run is interrupted, so
+# the machine is left as it was and later runs load build/KVER/ktcpvs.ko.
+# VM_MEMDEBUG=0 boots without memory debugging (tests/vm.py --no-memdebug).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ $# -gt 0 ] || { echo "usage: scripts/kernel-test.sh KERNEL..." >&2; exit 2; }
+py=.venv/bin/python
+
+if [ "${INSTALL_TEST:-0}" = 1 ]; then
+	if scripts/install.sh status >/dev/null; then
+		echo "kernel-test: ktcpvs is installed on this machine (scripts/install.sh status);" \
+			"the install test would replace and then remove it: run make uninstall first," \
+			"or make kernel-test without INSTALL_TEST=1" >&2
+		exit 1
+	fi
+	trap 'echo "kernel-test: undoing the test installation"; scripts/install.sh uninstall' EXIT
+	scripts/install.sh install
+	export KTCPVS_INSTALL_TEST=1
+fi
+
+kvers=()
+for k in "$@"; do kvers+=("$(scripts/kver.sh "$k")"); done
+
+failed=0
+for kv in "${kvers[@]}"; do
+	echo "kernel-test: kernel $kv: the kernel suite, results in build/vm/$kv/"
+	$py tests/vm.py --kernel "$kv" --out "build/vm/$kv" -- tests/kernel || failed=1
+done
+
+echo
+echo "kernel-test: summary"
+$py - "${kvers[@]}" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+total = [0, 0, 0]
+for kv in sys.argv[1:]:
+    p = Path("build/vm") / kv / "summary.json"
+    if not p.exists():
+        print(f"{kv}: no result (the run stopped before the guest booted)")
+        continue
+    s = json.loads(p.read_text())
+    counts = [s.get("passed", 0), s.get("failed", 0), s.get("skipped", 0)]
+    total = [a + b for a, b in zip(total, counts)]
+    debug = " ".join(s["memdebug"]) or "no memory debugging"
+    verdict = "ok" if s["ok"] else "FAILED: " + "; ".join(x.splitlines()[0] for x in s["problems"])
+    print(f"  kernel {kv}: {s['seconds']} s, {debug}; {verdict}")
+    print(f"{kv}: {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped")
+print(f"total: {total[0]} passed, {total[1]} failed, {total[2]} skipped")
+EOF
+exit $failed
