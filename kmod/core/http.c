@@ -1162,6 +1162,15 @@ static int kt_http_head_done(struct kt_http_msg *m, u32 off)
 				    off);
 	kt_http_keep_alive(m);
 	if (!(f & KT_HTTP_RESPONSE)) {
+		/*
+		 * RFC 9110 9.3.6: CONNECT has no content.  Parsers disagree on
+		 * what bytes after such a head are (body or tunnel): a desync.
+		 */
+		if (m->method == KT_HTTP_M_CONNECT &&
+		    (f & (KT_HTTP_HAS_CL | KT_HTTP_HAS_TE)))
+			return kt_http_fail(m, 400,
+					    "CONNECT with Content-Length or Transfer-Encoding",
+					    off);
 		if (m->version == 11 && !(f & KT_HTTP_P_HOSTFIELD))
 			return kt_http_fail(m, 400, "missing Host", off);
 		if ((f & KT_HTTP_HAS_UPGRADE) && (f & KT_HTTP_CONN_UPGRADE))

@@ -127,6 +127,11 @@ static void fz_check_msg(const struct kt_http_msg *m, size_t len)
 	}
 	if (m->framing == KT_HTTP_FR_CHUNKED)
 		FZ_ASSERT(!(m->flags & KT_HTTP_HAS_CL));
+	/* CONNECT has no content (RFC 9110 9.3.6): never a body framing */
+	if (m->method == KT_HTTP_M_CONNECT) {
+		FZ_ASSERT(m->framing == KT_HTTP_FR_NONE);
+		FZ_ASSERT(!(m->flags & (KT_HTTP_HAS_CL | KT_HTTP_HAS_TE)));
+	}
 }
 
 static uint64_t fz_digest(const struct kt_http_msg *m, const uint8_t *buf)
