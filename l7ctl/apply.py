@@ -76,7 +76,7 @@ def _server_line(s: ir.Server) -> str:
 
 
 def _service_settings(s: ir.Service) -> list[str]:
-    out = [f"listen {ir_endpoint(s.addr, s.port)}", f"x-forwarded-for {'on' if s.xff else 'off'}"]
+    out = [f"listen {ir_endpoint(s.addr, s.port)}", f"x-forwarded-for {s.xff}"]
     out += [f"limit {k} {v}" for k, v in sorted(s.limits.items())]
     out += [f"timeout {k} {v}ms" for k, v in sorted(s.timeouts_ms.items())]
     return out
@@ -87,8 +87,19 @@ def ir_endpoint(addr: ir.IPAddress, port: int) -> str:
 
 
 def ir_diff(old: ir.Config, new: ir.Config) -> list[str]:
-    """Services, pools, servers and rules added (+), removed (-) or changed (~)."""
+    """Namespace limits, services, pools, servers and rules added (+), removed (-)
+    or changed (~)."""
     out: list[str] = []
+    for lim in ir.NS_LIMITS:
+        was, now = old.limits.get(lim), new.limits.get(lim)
+        if was == now:
+            continue
+        if was is None:
+            out.append(f"+ limit {lim} {now}")
+        elif now is None:
+            out.append(f"- limit {lim} {was} (back to the module's default)")
+        else:
+            out.append(f"~ limit {lim} {was} -> {now}")
     op = {p.name: p for p in old.pools}
     np_ = {p.name: p for p in new.pools}
     for name, p in op.items():

@@ -31,6 +31,8 @@ MAX_COND_DEPTH = 64
 TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 STATUS_BLOCK = range(400, 600)
 STATUS_REDIRECT = (301, 302, 303, 307, 308)
+# service limits whose default is "no limit" rather than a module default
+UNLIMITED_BY_DEFAULT = ("connections", "source-connections", "source-rate")
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,11 @@ class _Compiler:
         if self.res.errors:
             return self.res
         lists = self.check_lists()
+        ns_limits = self.check_ns_limits()
         pools = self.check_pools()
         services = self.check_services(pools, lists)
         virtuals = self.check_virtuals()
+        self.check_counts(pools, services)
         for name, decl in lists.items():
             if name not in self.used_lists:
                 self.warn(decl.name.pos, "list is never used", name)
@@ -218,7 +222,9 @@ class _Compiler:
                 )
         if self.res.errors:
             return self.res
-        cfg = ir.Config(tuple(pools.values()), tuple(services), tuple(virtuals), tuple(self.files))
+        cfg = ir.Config(
+            tuple(pools.values()), tuple(services), tuple(virtuals), tuple(self.files), ns_limits
+        )
         self.res.ir = cfg
         if encode:
             try:
@@ -230,6 +236,95 @@ class _Compiler:
                 self.error(pos, str(e), "", e.hint)
                 self.res.ir = None
         return self.res
+
+    def check_counts(self, pools: dict[str, ir.Pool], services: list[ir.Service]) -> None:
+        """The kernel bounds what one configuration may make it allocate."""
+        if len(services) > tables.MAX_SERVICES:
+            name = services[tables.MAX_SERVICES].name
+            self.error(
+                self.service_pos[name],
+                "too many services",
+                name,
+                f"at most {tables.MAX_SERVICES} services in one configuration",
+            )
+        if len(pools) > tables.MAX_POOLS:
+            name = list(pools)[tables.MAX_POOLS]
+            self.error(
+                self.pool_pos[name],
+                "too many pools",
+                name,
+                f"at most {tables.MAX_POOLS} pools in one configuration",
+            )
+        n = 0
+        for p in pools.values():
+            if n + len(p.servers) > tables.MAX_SERVERS:
+                s = p.servers[tables.MAX_SERVERS - n]
+                pos = A.Pos(s.loc.file, s.loc.line, s.loc.col) if s.loc else self.pool_pos[p.name]
+                self.error(
+                    pos,
+                    "too many servers",
+                    s.endpoint(),
+                    f"at most {tables.MAX_SERVERS} servers in all pools together",
+                )
+                break
+            n += len(p.servers)
+
+    def check_limit(self, o: A.Option, bounds: dict[str, int], service: bool) -> int | None:
+        """The value of one `limit NAME N;` (None after an error)."""
+        name = o.name.text
+        if name not in bounds:
+            if not service and name in ir.LIMITS:
+                self.error(
+                    o.name.pos,
+                    f"'limit {name}' is a service option",
+                    name,
+                    "put it inside a service block; at file level only 'limit connections N;' "
+                    "(the namespace-wide limit) is allowed",
+                )
+            else:
+                what = "limits" if service else "file-level limits"
+                self.error(o.name.pos, "unknown limit", name, _suggest(name, list(bounds), what))
+            return None
+        n = int(o.value.text)
+        top = bounds[name]
+        if not 1 <= n <= top:
+            if not service:
+                default = "the default, derived from memory"
+            elif name in UNLIMITED_BY_DEFAULT:
+                default = "no limit"
+            else:
+                default = "the module's default"
+            self.error(
+                o.value.pos,
+                "limit out of range",
+                o.value.text,
+                f"'limit {name}' takes 1..{top}; leave it out for {default}",
+            )
+            return None
+        return n
+
+    def check_ns_limits(self) -> dict[str, int]:
+        """File-level `limit` statements: namespace-wide limits."""
+        out: dict[str, int] = {}
+        first: dict[str, A.Pos] = {}
+        for it in self.items:
+            if not isinstance(it, A.Option):
+                continue
+            n = self.check_limit(it, tables.NS_LIMIT_MAX, False)
+            if n is None:
+                continue
+            name = it.name.text
+            if name in first:
+                self.error(
+                    it.pos,
+                    f"duplicate 'limit {name}'",
+                    it.value.text,
+                    f"first set at {first[name]}",
+                )
+                continue
+            first[name] = it.pos
+            out[name] = n
+        return out
 
     def check_lists(self) -> dict[str, A.ListDecl]:
         self.used_lists: set[str] = set()
@@ -489,25 +584,24 @@ class _Compiler:
             )
         return out
 
-    def check_options(self, opts: list[A.Option]) -> tuple[dict[str, int], dict[str, int], bool]:
+    def check_options(self, opts: list[A.Option]) -> tuple[dict[str, int], dict[str, int], str]:
         limits: dict[str, int] = {}
         timeouts: dict[str, int] = {}
-        xff = False
+        xff = "off"
+        first: dict[str, A.Pos] = {}
+
+        def once(o: A.Option, key: str) -> bool:
+            if key in first:
+                self.error(o.pos, f"duplicate '{key}'", o.value.text, f"first set at {first[key]}")
+                return False
+            first[key] = o.pos
+            return True
+
         for o in opts:
             if o.kind == "limit":
-                if o.name.text not in ir.LIMITS:
-                    self.error(
-                        o.name.pos,
-                        "unknown limit",
-                        o.name.text,
-                        _suggest(o.name.text, list(ir.LIMITS), "limits"),
-                    )
-                    continue
-                n = int(o.value.text)
-                if not 1 <= n <= 0x7FFFFFFF:
-                    self.error(o.value.pos, "limit out of range", o.value.text, "1 .. 2147483647")
-                    continue
-                limits[o.name.text] = n
+                n = self.check_limit(o, tables.LIMIT_MAX, True)
+                if n is not None and once(o, f"limit {o.name.text}"):
+                    limits[o.name.text] = n
             elif o.kind == "timeout":
                 if o.name.text not in ir.TIMEOUTS:
                     self.error(
@@ -518,20 +612,29 @@ class _Compiler:
                     )
                     continue
                 ms = parse_duration_ms(o.value.text)
-                if ms is None or not 1 <= ms <= 0x7FFFFFFF:
+                if ms is None or not 1 <= ms <= tables.MAX_TIMEOUT_MS:
                     self.error(
                         o.value.pos,
                         "bad timeout",
                         o.value.text,
-                        "a duration like 500ms, 30s, 5m (at most ~24 days)",
+                        "a duration from 1ms to 24h, like 500ms, 30s, 5m",
                     )
                     continue
-                timeouts[o.name.text] = ms
+                if once(o, f"timeout {o.name.text}"):
+                    timeouts[o.name.text] = ms
             else:
-                if o.value.text not in ("on", "off"):
-                    self.error(o.value.pos, "expected 'on' or 'off'", o.value.text)
+                mode = "append" if o.value.text == "on" else o.value.text
+                if mode not in ir.XFF_MODES:
+                    self.error(
+                        o.value.pos,
+                        "expected 'append', 'replace' or 'off'",
+                        o.value.text,
+                        "append keeps the client's X-Forwarded-For fields and adds one, replace "
+                        "drops them and adds one; 'on' is a synonym of append",
+                    )
                     continue
-                xff = o.value.text == "on"
+                if once(o, "x-forwarded-for"):
+                    xff = mode
         return limits, timeouts, xff
 
 

@@ -139,9 +139,25 @@ class Pool:
     loc: Loc | None = None
 
 
-# Service options: limits and timeouts; 0 or absent = the module's default.
-LIMITS = ("request-line", "header-size", "headers", "connections")
+# Service options: limits and timeouts; 0 or absent = the module's default
+# (for connections, source-connections and source-rate: unlimited).  The
+# order is the kernel's (KT_LIMIT_*, KT_TIMEOUT_* in kmod/core/match.h).
+LIMITS = (
+    "request-line",
+    "header-size",
+    "headers",
+    "connections",
+    "source-connections",
+    "source-rate",
+    "backlog",
+)
 TIMEOUTS = ("header", "idle", "connect", "backend")
+# X-Forwarded-For: off, append (keep the client's fields, add one), replace
+# (drop the client's fields, add one).
+XFF_MODES = ("off", "append", "replace")
+# File-level limits, for the whole network namespace; absent = the
+# module's default (derived from memory).
+NS_LIMITS = ("connections",)
 
 
 @dataclass(frozen=True)
@@ -153,7 +169,7 @@ class Service:
     preds: tuple[Predicate, ...]
     limits: dict[str, int] = field(default_factory=dict)
     timeouts_ms: dict[str, int] = field(default_factory=dict)
-    xff: bool = False
+    xff: str = "off"  # one of XFF_MODES
     loc: Loc | None = None
 
 
@@ -175,6 +191,7 @@ class Config:
     services: tuple[Service, ...]
     virtuals: tuple[Virtual, ...]
     files: tuple[str, ...] = ()
+    limits: dict[str, int] = field(default_factory=dict)  # NS_LIMITS
 
     def pool_index(self, name: str) -> int:
         for i, p in enumerate(self.pools):

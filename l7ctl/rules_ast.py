@@ -159,7 +159,8 @@ class Include:
     pos: Pos
 
 
-Item = PoolDecl | ServiceDecl | VirtualDecl | ListDecl | Include
+# An Option at file level is a namespace-wide `limit`.
+Item = PoolDecl | ServiceDecl | VirtualDecl | ListDecl | Include | Option
 
 
 @dataclass

@@ -3,8 +3,9 @@
 The format is documented in docs/rules-format.md and mirrored by the
 validator in kmod/core/match.c; constants here and in match.h must agree.
 Everything is little-endian u32 words.  The encoder also enforces the
-bounds the kernel enforces (DFA states, blob size) and raises
-:class:`TableError` with the offending predicate when one is exceeded.
+bounds the kernel enforces (DFA states, blob size, counts of services,
+pools and servers, option values) and raises :class:`TableError`, with the
+offending predicate where there is one, when one is exceeded.
 """
 
 from __future__ import annotations
@@ -19,10 +20,28 @@ from l7ctl import automata, ir
 from l7ctl import regex as rx
 
 MAGIC = 0x4C52544B  # "KTRL" little-endian
-VERSION = 0x00010000  # major 1, minor 0
+VERSION = 0x00020000  # major 2, minor 0
 NONE = 0xFFFFFFFF
 MAX_BLOB = 8 << 20
 MAX_DFA_STATES = 65535
+
+# Bounds the kernel's validator enforces (KT_RULES_MAX_* in match.h).
+MAX_SERVICES = 1024
+MAX_POOLS = 16384
+MAX_SERVERS = 65536
+# The largest value of each service limit (ir.LIMITS); 0 means the default.
+LIMIT_MAX = {
+    "request-line": 65536,
+    "header-size": 1 << 20,
+    "headers": 1000,
+    "connections": 1_000_000,
+    "source-connections": 1_000_000,
+    "source-rate": 1_000_000,
+    "backlog": 65535,
+}
+# The largest value of each namespace-wide limit (ir.NS_LIMITS).
+NS_LIMIT_MAX = {"connections": 10_000_000}
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
 
 HDR_WORDS = 8
 SECTIONS = ("str", "pool", "server", "service", "rule", "pred", "field", "hash", "dfa", "words")
@@ -30,7 +49,7 @@ REC_WORDS = {
     "str": 0,  # bytes
     "pool": 6,
     "server": 8,
-    "service": 32,
+    "service": 40,
     "rule": 8,
     "pred": 1,
     "field": 8,
@@ -58,7 +77,12 @@ OP_PRED, OP_TRUE, OP_NOT, OP_AND, OP_OR = range(5)
 MAX_STACK = 64
 SCHED = {s: i for i, s in enumerate(ir.SCHEDULERS)}
 STATE = {s: i for i, s in enumerate(ir.STATES)}
-SVC_XFF = 1
+# service flags: X-Forwarded-For mode
+SVC_XFF = {"off": 0, "append": 1, "replace": 2}
+# service record: limits 0..3 at words 9..12, limits 4..6 at words 32..34,
+# words 35..39 reserved (0)
+SVC_LIMITS_LOW = 4
+SVC_RESERVED = 5
 
 
 class TableError(Exception):
@@ -313,7 +337,7 @@ class _Writer:
             w.extend(row)
         return self.record("dfa", d.nstates, d.nclasses, d.start, cm, rows, 0)
 
-    def blob(self) -> bytes:
+    def blob(self, max_conns: int = 0) -> bytes:
         strs = bytes(self.strs) + b"\0" * (-len(self.strs) % 4)
         out = array("I")
         off = HDR_WORDS + DIR_WORDS
@@ -331,7 +355,7 @@ class _Writer:
             body.extend(data)
             off += len(data)
         total = off * 4
-        out.extend([MAGIC, VERSION, total, 0, len(SECTIONS), 0, 0, 0])
+        out.extend([MAGIC, VERSION, total, 0, len(SECTIONS), max_conns, 0, 0])
         out.extend(directory)
         out.extend(body)
         return out.tobytes() if array("I", [1]).tobytes()[0] == 1 else _swap(out)
@@ -343,8 +367,41 @@ def _swap(a: array[int]) -> bytes:  # pragma: no cover - big-endian hosts
     return b.tobytes()
 
 
+def check_bounds(cfg: ir.Config) -> None:
+    """Raise :class:`TableError` for what the kernel's validator would refuse
+    in ``cfg``'s counts and options (the compiler reports these first, with
+    their positions; this keeps a hand-built IR from reaching the kernel)."""
+    nservers = sum(len(p.servers) for p in cfg.pools)
+    for what, n, limit in (
+        ("services", len(cfg.services), MAX_SERVICES),
+        ("pools", len(cfg.pools), MAX_POOLS),
+        ("servers", nservers, MAX_SERVERS),
+    ):
+        if n > limit:
+            raise TableError("", None, f"too many {what}: {n} (at most {limit})")
+    for k, v in cfg.limits.items():
+        if k not in NS_LIMIT_MAX or not 0 <= v <= NS_LIMIT_MAX[k]:
+            raise TableError("", None, f"namespace limit {k} {v} out of range")
+    for svc in cfg.services:
+        if svc.xff not in SVC_XFF:
+            raise TableError(svc.name, None, f"bad x-forwarded-for mode {svc.xff!r}")
+        for k, v in svc.limits.items():
+            if k not in LIMIT_MAX or not 0 <= v <= LIMIT_MAX[k]:
+                raise TableError(svc.name, None, f"limit {k} {v} out of range")
+        for k, v in svc.timeouts_ms.items():
+            if k not in ir.TIMEOUTS or not 0 <= v <= MAX_TIMEOUT_MS:
+                raise TableError(svc.name, None, f"timeout {k} {v}ms out of range")
+
+
 def encode(cfg: ir.Config) -> bytes:
     """The binary tables for ``cfg``.  Raises :class:`TableError`."""
+    check_bounds(cfg)
+    return _encode(cfg)
+
+
+def _encode(cfg: ir.Config) -> bytes:
+    """:func:`encode` without :func:`check_bounds`: a blob the kernel may
+    refuse (for tests of the validator)."""
     w = _Writer()
     pool_idx = {}
     for p in cfg.pools:
@@ -356,7 +413,7 @@ def encode(cfg: ir.Config) -> bytes:
         pool_idx[p.name] = w.record("pool", no, nl, SCHED[p.scheduler], first, len(p.servers), 0)
     for svc in cfg.services:
         _service(w, svc, pool_idx)
-    blob = w.blob()
+    blob = w.blob(cfg.limits.get("connections", 0))
     if len(blob) > MAX_BLOB:
         big = max(cfg.services, key=lambda s: len(s.preds), default=None)
         raise TableError(
@@ -443,8 +500,8 @@ def _service(w: _Writer, svc: ir.Service, pool_idx: dict[str, int]) -> None:
         fam,
         *addr,
         svc.port,
-        SVC_XFF if svc.xff else 0,
-        *limits,
+        SVC_XFF[svc.xff],
+        *limits[:SVC_LIMITS_LOW],
         *timeouts,
         rule_first,
         len(svc.rules),
@@ -461,6 +518,8 @@ def _service(w: _Writer, svc: ir.Service, pool_idx: dict[str, int]) -> None:
         hn,
         cn,
         qn,
+        *limits[SVC_LIMITS_LOW:],
+        *([0] * SVC_RESERVED),
     )
 
 

@@ -14,6 +14,14 @@
 
 #define KT_R_HDR_WORDS	8
 #define KT_R_NSECT	10
+/* header words */
+#define KT_R_H_MAGIC	0
+#define KT_R_H_VERSION	1
+#define KT_R_H_LEN	2
+#define KT_R_H_FLAGS	3
+#define KT_R_H_NSECT	4
+#define KT_R_H_MAX_CONNS 5
+#define KT_R_H_RSVD	6	/* 2 words, 0 */
 #define KT_R_DIR_WORDS	(2 * KT_R_NSECT)
 
 enum {
@@ -21,7 +29,7 @@ enum {
 	KT_R_S_PRED, KT_R_S_FIELD, KT_R_S_HASH, KT_R_S_DFA, KT_R_S_WORDS,
 };
 
-static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 32, 8, 1, 8, 5, 6, 1 };
+static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 40, 8, 1, 8, 5, 6, 1 };
 
 /* pool record */
 #define KT_P_NAME_OFF	0
@@ -60,6 +68,9 @@ static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 32, 8, 1, 8, 5, 6, 1 };
 #define KT_S_H_HEADER	29
 #define KT_S_H_COOKIE	30
 #define KT_S_H_QUERY	31
+#define KT_S_LIMITS2	32	/* 3 words: limits 4..6 */
+#define KT_S_RSVD	35	/* 5 words, 0 */
+#define KT_S_NRSVD	5
 /* rule record */
 #define KT_RU_ACTION	0
 #define KT_RU_POOL	1
@@ -111,6 +122,34 @@ static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 32, 8, 1, 8, 5, 6, 1 };
 #define KT_OP_STACK	64	/* evaluation stack depth (bits of a u64) */
 
 #define KT_HASH_MAX_BUCKETS	(1U << 24)
+
+/* Service limit k (KT_LIMIT_*): words 9..12, then 32..34 (format 2.0). */
+static inline u32 kt_rules_limit_word(u32 k)
+{
+	return k < 4 ? KT_S_LIMITS + k : KT_S_LIMITS2 + (k - 4);
+}
+
+/* The largest value of each service limit; 0 is always "the default". */
+static const u32 kt_rules_limit_max[KT_LIMIT_COUNT] = {
+	[KT_LIMIT_REQUEST_LINE]		= KT_RULES_MAX_REQUEST_LINE,
+	[KT_LIMIT_HEADER_SIZE]		= KT_RULES_MAX_HEADER_SIZE,
+	[KT_LIMIT_HEADERS]		= KT_RULES_MAX_HEADERS,
+	[KT_LIMIT_CONNECTIONS]		= KT_RULES_MAX_CONNS,
+	[KT_LIMIT_SOURCE_CONNECTIONS]	= KT_RULES_MAX_CONNS,
+	[KT_LIMIT_SOURCE_RATE]		= KT_RULES_MAX_SOURCE_RATE,
+	[KT_LIMIT_BACKLOG]		= KT_RULES_MAX_BACKLOG,
+};
+
+static const char *const kt_rules_limit_why[KT_LIMIT_COUNT] = {
+	[KT_LIMIT_REQUEST_LINE]	= "request-line limit out of range (at most 65536)",
+	[KT_LIMIT_HEADER_SIZE]	= "header-size limit out of range (at most 1048576)",
+	[KT_LIMIT_HEADERS]	= "headers limit out of range (at most 1000)",
+	[KT_LIMIT_CONNECTIONS]	= "connections limit out of range (at most 1000000)",
+	[KT_LIMIT_SOURCE_CONNECTIONS] =
+		"source-connections limit out of range (at most 1000000)",
+	[KT_LIMIT_SOURCE_RATE]	= "source-rate limit out of range (at most 1000000)",
+	[KT_LIMIT_BACKLOG]	= "backlog limit out of range (at most 65535)",
+};
 
 /* ---- validation ------------------------------------------------------------ */
 
@@ -339,6 +378,68 @@ static bool kt_rules_v_names(struct kt_rules_vctx *v, u32 hidx,
 	return true;
 }
 
+/*
+ * A redirect's location goes into the switch's own answer as the value of
+ * a Location field: non-empty, and no byte that could end the field or
+ * split the answer (CR, LF, any other control byte, DEL) nor a space.
+ */
+static bool kt_rules_v_location(struct kt_rules_vctx *v, u32 off, u32 len)
+{
+	const u8 *p;
+	u32 i;
+
+	if (!kt_rules_v_str(v, off, len))
+		return false;
+	if (!len)
+		return kt_rules_bad(v, "empty redirect location");
+	v->work += len;
+	if (v->work > v->budget)
+		return kt_rules_bad(v, "table too complex to validate");
+	p = v->r->str + off;
+	for (i = 0; i < len; i++)
+		if (p[i] <= 0x20 || p[i] == 0x7f)
+			return kt_rules_bad(v, "control byte or space in redirect location");
+	return true;
+}
+
+/*
+ * A rule's action, exactly as the compiler emits it: a route has a known
+ * pool and no status; a block or redirect has no pool and an allowed
+ * status; only a redirect has a location.
+ */
+static bool kt_rules_v_action(struct kt_rules_vctx *v, const u32 *ru)
+{
+	u32 action = ru[KT_RU_ACTION], status = ru[KT_RU_STATUS];
+
+	switch (action) {
+	case KT_ACTION_ROUTE:
+		if (ru[KT_RU_POOL] >= v->r->npools)
+			return kt_rules_bad(v, "rule routes to an unknown pool");
+		if (status)
+			return kt_rules_bad(v, "route rule with a status");
+		break;
+	case KT_ACTION_BLOCK:
+		if (status < 400 || status > 599)
+			return kt_rules_bad(v, "block status not 400..599");
+		break;
+	case KT_ACTION_REDIRECT:
+		if (status != 301 && status != 302 && status != 303 &&
+		    status != 307 && status != 308)
+			return kt_rules_bad(v, "redirect status not 301, 302, 303, 307 or 308");
+		break;
+	default:
+		return kt_rules_bad(v, "bad rule action");
+	}
+	if (action != KT_ACTION_ROUTE && ru[KT_RU_POOL] != KT_RULES_NONE)
+		return kt_rules_bad(v, "rule has a pool but does not route");
+	if (action == KT_ACTION_REDIRECT)
+		return kt_rules_v_location(v, ru[KT_RU_LOC_OFF],
+					   ru[KT_RU_LOC_LEN]);
+	if (ru[KT_RU_LOC_OFF] || ru[KT_RU_LOC_LEN])
+		return kt_rules_bad(v, "rule has a location but does not redirect");
+	return true;
+}
+
 static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
 			       u32 *rule_next, u32 *pred_next, u32 *field_next)
 {
@@ -346,15 +447,27 @@ static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
 	u32 nrules = s[KT_S_NRULES], npreds = s[KT_S_NPREDS];
 	u32 nfields = s[KT_S_NFIELDS];
 	const u32 *rules, *fields, *f;
-	u32 i, kind;
+	u32 i, k, kind;
 	u64 scratch;
 
 	if (!kt_rules_v_str(v, s[KT_S_NAME_OFF], s[KT_S_NAME_LEN]) ||
 	    !kt_rules_v_addr(v, s + KT_S_ADDR, s[KT_S_FAMILY]))
 		return false;
-	if (!s[KT_S_PORT] || s[KT_S_PORT] > 65535 ||
-	    (s[KT_S_FLAGS] & ~KT_SERVICE_XFF))
-		return kt_rules_bad(v, "bad service port or flags");
+	if (!s[KT_S_PORT] || s[KT_S_PORT] > 65535)
+		return kt_rules_bad(v, "bad service port");
+	if (s[KT_S_FLAGS] & ~KT_SERVICE_XFF_MASK)
+		return kt_rules_bad(v, "unknown service flags");
+	if ((s[KT_S_FLAGS] & KT_SERVICE_XFF_MASK) == KT_SERVICE_XFF_MASK)
+		return kt_rules_bad(v, "X-Forwarded-For both append and replace");
+	for (k = 0; k < KT_LIMIT_COUNT; k++)
+		if (s[kt_rules_limit_word(k)] > kt_rules_limit_max[k])
+			return kt_rules_bad(v, kt_rules_limit_why[k]);
+	for (k = 0; k < KT_TIMEOUT_COUNT; k++)
+		if (s[KT_S_TIMEOUTS + k] > KT_RULES_MAX_TIMEOUT_MS)
+			return kt_rules_bad(v, "service timeout over 24 hours");
+	for (k = 0; k < KT_S_NRSVD; k++)
+		if (s[KT_S_RSVD + k])
+			return kt_rules_bad(v, "reserved service word not 0");
 	/* services own consecutive, disjoint ranges of rules/preds/fields */
 	if (s[KT_S_RULE_FIRST] != *rule_next ||
 	    s[KT_S_PRED_FIRST] != *pred_next ||
@@ -373,20 +486,7 @@ static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
 	for (i = 0; i < nrules; i++) {
 		const u32 *ru = rules + (size_t)i * kt_rules_recw[KT_R_S_RULE];
 
-		switch (ru[KT_RU_ACTION]) {
-		case KT_ACTION_ROUTE:
-			if (ru[KT_RU_POOL] >= r->npools)
-				return kt_rules_bad(v, "rule routes to an unknown pool");
-			break;
-		case KT_ACTION_REDIRECT:
-		case KT_ACTION_BLOCK:
-			if (ru[KT_RU_STATUS] < 100 || ru[KT_RU_STATUS] > 999)
-				return kt_rules_bad(v, "bad rule status");
-			break;
-		default:
-			return kt_rules_bad(v, "bad rule action");
-		}
-		if (!kt_rules_v_str(v, ru[KT_RU_LOC_OFF], ru[KT_RU_LOC_LEN]) ||
+		if (!kt_rules_v_action(v, ru) ||
 		    !kt_rules_v_code(v, ru[KT_RU_CODE_OFF], ru[KT_RU_CODE_LEN],
 				     npreds))
 			return false;
@@ -455,20 +555,30 @@ int kt_rules_validate(struct kt_rules *r, const void *blob, size_t len,
 		goto out;
 	}
 	nw = (u32)(len / 4);
-	if (w[0] != KT_RULES_MAGIC) {
+	if (w[KT_R_H_MAGIC] != KT_RULES_MAGIC) {
 		kt_rules_bad(&v, "not a rules table (bad magic or byte order)");
 		goto out;
 	}
-	if ((w[1] >> 16) != KT_RULES_VERSION_MAJOR) {
+	if ((w[KT_R_H_VERSION] >> 16) != KT_RULES_VERSION_MAJOR) {
 		kt_rules_bad(&v, "unsupported rules table version");
 		goto out;
 	}
-	if (w[2] != len || w[3] || w[4] != KT_R_NSECT) {
+	if (w[KT_R_H_LEN] != len || w[KT_R_H_FLAGS] ||
+	    w[KT_R_H_NSECT] != KT_R_NSECT) {
 		kt_rules_bad(&v, "bad table header");
+		goto out;
+	}
+	if (w[KT_R_H_RSVD] || w[KT_R_H_RSVD + 1]) {
+		kt_rules_bad(&v, "reserved table header word not 0");
+		goto out;
+	}
+	if (w[KT_R_H_MAX_CONNS] > KT_RULES_MAX_NS_CONNS) {
+		kt_rules_bad(&v, "namespace connection limit out of range (at most 10000000)");
 		goto out;
 	}
 	r->w = w;
 	r->nwords_total = nw;
+	r->max_conns = w[KT_R_H_MAX_CONNS];
 	for (i = 0; i < KT_R_NSECT; i++) {
 		off = w[KT_R_HDR_WORDS + 2 * i];
 		cnt = w[KT_R_HDR_WORDS + 2 * i + 1];
@@ -493,6 +603,19 @@ int kt_rules_validate(struct kt_rules *r, const void *blob, size_t len,
 	}
 	if (!r->nwords || r->words[0]) {
 		kt_rules_bad(&v, "word heap must start with the empty list");
+		goto out;
+	}
+	/* what the kernel allocates per service, pool and server is bounded */
+	if (r->nservices > KT_RULES_MAX_SERVICES) {
+		kt_rules_bad(&v, "too many services (at most 1024)");
+		goto out;
+	}
+	if (r->npools > KT_RULES_MAX_POOLS) {
+		kt_rules_bad(&v, "too many pools (at most 16384)");
+		goto out;
+	}
+	if (r->nservers > KT_RULES_MAX_SERVERS) {
+		kt_rules_bad(&v, "too many servers (at most 65536)");
 		goto out;
 	}
 	v.budget = 4ULL * nw + (1ULL << 20);
@@ -551,6 +674,11 @@ u32 kt_rules_npools(const struct kt_rules *r)
 	return r->npools;
 }
 
+u32 kt_rules_max_conns(const struct kt_rules *r)
+{
+	return r->max_conns;
+}
+
 static void kt_rules_get_addr(u8 *out, const u32 *a)
 {
 	memcpy(out, a, 16);
@@ -568,10 +696,10 @@ void kt_rules_service(const struct kt_rules *r, u32 i,
 	kt_rules_get_addr(out->addr, s + KT_S_ADDR);
 	out->port = (u16)s[KT_S_PORT];
 	out->flags = s[KT_S_FLAGS];
-	for (k = 0; k < 4; k++) {
-		out->limits[k] = s[KT_S_LIMITS + k];
+	for (k = 0; k < KT_LIMIT_COUNT; k++)
+		out->limits[k] = s[kt_rules_limit_word(k)];
+	for (k = 0; k < KT_TIMEOUT_COUNT; k++)
 		out->timeouts_ms[k] = s[KT_S_TIMEOUTS + k];
-	}
 	out->nrules = s[KT_S_NRULES];
 }
 

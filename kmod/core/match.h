@@ -33,10 +33,30 @@
 #include "kt_compat.h"
 
 #define KT_RULES_MAGIC		0x4c52544bU	/* "KTRL" little-endian */
-#define KT_RULES_VERSION_MAJOR	1
+#define KT_RULES_VERSION_MAJOR	2
+#define KT_RULES_VERSION_MINOR	0
 #define KT_RULES_MAX_SIZE	(8U << 20)	/* bytes */
 #define KT_RULES_MAX_STATES	(1U << 20)	/* per DFA */
 #define KT_RULES_NONE		0xffffffffU
+
+/*
+ * Counts a configuration may have: they bound what the kernel allocates
+ * for it at commit (per-service, per-pool and per-server state).
+ */
+#define KT_RULES_MAX_SERVICES	1024
+#define KT_RULES_MAX_POOLS	16384
+#define KT_RULES_MAX_SERVERS	65536
+
+/* Largest values of the service options (0 always means the default). */
+#define KT_RULES_MAX_REQUEST_LINE	65536		/* bytes */
+#define KT_RULES_MAX_HEADER_SIZE	(1U << 20)	/* bytes */
+#define KT_RULES_MAX_HEADERS		1000		/* fields */
+#define KT_RULES_MAX_CONNS		1000000		/* per service, per source */
+#define KT_RULES_MAX_SOURCE_RATE	1000000		/* requests/s per source */
+#define KT_RULES_MAX_BACKLOG		65535
+#define KT_RULES_MAX_TIMEOUT_MS		(24U * 3600 * 1000)	/* 24 h */
+/* Largest namespace-wide connection limit (header word 5). */
+#define KT_RULES_MAX_NS_CONNS		10000000
 
 /* Actions */
 #define KT_ACTION_NONE		0	/* no rule matched: answer 404 */
@@ -56,18 +76,34 @@ enum kt_rules_sched {
 #define KT_SERVER_DRAIN		1
 #define KT_SERVER_DOWN		2
 
-/* Service flags */
-#define KT_SERVICE_XFF		0x1	/* add X-Forwarded-For */
+/*
+ * Service flags.  X-Forwarded-For: APPEND keeps the client's own fields and
+ * adds one with the client's address; REPLACE removes every field the
+ * client sent and adds that one; neither: nothing added.  Never both.
+ */
+#define KT_SERVICE_XFF_APPEND	0x1
+#define KT_SERVICE_XFF_REPLACE	0x2
+#define KT_SERVICE_XFF_MASK	(KT_SERVICE_XFF_APPEND | KT_SERVICE_XFF_REPLACE)
+#define KT_SERVICE_XFF		KT_SERVICE_XFF_APPEND	/* old name */
 
-/* Service limits and timeouts, index into the arrays; 0 = module default */
-#define KT_LIMIT_REQUEST_LINE	0
-#define KT_LIMIT_HEADER_SIZE	1
-#define KT_LIMIT_HEADERS	2
-#define KT_LIMIT_CONNECTIONS	3
+/*
+ * Service limits and timeouts, index into the arrays of struct
+ * kt_rules_service_info; 0 = the module's default (for the connection
+ * and rate limits: unlimited).
+ */
+#define KT_LIMIT_REQUEST_LINE		0	/* bytes: 414 */
+#define KT_LIMIT_HEADER_SIZE		1	/* bytes of the head: 431 */
+#define KT_LIMIT_HEADERS		2	/* header fields: 431 */
+#define KT_LIMIT_CONNECTIONS		3	/* client connections at once */
+#define KT_LIMIT_SOURCE_CONNECTIONS	4	/* ... per client address */
+#define KT_LIMIT_SOURCE_RATE		5	/* requests/s per client address */
+#define KT_LIMIT_BACKLOG		6	/* listen backlog */
+#define KT_LIMIT_COUNT			7
 #define KT_TIMEOUT_HEADER	0
 #define KT_TIMEOUT_IDLE		1
 #define KT_TIMEOUT_CONNECT	2
 #define KT_TIMEOUT_BACKEND	3
+#define KT_TIMEOUT_COUNT	4
 
 /* A validated blob.  Pointers into the caller's blob, which must stay
  * alive (and unmodified) as long as this view is used. */
@@ -81,6 +117,7 @@ struct kt_rules {
 	u32 npools, nservers, nservices, nrules, npreds, nfields, nhashes;
 	u32 ndfas, nwords;
 	u32 scratch_words;	/* kt_match_scratch_words() */
+	u32 max_conns;		/* namespace-wide client connections, 0 = default */
 };
 
 /* Address family of a request's client or a listen/server address */
@@ -128,8 +165,8 @@ struct kt_rules_service_info {
 	u8 addr[16];
 	u16 port;
 	u32 flags;		/* KT_SERVICE_* */
-	u32 limits[4];		/* KT_LIMIT_*, 0 = default */
-	u32 timeouts_ms[4];	/* KT_TIMEOUT_*, 0 = default */
+	u32 limits[KT_LIMIT_COUNT];	/* KT_LIMIT_*, 0 = default */
+	u32 timeouts_ms[KT_TIMEOUT_COUNT];	/* KT_TIMEOUT_*, 0 = default */
 	u32 nrules;
 };
 
@@ -158,6 +195,8 @@ int kt_rules_validate(struct kt_rules *r, const void *blob, size_t len,
 
 u32 kt_rules_nservices(const struct kt_rules *r);
 u32 kt_rules_npools(const struct kt_rules *r);
+/* The namespace-wide limit on client connections; 0 = the module's default. */
+u32 kt_rules_max_conns(const struct kt_rules *r);
 void kt_rules_service(const struct kt_rules *r, u32 i,
 		      struct kt_rules_service_info *out);
 void kt_rules_pool(const struct kt_rules *r, u32 i,

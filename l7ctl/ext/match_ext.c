@@ -283,14 +283,19 @@ static PyObject *Table_service(TableObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "I", &i) || check_svc(self, i))
 		return NULL;
 	kt_rules_service(&self->rules, i, &s);
+	/* limits in KT_LIMIT_* order, timeouts in KT_TIMEOUT_* order */
 	return Py_BuildValue(
-		"{s:y#,s:i,s:N,s:i,s:I,s:(IIII),s:(IIII),s:I}",
+		"{s:y#,s:i,s:N,s:i,s:I,s:(IIIIIII),s:(IIII),s:I}",
 		"name", s.name.ptr, (Py_ssize_t)s.name.len, "family", s.family,
 		"addr", addr_obj(s.family, s.addr), "port", s.port,
-		"flags", s.flags, "limits", s.limits[0], s.limits[1],
-		s.limits[2], s.limits[3], "timeouts_ms", s.timeouts_ms[0],
-		s.timeouts_ms[1], s.timeouts_ms[2], s.timeouts_ms[3],
-		"nrules", s.nrules);
+		"flags", s.flags, "limits", s.limits[KT_LIMIT_REQUEST_LINE],
+		s.limits[KT_LIMIT_HEADER_SIZE], s.limits[KT_LIMIT_HEADERS],
+		s.limits[KT_LIMIT_CONNECTIONS],
+		s.limits[KT_LIMIT_SOURCE_CONNECTIONS],
+		s.limits[KT_LIMIT_SOURCE_RATE], s.limits[KT_LIMIT_BACKLOG],
+		"timeouts_ms", s.timeouts_ms[KT_TIMEOUT_HEADER],
+		s.timeouts_ms[KT_TIMEOUT_IDLE], s.timeouts_ms[KT_TIMEOUT_CONNECT],
+		s.timeouts_ms[KT_TIMEOUT_BACKEND], "nrules", s.nrules);
 }
 
 static PyObject *Table_pool(TableObject *self, PyObject *args)
@@ -339,6 +344,11 @@ static PyObject *Table_get_npools(TableObject *self, void *c)
 	return PyLong_FromUnsignedLong(self->blob ? kt_rules_npools(&self->rules) : 0);
 }
 
+static PyObject *Table_get_max_conns(TableObject *self, void *c)
+{
+	return PyLong_FromUnsignedLong(self->blob ? kt_rules_max_conns(&self->rules) : 0);
+}
+
 static PyObject *Table_get_scratch(TableObject *self, void *c)
 {
 	return PyLong_FromUnsignedLong(self->scratch_words);
@@ -358,6 +368,8 @@ static PyGetSetDef Table_getset[] = {
 	{ "nservices", (getter)Table_get_nservices, NULL, "number of services", NULL },
 	{ "npools", (getter)Table_get_npools, NULL, "number of pools", NULL },
 	{ "scratch_words", (getter)Table_get_scratch, NULL, "scratch size", NULL },
+	{ "max_conns", (getter)Table_get_max_conns, NULL,
+	  "namespace-wide connection limit (0: the module's default)", NULL },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 

@@ -20,7 +20,10 @@
  * area are copies of exactly their size, so AddressSanitizer catches any
  * read past them; after each match the scratch must be all zero again and
  * the result must make sense (rule in range, pool in range for a route,
- * redirect location inside the blob's strings).
+ * statuses in their sets, a redirect location non-empty, inside the blob's
+ * strings and free of control bytes and spaces), and every accepted
+ * configuration must keep the validator's bounds (counts, service flags,
+ * limits, timeouts).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -69,12 +72,44 @@ static void fm_check_result(const struct kt_rules *r, u32 svc, u32 rule,
 	FZ_ASSERT(rule < si.nrules);
 	FZ_ASSERT(res->action >= KT_ACTION_ROUTE &&
 		  res->action <= KT_ACTION_REDIRECT);
-	if (res->action == KT_ACTION_ROUTE)
+	if (res->action == KT_ACTION_ROUTE) {
 		FZ_ASSERT(res->pool < kt_rules_npools(r));
-	if (res->action == KT_ACTION_REDIRECT && res->location.len) {
+		FZ_ASSERT(res->status == 0);
+	}
+	if (res->action == KT_ACTION_BLOCK)
+		FZ_ASSERT(res->status >= 400 && res->status <= 599);
+	if (res->action == KT_ACTION_REDIRECT) {
+		u32 i;
+
+		FZ_ASSERT(res->status == 301 || res->status == 302 ||
+			  res->status == 303 || res->status == 307 ||
+			  res->status == 308);
+		/* it goes into an answer's Location field */
+		FZ_ASSERT(res->location.len > 0);
 		FZ_ASSERT(res->location.ptr >= blob);
 		FZ_ASSERT(res->location.ptr + res->location.len <= blob + len);
+		for (i = 0; i < res->location.len; i++)
+			FZ_ASSERT(res->location.ptr[i] > 0x20 &&
+				  res->location.ptr[i] != 0x7f);
 	}
+}
+
+/* What the validator promises about the service options. */
+static void fm_check_service(const struct kt_rules_service_info *si)
+{
+	static const u32 max[KT_LIMIT_COUNT] = {
+		KT_RULES_MAX_REQUEST_LINE, KT_RULES_MAX_HEADER_SIZE,
+		KT_RULES_MAX_HEADERS, KT_RULES_MAX_CONNS, KT_RULES_MAX_CONNS,
+		KT_RULES_MAX_SOURCE_RATE, KT_RULES_MAX_BACKLOG,
+	};
+	u32 k;
+
+	FZ_ASSERT(!(si->flags & ~KT_SERVICE_XFF_MASK));
+	FZ_ASSERT((si->flags & KT_SERVICE_XFF_MASK) != KT_SERVICE_XFF_MASK);
+	for (k = 0; k < KT_LIMIT_COUNT; k++)
+		FZ_ASSERT(si->limits[k] <= max[k]);
+	for (k = 0; k < KT_TIMEOUT_COUNT; k++)
+		FZ_ASSERT(si->timeouts_ms[k] <= KT_RULES_MAX_TIMEOUT_MS);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -128,6 +163,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 
 	/* Configuration views: every index the counts allow. */
+	FZ_ASSERT(kt_rules_nservices(&r) <= KT_RULES_MAX_SERVICES);
+	FZ_ASSERT(kt_rules_npools(&r) <= KT_RULES_MAX_POOLS);
+	FZ_ASSERT(r.nservers <= KT_RULES_MAX_SERVERS);
+	FZ_ASSERT(kt_rules_max_conns(&r) <= KT_RULES_MAX_NS_CONNS);
 	for (i = 0; i < kt_rules_npools(&r); i++) {
 		kt_rules_pool(&r, i, &pi);
 		FZ_ASSERT(pi.scheduler < KT_SCHED_COUNT);
@@ -193,6 +232,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (svc = 0; svc < kt_rules_nservices(&r) && svc < FM_MAX_SERVICES;
 	     svc++) {
 		kt_rules_service(&r, svc, &si);
+		fm_check_service(&si);
 		memset(&res, 0xa5, sizeof(res));
 		rule = kt_match(&r, svc, &req, scratch, &res);
 		fm_scratch_zero(scratch, k);

@@ -29,6 +29,7 @@ GENERATED = [
     POOLS + "service s listen 10.0.0.100:80 { route a; }",
     POOLS
     + """
+limit connections 100000;
 list exts { ".png" ".gif" ".jpg" }
 service s listen 10.0.0.100:80 {
     route a if host "img.example.com" or host "*.cdn.example.com";
@@ -42,7 +43,8 @@ service s listen 10.0.0.100:80 {
     route c;
 }
 service t listen [2001:db8::1]:8080 {
-    x-forwarded-for on;
+    x-forwarded-for replace;
+    limit source-connections 16; limit source-rate 50; limit backlog 4096;
     route b if host suffix ".org" and not (method GET or method HEAD);
     redirect 308 "https://t.example/" if path exact "/old";
     route a;

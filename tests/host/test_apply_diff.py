@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l7ctl import compiler, ipvs
+from l7ctl import compiler, ipvs, ir
 from l7ctl.apply import ir_diff
 
 BASE = """
@@ -83,3 +83,31 @@ def test_ir_diff_names_pools_servers_and_rules(tmp_path: Path) -> None:
     assert any(x.startswith("- service web: rule route cgi") for x in lines)
     assert any(x.startswith("+ service web: rule route images") for x in lines)
     assert ir_diff(a, a) == []
+
+
+def test_ir_diff_names_limits_and_x_forwarded_for(tmp_path: Path) -> None:
+    a = compile_text(tmp_path, BASE).ir
+    b_text = "limit connections 5000;\n" + BASE.replace(
+        'route images if path prefix "/img/";',
+        "x-forwarded-for replace; limit source-connections 10; limit source-rate 50;\n"
+        '    limit backlog 2048;\n    route images if path prefix "/img/";',
+    )
+    b = compile_text(tmp_path, b_text, "b.rules").ir
+    c_text = b_text.replace("5000", "6000").replace("replace", "on")
+    c = compile_text(tmp_path, c_text, "c.rules").ir
+    assert a is not None and b is not None and c is not None
+    lines = ir_diff(a, b)
+    assert "+ limit connections 5000" in lines
+    assert "- service web: x-forwarded-for off" in lines
+    assert "+ service web: x-forwarded-for replace" in lines
+    assert "+ service web: limit source-connections 10" in lines
+    assert "+ service web: limit source-rate 50" in lines
+    assert "+ service web: limit backlog 2048" in lines
+    lines = ir_diff(b, c)
+    assert "~ limit connections 5000 -> 6000" in lines
+    assert "+ service web: x-forwarded-for append" in lines  # 'on' is append
+    assert not any("source-rate" in x for x in lines)
+    assert "- limit connections 6000 (back to the module's default)" in ir_diff(c, a)
+    # a first apply lists the namespace limit too
+    empty = ir.Config((), (), ())
+    assert "+ limit connections 5000" in ir_diff(empty, b)

@@ -76,7 +76,7 @@ virtual udp [2001:db8::53]:53 { scheduler rr; forward dr; server [2001:db8::54]:
     svc = cfg.services[0]
     assert svc.limits == {"headers": 50, "header-size": 16384}
     assert svc.timeouts_ms == {"header": 5000, "backend": 120000, "connect": 250}
-    assert svc.xff
+    assert svc.xff == "append"  # 'on' is a synonym of append
     assert cfg.virtuals[0].proto == "udp" and cfg.virtuals[0].forward == "dr"
 
 
@@ -182,7 +182,8 @@ def one_error(text: str) -> compiler.Diagnostic:
         ('route a if header "a b" exists;', "bad header name", 19, ""),
         ("limit nope 1;", "unknown limit", 7, "limits"),
         ("timeout header 5x;", "syntax error", 17, ""),
-        ("x-forwarded-for maybe;", "expected 'on' or 'off'", 17, ""),
+        ("x-forwarded-for maybe;", "expected 'append', 'replace' or 'off'", 17, "'on'"),
+        ("limit backlog 70000;", "limit out of range", 15, "1..65535"),
     ],
 )
 def test_errors(body: str, message: str, col: int, hint: str) -> None:

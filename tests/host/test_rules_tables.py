@@ -58,7 +58,7 @@ def blob() -> bytes:
 def test_header_and_directory(blob: bytes) -> None:
     magic, version, total, flags, nsect = struct.unpack_from("<5I", blob)
     assert magic == tables.MAGIC and blob[:4] == b"KTRL"
-    assert version >> 16 == 1
+    assert version >> 16 == 2 and version == tables.VERSION
     assert total == len(blob) and len(blob) % 4 == 0
     assert flags == 0 and nsect == len(tables.SECTIONS)
 
@@ -104,7 +104,8 @@ def _section(b: bytes, name: str) -> tuple[int, int]:
 
 def test_refuses_header_problems(blob: bytes) -> None:
     assert "magic" in _refused(_set(blob, 0, 0x4B54524C))
-    assert "version" in _refused(_set(blob, 1, 2 << 16))
+    assert "version" in _refused(_set(blob, 1, 3 << 16))
+    assert "version" in _refused(_set(blob, 1, 1 << 16))
     assert "header" in _refused(_set(blob, 2, len(blob) + 4))
     assert "header" in _refused(blob[:-4])
     assert "size" in _refused(blob[:40])
