@@ -27,8 +27,16 @@ if [ "${INSTALL_TEST:-0}" = 1 ]; then
 			"or make kernel-test without INSTALL_TEST=1" >&2
 		exit 1
 	fi
-	trap 'echo "kernel-test: undoing the test installation"; scripts/install.sh uninstall' EXIT
+	# Undone after the last boot, whatever happens: the installation, and the
+	# signing key DKMS creates on first use if this run created it.
+	undo='scripts/install.sh uninstall'
+	if [ ! -e /var/lib/dkms/mok.key ]; then
+		undo="$undo; rm -f /var/lib/dkms/mok.key /var/lib/dkms/mok.pub"
+	fi
+	trap 'echo "kernel-test: undoing the test installation"; '"$undo" EXIT
 	scripts/install.sh install
+	# The installed unit as systemd reads it (the guests have no systemd).
+	systemd-analyze verify /etc/systemd/system/ktcpvs.service
 	export KTCPVS_INSTALL_TEST=1
 fi
 
