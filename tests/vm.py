@@ -262,7 +262,12 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=int(os.environ.get("VM_CPUS", "2")))
     ap.add_argument("--memory", default=os.environ.get("VM_MEM", "2G"))
     ap.add_argument("--script", help="run this guest script instead of pytest")
-    ap.add_argument("--timeout", type=int, default=3600, help="seconds for the whole VM run")
+    ap.add_argument(
+        "--timeout",
+        type=int,
+        default=int(os.environ.get("VM_TIMEOUT", "3600")),
+        help="seconds for the whole VM run (VM_TIMEOUT)",
+    )
     ap.add_argument(
         "--no-memdebug",
         action="store_true",
