@@ -20,20 +20,47 @@ cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || { echo "usage: scripts/kernel-test.sh KERNEL..." >&2; exit 2; }
 py=.venv/bin/python
 
+# The test installation: one make test at a time holds it (a lock), and it
+# is marked, so that one a killed run left behind (no trap runs on SIGKILL)
+# is recognised and removed by the next run, while an installation someone
+# made by hand is never touched.
+LOCK=/run/lock/ktcpvs-install-test.lock
+MARK=/opt/ktcpvs/.installed-by-make-test
+
+undo_test_install() {
+	echo "kernel-test: undoing the test installation"
+	local mok
+	mok=$(sed -n 's/^mok=//p' "$MARK" 2>/dev/null || true)
+	scripts/install.sh uninstall
+	if [ "$mok" = created ]; then
+		rm -f /var/lib/dkms/mok.key /var/lib/dkms/mok.pub
+	fi
+}
+
 if [ "${INSTALL_TEST:-0}" = 1 ]; then
+	mkdir -p "$(dirname "$LOCK")"
+	exec {lock_fd}>"$LOCK"
+	if ! flock -n "$lock_fd"; then
+		echo "kernel-test: another make test holds the test installation: waiting for it"
+		flock "$lock_fd"
+	fi
 	if scripts/install.sh status >/dev/null; then
-		echo "kernel-test: ktcpvs is installed on this machine (scripts/install.sh status);" \
-			"the install test would replace and then remove it: run make uninstall first," \
-			"or make kernel-test without INSTALL_TEST=1" >&2
-		exit 1
+		if [ -e "$MARK" ]; then
+			echo "kernel-test: an interrupted make test left its installation behind"
+			undo_test_install
+		else
+			echo "kernel-test: ktcpvs is installed on this machine (scripts/install.sh status);" \
+				"the install test would replace and then remove it: run make uninstall first," \
+				"or make kernel-test without INSTALL_TEST=1" >&2
+			exit 1
+		fi
 	fi
-	# Undone after the last boot, whatever happens: the installation, and the
-	# signing key DKMS creates on first use if this run created it.
-	undo='scripts/install.sh uninstall'
-	if [ ! -e /var/lib/dkms/mok.key ]; then
-		undo="$undo; rm -f /var/lib/dkms/mok.key /var/lib/dkms/mok.pub"
-	fi
-	trap 'echo "kernel-test: undoing the test installation"; '"$undo" EXIT
+	# Marked before anything is installed; undone after the last boot,
+	# whatever happens: the installation, and the signing key DKMS creates
+	# on first use if this run created it.
+	mkdir -p "$(dirname "$MARK")"
+	if [ -e /var/lib/dkms/mok.key ]; then echo mok=kept; else echo mok=created; fi >"$MARK"
+	trap undo_test_install EXIT
 	scripts/install.sh install
 	# The installed unit as systemd reads it (the guests have no systemd).
 	systemd-analyze verify /etc/systemd/system/ktcpvs.service
