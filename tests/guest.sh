@@ -57,6 +57,14 @@ record() {
 	fi
 } >"$out/memdebug.txt"
 
+# A ktcpvs installed on the host (make test installs one for
+# tests/kernel/test_install.py) must not load by itself: the genetlink core
+# asks modprobe for the family's alias when a client looks the family up, and
+# would load the DKMS copy where a test expects "module not loaded".  A
+# blacklist ignores the aliases only; `modprobe ktcpvs` by name still works.
+# (The guest's /etc is a scratch overlay: nothing reaches the host.)
+echo "blacklist ktcpvs" >/etc/modprobe.d/ktcpvs-tests.conf
+
 # Kernel tests build their own topologies; these are the modules they use.
 for m in veth ip_vs; do modprobe "$m" || echo "guest: modprobe $m failed"; done
 
