@@ -1,18 +1,21 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * kt.h - types shared by the parts of ktcpvs.ko (one translation unit:
- * ktcpvs.c includes kt_sched.c, kt_conn.c and kt_config.c after this).
+ * kt.h - the object model of ktcpvs.ko, its locking rules, and what the
+ * parts of the module provide to each other.  The data path's own types
+ * (struct kt_conn and its states) are in kt_conn.h.
  *
  * Object model
  * ------------
  * struct kt_net       per network namespace: the running configuration
- *                     (RCU pointer), listeners, live connections.
+ *                     (RCU pointer), listeners, live connections, the
+ *                     per-source table, and the count of everything that
+ *                     holds a socket of the namespace.
  * struct kt_config    one applied configuration: the validated blob l7ctl
  *                     compiled (services, pools, servers, rule tables) and
  *                     the runtime objects built from it.  Immutable once
  *                     published but for server weight/state and scheduler
- *                     state; freed when the last connection using it lets
- *                     go (refcount) after an RCU grace period.
+ *                     state; freed when the last user lets go (percpu_ref)
+ *                     after an RCU grace period.
  * struct kt_stats     counters of a service, pool or server; refcounted and
  *                     carried from one configuration to the next when the
  *                     object keeps its identity (service and pool by name,
@@ -20,30 +23,100 @@
  * struct kt_listener  a listening socket; survives a configuration swap
  *                     when the new configuration listens on the same
  *                     address.
- * struct kt_conn      a client connection and its current backend.
+ * struct kt_conn      a client connection and its current backend
+ *                     connection (kt_conn.h).
+ * struct kt_idle      a parked backend connection any client may reuse.
  *
- * Connections re-read the configuration for every request: a keep-alive
- * connection routes its next request with the newest rules.
+ * Locking
+ * -------
+ * Locks, outermost first; a lock is only ever taken while holding locks
+ * above it in this list, never the other way round:
+ *
+ *   1. genl_mutex          the genetlink core, around every doit/dumpit (the
+ *                          family is not parallel_ops)
+ *   2. kt_net->lock        mutex, per namespace: configuration changes,
+ *                          listeners, the transaction; pernet exit
+ *   3. socket lock         lock_sock(), one socket at a time: taken by the
+ *                          socket calls (kernel_bind/listen/accept/connect,
+ *                          kernel_recvmsg/sendmsg, sock_release, shutdown)
+ *                          and by the zero-copy relay, which fills a pipe
+ *                          under the source's lock and sends it under the
+ *                          destination's after releasing the first
+ *                          (kt_pipe_fill, kt_pipe_flush).  Never two.
+ *   4. sk_callback_lock    rwlock (BH), per socket: installing and removing
+ *                          our callbacks (write); the callbacks (read).
+ *                          The kernel takes it inside the socket lock.
+ *   5. kt_net->conns_lock  spinlock (BH): the list of connections and the
+ *                          count of namespace objects
+ *      kt_net->listen_lock spinlock (BH): listeners waiting for room under
+ *                          the namespace's connection limit
+ *      kt_srctab->lock     spinlock (BH): the per-source table
+ *      kt_pool->lock       spinlock (BH): wrr, lblc and lblcr state
+ *      kt_server->idle_lock spinlock (BH): a server's idle connections
+ *   Locks of level 5 are never held together.  queue_work(),
+ *   queue_delayed_work() and mod_timer() take workqueue and timer
+ *   internals below all of these (under levels 4 and 5).
+ *
+ * Contexts:
+ * - Socket callbacks (kt_sk_event and friends) run in softirq, or in
+ *   process context from release_sock() of whoever owns the socket (often
+ *   our own work).  They only read sk_user_data under sk_callback_lock and
+ *   queue work: they never touch a connection's state.
+ * - A connection's state has no lock: only its work item (c->work) touches
+ *   it once it is published, and a work item never runs concurrently with
+ *   itself.  Before publication only the accept work touches it; after
+ *   kt_conn_close() only its release work does, after cancelling c->work.
+ * - Work items never take genl_mutex or kt_net->lock.  Paths that hold
+ *   them wait for works (cancel_work_sync of a listener's accept work,
+ *   cancel_delayed_work_sync of idle entries, flush of the namespace's
+ *   objects at exit): that is deadlock-free only because of this rule.
+ * - The running configuration is read under RCU and referenced
+ *   (kt_config_tryget) for the length of a request.
  */
 #ifndef KT_H
 #define KT_H
 
 #include <linux/kernel.h>
 #include <linux/list.h>
+#include <linux/memcontrol.h>
 #include <linux/mutex.h>
 #include <linux/percpu.h>
+#include <linux/percpu-refcount.h>
 #include <linux/refcount.h>
 #include <linux/socket.h>
 #include <linux/spinlock.h>
 #include <linux/timer.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
+#include <net/genetlink.h>
 #include <net/sock.h>
 
+#include "compat.h"
 #include "core/http.h"
 #include "core/match.h"
 
-/* Counters; errors by kind (KT_E_*). */
+#define KTCPVS_VERSION	"0.3.0"
+
+/* ---- allocation accounting (kt_main.c) ------------------------------------ */
+
+/*
+ * Outstanding allocations of the module -- connections, buffers, skbs in
+ * pipes, counters, configurations -- per CPU, summed for the leak checks
+ * (KTCPVS_A_ALLOCS, and at unload).
+ */
+DECLARE_PER_CPU(int, kt_allocs);
+#define kt_alloc_inc()	this_cpu_inc(kt_allocs)
+#define kt_alloc_dec()	this_cpu_dec(kt_allocs)
+int kt_allocs_sum(void);
+
+void *kt_alloc(size_t size);	/* kvmalloc'ed, zeroed, charged to the memcg */
+void kt_free(void *p);
+
+extern struct workqueue_struct *kt_wq;
+
+/* ---- counters (kt_stats.c) ------------------------------------------------ */
+
+/* Errors by kind (KT_E_*), in the order of uapi's KTCPVS_ERR_NAMES. */
 enum {
 	KT_E_PARSE,		/* 400/414/431/501/505 from the parser */
 	KT_E_HEADER_TIMEOUT,	/* 408 */
@@ -56,7 +129,10 @@ enum {
 	KT_E_BACKEND_TIMEOUT,	/* 504 or response stalled */
 	KT_E_BACKEND_RESET,	/* backend closed or reset mid-response */
 	KT_E_CLIENT_RESET,	/* client closed or reset mid-request */
-	KT_E_LIMIT,		/* connection limit reached */
+	KT_E_LIMIT,		/* service connection limit reached: 503 */
+	KT_E_SOURCE_LIMIT,	/* per-source connections or rate: 429 */
+	KT_E_RETRY,		/* request resent on a new backend connection */
+	KT_E_LOCAL,		/* the switch ran out of memory or ports */
 	KT_E_MAX
 };
 
@@ -78,6 +154,13 @@ struct kt_stats {
 #define kt_stat_add(st, field, n)	this_cpu_add((st)->pc->field, (n))
 #define kt_stat_inc(st, field)		this_cpu_inc((st)->pc->field)
 
+struct kt_stats *kt_stats_new(void);
+struct kt_stats *kt_stats_carry(struct kt_stats *old);
+void kt_stats_put(struct kt_stats *st);
+void kt_stats_sum(const struct kt_stats *st, struct kt_pcpu_stats *sum);
+
+/* ---- configuration objects (kt_config.c) ------------------------------------ */
+
 struct kt_server {
 	struct sockaddr_storage addr;
 	int addrlen;
@@ -85,6 +168,7 @@ struct kt_server {
 	u16 weight;		/* READ_ONCE: runtime changes */
 	u8 state;		/* KT_SERVER_*, READ_ONCE */
 	u32 pool;		/* index of its pool */
+	u32 key;		/* hash of its address: rendezvous hashing */
 	struct kt_stats *st;
 	/* passive failure marking (as nginx max_fails / fail_timeout) */
 	atomic_t fails;
@@ -98,7 +182,7 @@ struct kt_server {
 	bool idle_closed;	/* retired configuration: park no more */
 };
 
-#define KT_LBLC_SETS	256	/* lblc/lblcr table: sets of ... */
+#define KT_LBLC_SETS_MAX 256	/* lblc/lblcr table: at most this many sets of ... */
 #define KT_LBLC_WAYS	4	/* ... keys each, least recently used goes */
 #define KT_LBLCR_SET	4
 
@@ -119,7 +203,8 @@ struct kt_pool {
 	struct kt_stats *st;
 	atomic_t rr;		/* rr position */
 	spinlock_t lock;	/* wrr, lblc and lblcr state */
-	struct kt_lblc_entry *lblc;	/* KT_LBLC_SETS * KT_LBLC_WAYS, lblc/lblcr */
+	struct kt_lblc_entry *lblc;	/* lblc/lblcr with servers: nsets * WAYS */
+	u32 nsets;
 };
 
 struct kt_service {
@@ -131,42 +216,62 @@ struct kt_service {
 	u32 flags;		/* KT_SERVICE_* */
 	struct kt_http_limits lim;
 	u32 max_conns;		/* 0: unlimited */
+	u32 src_conns;		/* per client address, 0: unlimited */
+	u32 src_rate;		/* requests/s per client address, 0: unlimited */
+	u32 backlog;
 	unsigned long t_header, t_idle, t_connect, t_backend;	/* jiffies */
 	struct kt_stats *st;
+	struct kt_listener *listener;	/* set at commit, under ktn->lock */
+};
+
+/*
+ * What parsing and matching one request needs, one per possible CPU, used
+ * with preemption off (kt_scratch_get): a head is parsed into it and routed
+ * in one go, so no connection holds a parse context.
+ */
+struct kt_scratch {
+	u32 *match;			/* kt_match_scratch_words() */
+	struct kt_http_field *fields;	/* max_fields */
+	struct kt_match_header *mh;	/* max_fields */
+	u8 *out;			/* out_cap: path and host */
 };
 
 struct kt_config {
-	refcount_t ref;
+	struct percpu_ref ref;
 	struct rcu_head rcu;
+	struct kt_net *ktn;
 	u64 generation;
 	char source[256];	/* the rules file it was compiled from */
-	void *blob;		/* kvmalloc'ed, validated */
+	void *blob;		/* kt_alloc'ed, validated */
 	size_t len;
 	struct kt_rules rules;
 	u32 nservices, npools, nservers;
 	struct kt_service *svc;
 	struct kt_pool *pools;
 	struct kt_server *servers;
-	u32 scratch_words;
-	/*
-	 * kt_match() scratch, one per possible CPU, used with preemption off.
-	 * Not a percpu allocation: large rule sets need more than the 32 KiB
-	 * a percpu allocation may have.
-	 */
-	u32 **scratch;
+	u32 *svc_hash;		/* nsvc_hash slots: service index + 1, 0 empty */
+	u32 nsvc_hash;
+	u32 max_conns;		/* namespace-wide client connections */
+	u32 scratch_words;		/* kt_match_scratch_words() */
+	u32 max_fields, out_cap;	/* sizes of the parse scratch */
+	struct kt_scratch *scratch;	/* nr_cpu_ids */
+	struct mem_cgroup *memcg;	/* of who applied it: charged for it */
 };
 
 struct kt_net;
 
 struct kt_listener {
 	struct list_head node;		/* ktn->listeners, under ktn->lock */
+	struct list_head wait_node;	/* ktn->listen_wait, under listen_lock */
 	struct kt_net *ktn;
 	struct socket *sock;
 	struct sockaddr_storage addr;
 	int addrlen;
 	struct work_struct accept_work;
 	void (*saved_data_ready)(struct sock *sk);
+	u32 backlog;
 	bool keep;			/* mark during a commit */
+	bool closing;			/* under listen_lock */
 };
 
 /* Pending configuration transaction (begin, chunks, commit). */
@@ -179,6 +284,8 @@ struct kt_txn {
 	char source[256];
 };
 
+struct kt_srctab;
+
 struct kt_net {
 	struct net *net;
 	struct mutex lock;		/* configuration changes, listeners */
@@ -188,11 +295,73 @@ struct kt_net {
 	struct kt_txn *txn;		/* under lock */
 	u32 next_txn_id;		/* under lock */
 
-	spinlock_t conns_lock;		/* the conns list */
-	struct list_head conns;
-	atomic_t nconns;
-	wait_queue_head_t conns_wait;	/* woken when nconns drops to 0 */
-	bool dying;			/* no new connections (under conns_lock) */
+	spinlock_t conns_lock;
+	struct list_head conns;		/* under conns_lock */
+	atomic_t nconns;		/* client connections */
+	/*
+	 * Everything that holds a socket of this namespace (connections,
+	 * idle backend connections); the exit waits for it to drop to 0.
+	 * Changed and tested under conns_lock only, so that the waker is done
+	 * with kt_net once the waiter sees 0.
+	 */
+	u32 nobjs;
+	wait_queue_head_t objs_wait;
+	bool dying;			/* no new objects (under conns_lock) */
+	u32 max_conns;			/* READ_ONCE: the running config's */
+
+	spinlock_t listen_lock;
+	struct list_head listen_wait;	/* listeners paused at max_conns */
+
+	struct kt_srctab *srctab;	/* per-source limits */
 };
+
+struct kt_net *kt_net(const struct net *net);
+
+/* kt_config.c */
+struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
+				  struct netlink_ext_ack *extack);
+int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
+		     const char *source, struct netlink_ext_ack *extack);
+struct kt_config *kt_config_tryget(struct kt_net *ktn);
+void kt_config_put(struct kt_config *cfg);
+struct kt_service *kt_config_service(struct kt_config *cfg,
+				     const struct sockaddr_storage *la);
+struct kt_scratch *kt_scratch_get(struct kt_config *cfg);
+void kt_scratch_put(void);
+int kt_sockaddr(struct sockaddr_storage *ss, u8 family, const u8 *addr,
+		u16 port);
+bool kt_addr_equal(const struct sockaddr_storage *a,
+		   const struct sockaddr_storage *b);
+u32 kt_addr_hash(const struct sockaddr_storage *a);
+
+/* kt_listen.c */
+int kt_listener_open(struct kt_net *ktn, struct kt_service *svc,
+		     struct netlink_ext_ack *extack);
+void kt_listener_update(struct kt_listener *l, const struct kt_service *svc);
+void kt_listener_close(struct kt_listener *l);
+void kt_listeners_start(struct kt_net *ktn);
+void kt_listeners_kick(struct kt_net *ktn);
+
+/* kt_sched.c */
+struct kt_sched_in {
+	u32 client_hash;	/* hash of the client address */
+	u32 dest_hash;		/* hash of host and path */
+	const u32 *tried;	/* indices into the pool already tried */
+	u32 ntried;
+};
+
+int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in);
+bool kt_sched_uses_dest(const struct kt_pool *p);
+void kt_server_failed(struct kt_server *s);
+void kt_server_ok(struct kt_server *s);
+
+/* kt_netlink.c */
+int kt_netlink_init(void);
+void kt_netlink_exit(void);
+void kt_txn_free(struct kt_net *ktn);
+
+/* kt_main.c: namespace objects (connections, idle entries) */
+bool kt_net_obj_get(struct kt_net *ktn);
+void kt_net_obj_put(struct kt_net *ktn);
 
 #endif /* KT_H */

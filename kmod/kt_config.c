@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * kt_config.c - configurations: build from a validated blob, swap, free;
- * listeners; counters.  Included by ktcpvs.c (one translation unit).
+ * kt_config.c - configurations: build from a validated blob, swap, free.
  *
  * A commit builds the whole new configuration aside, opens the listeners
  * it needs that are not open yet, and only then publishes it with
@@ -9,79 +8,47 @@
  * undoes what it opened and leaves the running configuration untouched.
  * After the swap, listeners no longer wanted are closed and the
  * connections that reached them are asked to close; the old configuration
- * is freed when its last connection lets go, after an RCU grace period.
+ * is freed when its last user lets go (percpu_ref).
+ *
+ * What a configuration may make the kernel allocate is bounded: the
+ * validator bounds the counts of services, pools and servers; lblc tables
+ * exist only for lblc/lblcr pools with servers and are sized by them; the
+ * whole is estimated before anything is allocated and refused above
+ * KT_CONFIG_MEM_MAX.  Everything is charged to the memory cgroup of the
+ * process that applies it, as are the connections it accepts later.
+ * Lookups by name and address are hashed, and long loops reschedule, so a
+ * large configuration costs linear time.
  */
+
+#include <linux/jhash.h>
+#include <linux/log2.h>
+#include <linux/memcontrol.h>
+#include <linux/mm.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <net/ipv6.h>
+
+#include "kt_conn.h"
 
 #define KT_DEF_T_HEADER		(10 * HZ)
 #define KT_DEF_T_IDLE		(60 * HZ)
 #define KT_DEF_T_CONNECT	(5 * HZ)
 #define KT_DEF_T_BACKEND	(60 * HZ)
-#define KT_BACKLOG		1024
+#define KT_DEF_BACKLOG		1024
+#define KT_CONFIG_MEM_MAX	(256UL << 20)	/* runtime objects of one config */
+/*
+ * The default namespace-wide connection limit assumes the worst a client
+ * can make a connection hold -- its head buffer at the largest head limit
+ * of the configuration, plus this for everything else -- and lets that
+ * take at most half of the memory.
+ */
+#define KT_CONN_OVERHEAD	(8U << 10)
+#define KT_MIN_DEF_CONNS	256
 
-/* ---- counters ---------------------------------------------------------- */
+/* ---- addresses -------------------------------------------------------------- */
 
-static struct kt_stats *kt_stats_new(void)
-{
-	struct kt_stats *st = kzalloc(sizeof(*st), GFP_KERNEL);
-
-	if (!st)
-		return NULL;
-	st->pc = alloc_percpu(struct kt_pcpu_stats);
-	if (!st->pc) {
-		kfree(st);
-		return NULL;
-	}
-	refcount_set(&st->ref, 1);
-	atomic_inc(&kt_allocs);
-	return st;
-}
-
-static void kt_stats_put(struct kt_stats *st)
-{
-	if (st && refcount_dec_and_test(&st->ref)) {
-		free_percpu(st->pc);
-		kfree(st);
-		atomic_dec(&kt_allocs);
-	}
-}
-
-/* Take over the counters of the same object in the old configuration. */
-static struct kt_stats *kt_stats_carry(struct kt_stats *old)
-{
-	if (old) {
-		refcount_inc(&old->ref);
-		return old;
-	}
-	return kt_stats_new();
-}
-
-static void kt_stats_sum(const struct kt_stats *st, struct kt_pcpu_stats *sum)
-{
-	int cpu, k;
-
-	memset(sum, 0, sizeof(*sum));
-	for_each_possible_cpu(cpu) {
-		const struct kt_pcpu_stats *p = per_cpu_ptr(st->pc, cpu);
-
-		sum->conns += READ_ONCE(p->conns);
-		sum->requests += READ_ONCE(p->requests);
-		sum->bytes_in += READ_ONCE(p->bytes_in);
-		sum->bytes_out += READ_ONCE(p->bytes_out);
-		sum->spliced += READ_ONCE(p->spliced);
-		for (k = 0; k < KT_E_MAX; k++)
-			sum->errors[k] += READ_ONCE(p->errors[k]);
-	}
-}
-
-/* ---- building a configuration ---------------------------------------- */
-
-static bool kt_slice_eq(const char *a, u32 alen, const struct kt_match_slice *b)
-{
-	return alen == b->len && !memcmp(a, b->ptr, alen);
-}
-
-static int kt_sockaddr(struct sockaddr_storage *ss, u8 family,
-		       const u8 *addr, u16 port)
+int kt_sockaddr(struct sockaddr_storage *ss, u8 family, const u8 *addr,
+		u16 port)
 {
 	memset(ss, 0, sizeof(*ss));
 	if (family == KT_MATCH_AF_INET) {
@@ -103,6 +70,87 @@ static int kt_sockaddr(struct sockaddr_storage *ss, u8 family,
 	return -EINVAL;
 }
 
+bool kt_addr_equal(const struct sockaddr_storage *a,
+		   const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		       ipv6_addr_equal(&x->sin6_addr, &y->sin6_addr);
+	}
+	return false;
+}
+
+u32 kt_addr_hash(const struct sockaddr_storage *a)
+{
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a;
+
+		return jhash_2words((__force u32)x->sin_addr.s_addr,
+				    (__force u32)x->sin_port, AF_INET);
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a;
+
+		return jhash(&x->sin6_addr, 16, (__force u32)x->sin6_port);
+	}
+	return 0;
+}
+
+/* ---- hashed indexes: open addressing of index + 1 (0 = empty) --------------- */
+
+struct kt_hidx {
+	u32 *slot;
+	u32 mask;
+};
+
+static int kt_hidx_init(struct kt_hidx *h, u32 n)
+{
+	u32 size = roundup_pow_of_two(max(2 * n, 4U));
+
+	h->slot = kvcalloc(size, sizeof(u32), GFP_KERNEL_ACCOUNT);
+	h->mask = size - 1;
+	return h->slot ? 0 : -ENOMEM;
+}
+
+static void kt_hidx_free(struct kt_hidx *h)
+{
+	kvfree(h->slot);
+	h->slot = NULL;
+}
+
+/* The first slot for @hash at or after the empty one: add @idx there. */
+static void kt_hidx_add(struct kt_hidx *h, u32 hash, u32 idx)
+{
+	u32 i = hash & h->mask;
+
+	while (h->slot[i])
+		i = (i + 1) & h->mask;
+	h->slot[i] = idx + 1;
+}
+
+/* Walk the indexes that share @hash's probe sequence. */
+#define kt_hidx_for_each(h, hash, i, idx)				\
+	for ((i) = (hash) & (h)->mask;					\
+	     (h)->slot[i] && ((idx) = (h)->slot[i] - 1, true);		\
+	     (i) = ((i) + 1) & (h)->mask)
+
+static u32 kt_name_hash(const char *name, u32 len)
+{
+	return jhash(name, len, 0);
+}
+
+/* ---- lifetime ---------------------------------------------------------------- */
+
 static void kt_config_free(struct kt_config *cfg)
 {
 	u32 i;
@@ -121,167 +169,123 @@ static void kt_config_free(struct kt_config *cfg)
 	kvfree(cfg->servers);
 	kvfree(cfg->pools);
 	kvfree(cfg->svc);
+	kvfree(cfg->svc_hash);
 	if (cfg->scratch) {
 		int cpu;
 
+		/* may run in softirq: vfree defers itself there */
 		for_each_possible_cpu(cpu)
-			kvfree(cfg->scratch[cpu]);	/* may run in softirq: vfree defers */
+			kvfree(cfg->scratch[cpu].match);
 		kfree(cfg->scratch);
 	}
 	kt_free(cfg->blob);
+	mem_cgroup_put(cfg->memcg);
+	percpu_ref_exit(&cfg->ref);
 	kfree(cfg);
-	atomic_dec(&kt_allocs);
+	kt_alloc_dec();
 }
 
-static void kt_config_free_rcu(struct rcu_head *head)
+/*
+ * The last user let go of a retired configuration.  Context: any (the
+ * percpu_ref's RCU callback, or a put in softirq or process context); it
+ * was unpublished before being killed and the kill waited a grace period,
+ * so no RCU reader can still find it.
+ */
+static void kt_config_release(struct percpu_ref *ref)
 {
-	kt_config_free(container_of(head, struct kt_config, rcu));
+	kt_config_free(container_of(ref, struct kt_config, ref));
 }
 
-static void kt_config_put(struct kt_config *cfg)
+/* A reference on the running configuration, or NULL. */
+struct kt_config *kt_config_tryget(struct kt_net *ktn)
 {
-	if (refcount_dec_and_test(&cfg->ref))
-		call_rcu(&cfg->rcu, kt_config_free_rcu);
+	struct kt_config *cfg;
+
+	rcu_read_lock();
+	for (;;) {
+		cfg = rcu_dereference(ktn->cfg);
+		/* a killed one is already replaced: read again */
+		if (!cfg || percpu_ref_tryget_live(&cfg->ref))
+			break;
+	}
+	rcu_read_unlock();
+	return cfg;
 }
+
+void kt_config_put(struct kt_config *cfg)
+{
+	percpu_ref_put(&cfg->ref);
+}
+
+struct kt_service *kt_config_service(struct kt_config *cfg,
+				     const struct sockaddr_storage *la)
+{
+	struct kt_hidx h = { .slot = cfg->svc_hash, .mask = cfg->nsvc_hash - 1 };
+	u32 i, idx;
+
+	kt_hidx_for_each(&h, kt_addr_hash(la), i, idx)
+		if (kt_addr_equal(&cfg->svc[idx].addr, la))
+			return &cfg->svc[idx];
+	return NULL;
+}
+
+/* This CPU's parse and match scratch; preemption off until kt_scratch_put(). */
+struct kt_scratch *kt_scratch_get(struct kt_config *cfg)
+{
+	return &cfg->scratch[get_cpu()];
+}
+
+void kt_scratch_put(void)
+{
+	put_cpu();
+}
+
+/* ---- building ------------------------------------------------------------------ */
 
 static unsigned long kt_timeout(u32 ms, unsigned long def)
 {
 	return ms ? max_t(unsigned long, msecs_to_jiffies(ms), 1) : def;
 }
 
-static int kt_config_servers(struct kt_config *cfg, struct kt_config *old,
-			     struct netlink_ext_ack *extack)
+/* lblc/lblcr table sets for a pool of @n servers: none without servers. */
+static u32 kt_lblc_sets(const struct kt_rules_pool_info *pi)
 {
-	struct kt_rules_server_info si;
-	struct kt_rules_pool_info pi, opi;
-	u32 p, k, i;
-
-	for (p = 0; p < cfg->npools; p++) {
-		struct kt_pool *pool = &cfg->pools[p];
-		struct kt_pool *opool = NULL;
-
-		kt_rules_pool(&cfg->rules, p, &pi);
-		if (pi.first_server + pi.nservers > cfg->nservers ||
-		    pi.scheduler >= KT_SCHED_COUNT) {
-			NL_SET_ERR_MSG(extack, "pool refers to missing servers");
-			return -EINVAL;
-		}
-		pool->name = (const char *)pi.name.ptr;
-		pool->name_len = pi.name.len;
-		pool->sched = pi.scheduler;
-		pool->nservers = pi.nservers;
-		pool->servers = &cfg->servers[pi.first_server];
-		spin_lock_init(&pool->lock);
-		if (pool->sched == KT_SCHED_LBLC || pool->sched == KT_SCHED_LBLCR) {
-			pool->lblc = kvcalloc(KT_LBLC_SETS * KT_LBLC_WAYS,
-					      sizeof(*pool->lblc), GFP_KERNEL);
-			if (!pool->lblc)
-				return -ENOMEM;
-		}
-		for (k = 0; old && k < old->npools; k++) {
-			kt_rules_pool(&old->rules, k, &opi);
-			if (kt_slice_eq(pool->name, pool->name_len, &opi.name)) {
-				opool = &old->pools[k];
-				break;
-			}
-		}
-		pool->st = kt_stats_carry(opool ? opool->st : NULL);
-		if (!pool->st)
-			return -ENOMEM;
-
-		for (i = 0; i < pool->nservers; i++) {
-			struct kt_server *s = &pool->servers[i];
-			struct kt_server *os = NULL;
-
-			kt_rules_server(&cfg->rules, pi.first_server + i, &si);
-			s->addrlen = kt_sockaddr(&s->addr, si.family, si.addr,
-						 si.port);
-			if (s->addrlen < 0) {
-				NL_SET_ERR_MSG(extack, "server address family");
-				return -EINVAL;
-			}
-			s->port = si.port;
-			s->weight = si.weight;
-			s->state = si.state;
-			s->pool = p;
-			s->down_until = jiffies;
-			s->fail_start = jiffies;
-			spin_lock_init(&s->idle_lock);
-			INIT_LIST_HEAD(&s->idle);
-			for (k = 0; opool && k < opool->nservers; k++) {
-				if (kt_addr_equal(&opool->servers[k].addr, &s->addr)) {
-					os = &opool->servers[k];
-					break;
-				}
-			}
-			s->st = kt_stats_carry(os ? os->st : NULL);
-			if (!s->st)
-				return -ENOMEM;
-		}
-	}
-	return 0;
+	if ((pi->scheduler != KT_SCHED_LBLC && pi->scheduler != KT_SCHED_LBLCR) ||
+	    !pi->nservers)
+		return 0;
+	return clamp_t(u32, roundup_pow_of_two(pi->nservers * 4), 4,
+		       KT_LBLC_SETS_MAX);
 }
 
-static int kt_config_services(struct kt_config *cfg, struct kt_config *old,
-			      struct netlink_ext_ack *extack)
+static size_t kt_scratch_bytes(const struct kt_config *cfg)
 {
-	struct kt_rules_service_info si;
-	u32 i, k;
+	return sizeof(u32) * max(cfg->scratch_words, 1U) +
+	       (sizeof(struct kt_http_field) + sizeof(struct kt_match_header)) *
+	       cfg->max_fields + cfg->out_cap;
+}
 
-	for (i = 0; i < cfg->nservices; i++) {
-		struct kt_service *svc = &cfg->svc[i];
-		struct kt_service *osvc = NULL;
-		struct kt_http_limits *lim = &svc->lim;
+/*
+ * What building @cfg will allocate, from the validated counts alone: the
+ * runtime objects, their counters on every CPU, lblc tables, the scratch
+ * on every CPU.
+ */
+static size_t kt_config_cost(const struct kt_config *cfg)
+{
+	size_t st = sizeof(struct kt_stats) +
+		    sizeof(struct kt_pcpu_stats) * num_possible_cpus();
+	struct kt_rules_pool_info pi;
+	size_t sum;
+	u32 p;
 
-		kt_rules_service(&cfg->rules, i, &si);
-		svc->name = (const char *)si.name.ptr;
-		svc->name_len = si.name.len;
-		svc->idx = i;
-		svc->flags = si.flags;
-		svc->addrlen = kt_sockaddr(&svc->addr, si.family, si.addr, si.port);
-		if (svc->addrlen < 0) {
-			NL_SET_ERR_MSG(extack, "service address family");
-			return -EINVAL;
-		}
-		for (k = 0; k < i; k++) {
-			if (kt_addr_equal(&cfg->svc[k].addr, &svc->addr)) {
-				NL_SET_ERR_MSG(extack,
-					       "two services listen on one address");
-				return -EINVAL;
-			}
-		}
-		kt_http_limits_init(lim);
-		if (si.limits[KT_LIMIT_REQUEST_LINE])
-			lim->request_line = min_t(u32, si.limits[KT_LIMIT_REQUEST_LINE],
-						  KT_HTTP_DEF_HEAD);
-		if (si.limits[KT_LIMIT_HEADER_SIZE])
-			lim->head = min_t(u32, si.limits[KT_LIMIT_HEADER_SIZE],
-					  1U << 20);
-		if (si.limits[KT_LIMIT_HEADERS])
-			lim->fields = min_t(u32, si.limits[KT_LIMIT_HEADERS], 1000);
-		svc->max_conns = si.limits[KT_LIMIT_CONNECTIONS];
-		svc->t_header = kt_timeout(si.timeouts_ms[KT_TIMEOUT_HEADER],
-					   KT_DEF_T_HEADER);
-		svc->t_idle = kt_timeout(si.timeouts_ms[KT_TIMEOUT_IDLE],
-					 KT_DEF_T_IDLE);
-		svc->t_connect = kt_timeout(si.timeouts_ms[KT_TIMEOUT_CONNECT],
-					    KT_DEF_T_CONNECT);
-		svc->t_backend = kt_timeout(si.timeouts_ms[KT_TIMEOUT_BACKEND],
-					    KT_DEF_T_BACKEND);
-		for (k = 0; old && k < old->nservices; k++) {
-			if (kt_slice_eq(svc->name, svc->name_len,
-					&(struct kt_match_slice){
-						.ptr = (const u8 *)old->svc[k].name,
-						.len = old->svc[k].name_len })) {
-				osvc = &old->svc[k];
-				break;
-			}
-		}
-		svc->st = kt_stats_carry(osvc ? osvc->st : NULL);
-		if (!svc->st)
-			return -ENOMEM;
+	sum = (sizeof(struct kt_service) + st) * cfg->nservices +
+	      (sizeof(struct kt_pool) + st) * cfg->npools +
+	      (sizeof(struct kt_server) + st) * cfg->nservers +
+	      kt_scratch_bytes(cfg) * num_possible_cpus();
+	for (p = 0; p < cfg->npools; p++) {
+		kt_rules_pool(&cfg->rules, p, &pi);
+		sum += sizeof(struct kt_lblc_entry) * KT_LBLC_WAYS * kt_lblc_sets(&pi);
 	}
-	return 0;
+	return sum;
 }
 
 static int kt_config_scratch(struct kt_config *cfg)
@@ -289,36 +293,274 @@ static int kt_config_scratch(struct kt_config *cfg)
 	size_t words = max(cfg->scratch_words, 1U);
 	int cpu;
 
+	cfg->scratch = kcalloc(nr_cpu_ids, sizeof(*cfg->scratch),
+			       GFP_KERNEL_ACCOUNT);
+	if (!cfg->scratch)
+		return -ENOMEM;
 	for_each_possible_cpu(cpu) {
-		cfg->scratch[cpu] = kvmalloc_array(words, sizeof(u32), GFP_KERNEL);
-		if (!cfg->scratch[cpu])
+		struct kt_scratch *s = &cfg->scratch[cpu];
+		u8 *p = kvmalloc(kt_scratch_bytes(cfg), GFP_KERNEL_ACCOUNT);
+
+		if (!p)
 			return -ENOMEM;
-		kt_match_scratch_init(cfg->scratch[cpu], words);
+		s->match = (u32 *)p;
+		kt_match_scratch_init(s->match, words);
+		p += words * sizeof(u32);
+		s->mh = (struct kt_match_header *)p;
+		p += cfg->max_fields * sizeof(*s->mh);
+		s->fields = (struct kt_http_field *)p;
+		p += cfg->max_fields * sizeof(*s->fields);
+		s->out = p;
+		cond_resched();
 	}
 	return 0;
 }
 
 /*
- * Build a configuration from @blob (kt_alloc'ed; owned by the result, or
- * freed on failure).  @old, if any, donates counters.
+ * Old objects by identity, to carry counters over: services and pools by
+ * name, servers by pool and address.
  */
-static struct kt_config *kt_config_build(void *blob, size_t len,
-					 struct kt_config *old,
-					 struct netlink_ext_ack *extack)
+struct kt_carry {
+	struct kt_config *old;
+	struct kt_hidx svc, pool, server;
+};
+
+static int kt_carry_init(struct kt_carry *k, struct kt_config *old)
 {
+	u32 i;
+
+	memset(k, 0, sizeof(*k));
+	k->old = old;
+	if (!old)
+		return 0;
+	if (kt_hidx_init(&k->svc, old->nservices) ||
+	    kt_hidx_init(&k->pool, old->npools) ||
+	    kt_hidx_init(&k->server, old->nservers))
+		return -ENOMEM;
+	for (i = 0; i < old->nservices; i++)
+		kt_hidx_add(&k->svc, kt_name_hash(old->svc[i].name,
+						  old->svc[i].name_len), i);
+	for (i = 0; i < old->npools; i++)
+		kt_hidx_add(&k->pool, kt_name_hash(old->pools[i].name,
+						   old->pools[i].name_len), i);
+	for (i = 0; i < old->nservers; i++)
+		kt_hidx_add(&k->server, kt_addr_hash(&old->servers[i].addr) ^
+			    old->servers[i].pool, i);
+	return 0;
+}
+
+static void kt_carry_free(struct kt_carry *k)
+{
+	kt_hidx_free(&k->svc);
+	kt_hidx_free(&k->pool);
+	kt_hidx_free(&k->server);
+}
+
+static struct kt_stats *kt_carry_svc(struct kt_carry *k, const char *name,
+				     u32 len)
+{
+	u32 i, idx;
+
+	if (k->old)
+		kt_hidx_for_each(&k->svc, kt_name_hash(name, len), i, idx) {
+			const struct kt_service *o = &k->old->svc[idx];
+
+			if (o->name_len == len && !memcmp(o->name, name, len))
+				return kt_stats_carry(o->st);
+		}
+	return kt_stats_new();
+}
+
+static struct kt_pool *kt_carry_pool(struct kt_carry *k, const char *name,
+				     u32 len)
+{
+	u32 i, idx;
+
+	if (k->old)
+		kt_hidx_for_each(&k->pool, kt_name_hash(name, len), i, idx) {
+			struct kt_pool *o = &k->old->pools[idx];
+
+			if (o->name_len == len && !memcmp(o->name, name, len))
+				return o;
+		}
+	return NULL;
+}
+
+static struct kt_stats *kt_carry_server(struct kt_carry *k,
+					const struct kt_pool *opool,
+					const struct sockaddr_storage *addr)
+{
+	u32 i, idx, op;
+
+	if (opool) {
+		op = opool - k->old->pools;
+		kt_hidx_for_each(&k->server, kt_addr_hash(addr) ^ op, i, idx) {
+			const struct kt_server *o = &k->old->servers[idx];
+
+			if (o->pool == op && kt_addr_equal(&o->addr, addr))
+				return kt_stats_carry(o->st);
+		}
+	}
+	return kt_stats_new();
+}
+
+static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
+			  struct netlink_ext_ack *extack)
+{
+	struct kt_pool *pool = &cfg->pools[p];
+	struct kt_rules_server_info si;
+	struct kt_rules_pool_info pi;
+	struct kt_pool *opool;
+	u32 i;
+
+	kt_rules_pool(&cfg->rules, p, &pi);
+	pool->name = (const char *)pi.name.ptr;
+	pool->name_len = pi.name.len;
+	pool->sched = pi.scheduler;
+	pool->nservers = pi.nservers;
+	pool->servers = &cfg->servers[pi.first_server];
+	spin_lock_init(&pool->lock);
+	pool->nsets = kt_lblc_sets(&pi);
+	if (pool->nsets) {
+		pool->lblc = kvcalloc(pool->nsets * KT_LBLC_WAYS,
+				      sizeof(*pool->lblc), GFP_KERNEL_ACCOUNT);
+		if (!pool->lblc)
+			return -ENOMEM;
+	}
+	opool = kt_carry_pool(k, pool->name, pool->name_len);
+	pool->st = opool ? kt_stats_carry(opool->st) : kt_stats_new();
+	if (!pool->st)
+		return -ENOMEM;
+
+	for (i = 0; i < pool->nservers; i++) {
+		struct kt_server *s = &pool->servers[i];
+
+		kt_rules_server(&cfg->rules, pi.first_server + i, &si);
+		s->addrlen = kt_sockaddr(&s->addr, si.family, si.addr, si.port);
+		if (s->addrlen < 0) {
+			NL_SET_ERR_MSG(extack, "server address family");
+			return -EINVAL;
+		}
+		s->port = si.port;
+		s->weight = si.weight;
+		s->state = si.state;
+		s->pool = p;
+		s->key = kt_addr_hash(&s->addr);
+		s->down_until = jiffies;
+		s->fail_start = jiffies;
+		spin_lock_init(&s->idle_lock);
+		INIT_LIST_HEAD(&s->idle);
+		s->st = kt_carry_server(k, opool, &s->addr);
+		if (!s->st)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int kt_config_service_build(struct kt_config *cfg, u32 i,
+				   struct kt_carry *k, struct kt_hidx *h,
+				   struct netlink_ext_ack *extack)
+{
+	struct kt_service *svc = &cfg->svc[i];
+	struct kt_http_limits *lim = &svc->lim;
+	struct kt_rules_service_info si;
+	u32 slot, idx, hash;
+
+	kt_rules_service(&cfg->rules, i, &si);
+	svc->name = (const char *)si.name.ptr;
+	svc->name_len = si.name.len;
+	svc->idx = i;
+	svc->flags = si.flags;
+	svc->addrlen = kt_sockaddr(&svc->addr, si.family, si.addr, si.port);
+	if (svc->addrlen < 0) {
+		NL_SET_ERR_MSG(extack, "service address family");
+		return -EINVAL;
+	}
+	hash = kt_addr_hash(&svc->addr);
+	kt_hidx_for_each(h, hash, slot, idx) {
+		if (kt_addr_equal(&cfg->svc[idx].addr, &svc->addr)) {
+			NL_SET_ERR_MSG(extack, "two services listen on one address");
+			return -EINVAL;
+		}
+	}
+	kt_hidx_add(h, hash, i);
+
+	kt_http_limits_init(lim);
+	if (si.limits[KT_LIMIT_REQUEST_LINE])
+		lim->request_line = si.limits[KT_LIMIT_REQUEST_LINE];
+	if (si.limits[KT_LIMIT_HEADER_SIZE])
+		lim->head = si.limits[KT_LIMIT_HEADER_SIZE];
+	if (si.limits[KT_LIMIT_HEADERS])
+		lim->fields = si.limits[KT_LIMIT_HEADERS];
+	svc->max_conns = si.limits[KT_LIMIT_CONNECTIONS];
+	svc->src_conns = si.limits[KT_LIMIT_SOURCE_CONNECTIONS];
+	svc->src_rate = si.limits[KT_LIMIT_SOURCE_RATE];
+	svc->backlog = si.limits[KT_LIMIT_BACKLOG] ?: KT_DEF_BACKLOG;
+	svc->t_header = kt_timeout(si.timeouts_ms[KT_TIMEOUT_HEADER],
+				   KT_DEF_T_HEADER);
+	svc->t_idle = kt_timeout(si.timeouts_ms[KT_TIMEOUT_IDLE], KT_DEF_T_IDLE);
+	svc->t_connect = kt_timeout(si.timeouts_ms[KT_TIMEOUT_CONNECT],
+				    KT_DEF_T_CONNECT);
+	svc->t_backend = kt_timeout(si.timeouts_ms[KT_TIMEOUT_BACKEND],
+				    KT_DEF_T_BACKEND);
+	svc->st = kt_carry_svc(k, svc->name, svc->name_len);
+	return svc->st ? 0 : -ENOMEM;
+}
+
+/* The parse scratch covers every service's limits; the default connection limit. */
+static void kt_config_sizes(struct kt_config *cfg)
+{
+	struct kt_rules_service_info si;
+	u32 i, fields = KT_HTTP_DEF_FIELDS, line = KT_HTTP_DEF_REQUEST_LINE;
+	u32 head = KT_HTTP_DEF_HEAD;
+	u64 mem;
+
+	for (i = 0; i < cfg->nservices; i++) {
+		kt_rules_service(&cfg->rules, i, &si);
+		fields = max(fields, si.limits[KT_LIMIT_HEADERS]);
+		line = max(line, si.limits[KT_LIMIT_REQUEST_LINE]);
+		head = max(head, si.limits[KT_LIMIT_HEADER_SIZE]);
+	}
+	cfg->max_fields = fields;
+	cfg->out_cap = line + KT_HTTP_HOST_MAX + 1;
+	cfg->max_conns = kt_rules_max_conns(&cfg->rules);
+	if (!cfg->max_conns) {
+		mem = (u64)totalram_pages() << PAGE_SHIFT;
+		cfg->max_conns = max_t(u64, KT_MIN_DEF_CONNS,
+				       div_u64(mem / 2, round_up(head, PAGE_SIZE) +
+					       KT_CONN_OVERHEAD));
+	}
+}
+
+/*
+ * Build a configuration from @blob (kt_alloc'ed; owned by the result, or
+ * freed on failure).  @old, if any, donates counters.  Context: process,
+ * under ktn->lock; allocations are charged to the caller's memory cgroup.
+ */
+struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
+				  struct netlink_ext_ack *extack)
+{
+	struct kt_hidx svc_hash = { };
+	struct kt_carry carry = { };
 	struct kt_config *cfg;
 	const char *why = NULL;
 	int err = -ENOMEM;
+	u32 i;
 
-	cfg = kzalloc(sizeof(*cfg), GFP_KERNEL);
+	cfg = kzalloc(sizeof(*cfg), GFP_KERNEL_ACCOUNT);
 	if (!cfg) {
 		kt_free(blob);
 		return ERR_PTR(-ENOMEM);
 	}
-	atomic_inc(&kt_allocs);
-	refcount_set(&cfg->ref, 1);
+	if (percpu_ref_init(&cfg->ref, kt_config_release, 0, GFP_KERNEL_ACCOUNT)) {
+		kfree(cfg);
+		kt_free(blob);
+		return ERR_PTR(-ENOMEM);
+	}
+	kt_alloc_inc();
 	cfg->blob = blob;
 	cfg->len = len;
+	cfg->memcg = get_mem_cgroup_from_mm(current->mm);
 	if (kt_rules_validate(&cfg->rules, blob, len, &why)) {
 		/* why is a static string of the validator */
 		if (extack)
@@ -329,107 +571,48 @@ static struct kt_config *kt_config_build(void *blob, size_t len,
 	cfg->nservices = kt_rules_nservices(&cfg->rules);
 	cfg->npools = kt_rules_npools(&cfg->rules);
 	cfg->nservers = cfg->rules.nservers;
-	cfg->svc = kvcalloc(max(cfg->nservices, 1U), sizeof(*cfg->svc), GFP_KERNEL);
-	cfg->pools = kvcalloc(max(cfg->npools, 1U), sizeof(*cfg->pools), GFP_KERNEL);
-	cfg->servers = kvcalloc(max(cfg->nservers, 1U), sizeof(*cfg->servers),
-				GFP_KERNEL);
 	cfg->scratch_words = kt_match_scratch_words(&cfg->rules);
-	cfg->scratch = kcalloc(nr_cpu_ids, sizeof(*cfg->scratch), GFP_KERNEL);
-	if (!cfg->svc || !cfg->pools || !cfg->servers || !cfg->scratch)
+	kt_config_sizes(cfg);
+	if (kt_config_cost(cfg) > KT_CONFIG_MEM_MAX) {
+		NL_SET_ERR_MSG(extack,
+			       "the configuration needs too much kernel memory");
+		err = -E2BIG;
 		goto err;
-	err = kt_config_scratch(cfg);
-	if (err)
+	}
+	cfg->svc = kvcalloc(max(cfg->nservices, 1U), sizeof(*cfg->svc),
+			    GFP_KERNEL_ACCOUNT);
+	cfg->pools = kvcalloc(max(cfg->npools, 1U), sizeof(*cfg->pools),
+			      GFP_KERNEL_ACCOUNT);
+	cfg->servers = kvcalloc(max(cfg->nservers, 1U), sizeof(*cfg->servers),
+				GFP_KERNEL_ACCOUNT);
+	if (!cfg->svc || !cfg->pools || !cfg->servers ||
+	    kt_hidx_init(&svc_hash, cfg->nservices) ||
+	    kt_carry_init(&carry, old) || kt_config_scratch(cfg))
 		goto err;
-	err = kt_config_servers(cfg, old, extack);
-	if (err)
-		goto err;
-	err = kt_config_services(cfg, old, extack);
-	if (err)
-		goto err;
+	for (i = 0; i < cfg->npools; i++) {
+		err = kt_config_pool(cfg, i, &carry, extack);
+		if (err)
+			goto err;
+		cond_resched();
+	}
+	for (i = 0; i < cfg->nservices; i++) {
+		err = kt_config_service_build(cfg, i, &carry, &svc_hash, extack);
+		if (err)
+			goto err;
+		cond_resched();
+	}
+	cfg->svc_hash = svc_hash.slot;
+	cfg->nsvc_hash = svc_hash.mask + 1;
+	kt_carry_free(&carry);
 	return cfg;
 err:
+	kt_hidx_free(&svc_hash);
+	kt_carry_free(&carry);
 	kt_config_free(cfg);
 	return ERR_PTR(err);
 }
 
-/* ---- listeners --------------------------------------------------------- */
-
-static struct kt_listener *kt_listener_find(struct kt_net *ktn,
-					    const struct sockaddr_storage *a)
-{
-	struct kt_listener *l;
-
-	list_for_each_entry(l, &ktn->listeners, node)
-		if (kt_addr_equal(&l->addr, a))
-			return l;
-	return NULL;
-}
-
-static int kt_listener_open(struct kt_net *ktn, const struct kt_service *svc,
-			    struct netlink_ext_ack *extack)
-{
-	struct kt_listener *l;
-	struct socket *sock;
-	struct sock *sk;
-	int err;
-
-	l = kzalloc(sizeof(*l), GFP_KERNEL);
-	if (!l)
-		return -ENOMEM;
-	err = sock_create_kern(ktn->net, svc->addr.ss_family, SOCK_STREAM,
-			       IPPROTO_TCP, &sock);
-	if (err)
-		goto err_free;
-	sk = sock->sk;
-	sock_set_reuseaddr(sk);
-	ip_sock_set_freebind(sk);	/* a virtual IP may arrive later */
-	if (svc->addr.ss_family == AF_INET6)
-		ip6_sock_set_v6only(sk);
-	err = kernel_bind(sock, (struct sockaddr *)&svc->addr, svc->addrlen);
-	if (err) {
-		NL_SET_ERR_MSG(extack, "cannot bind the service's listen address");
-		goto err_sock;
-	}
-	err = kernel_listen(sock, KT_BACKLOG);
-	if (err)
-		goto err_sock;
-
-	l->ktn = ktn;
-	l->sock = sock;
-	l->addr = svc->addr;
-	l->addrlen = svc->addrlen;
-	l->keep = true;
-	INIT_WORK(&l->accept_work, kt_accept_work);
-	write_lock_bh(&sk->sk_callback_lock);
-	sk->sk_user_data = l;
-	l->saved_data_ready = sk->sk_data_ready;
-	sk->sk_data_ready = kt_listen_data_ready;
-	write_unlock_bh(&sk->sk_callback_lock);
-	list_add_tail(&l->node, &ktn->listeners);
-	return 0;
-
-err_sock:
-	sock_release(sock);
-err_free:
-	kfree(l);
-	return err;
-}
-
-static void kt_listener_close(struct kt_listener *l)
-{
-	struct sock *sk = l->sock->sk;
-
-	write_lock_bh(&sk->sk_callback_lock);
-	sk->sk_user_data = NULL;
-	sk->sk_data_ready = l->saved_data_ready;
-	write_unlock_bh(&sk->sk_callback_lock);
-	cancel_work_sync(&l->accept_work);
-	list_del(&l->node);
-	kernel_sock_shutdown(l->sock, SHUT_RDWR);
-	sock_release(l->sock);
-	kt_conns_kill(l->ktn, &l->addr);
-	kfree(l);
-}
+/* ---- committing ------------------------------------------------------------------ */
 
 /* Close the listeners not marked keep; clear the marks. */
 static void kt_listeners_sweep(struct kt_net *ktn)
@@ -446,57 +629,78 @@ static void kt_listeners_sweep(struct kt_net *ktn)
 
 /*
  * Make @cfg (may be NULL: no services) the running configuration.  On
- * failure nothing changed and @cfg is freed.  Caller holds ktn->lock.
+ * failure nothing changed and @cfg is freed.  Context: process, under
+ * ktn->lock.
  */
-static int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
-			    const char *source, struct netlink_ext_ack *extack)
+int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
+		     const char *source, struct netlink_ext_ack *extack)
 {
-	struct kt_listener *l, *tmp;
 	struct kt_config *old;
+	struct kt_listener *l;
 	u32 i;
-	int err;
+	int err = 0;
 
 	lockdep_assert_held(&ktn->lock);
+	old = rcu_dereference_protected(ktn->cfg, lockdep_is_held(&ktn->lock));
 	list_for_each_entry(l, &ktn->listeners, node)
 		l->keep = false;
 	for (i = 0; cfg && i < cfg->nservices; i++) {
-		l = kt_listener_find(ktn, &cfg->svc[i].addr);
-		if (l) {
-			l->keep = true;
-			continue;
+		struct kt_service *svc = &cfg->svc[i];
+		struct kt_service *osvc = old ? kt_config_service(old, &svc->addr) :
+					  NULL;
+
+		if (osvc && osvc->listener) {
+			svc->listener = osvc->listener;
+		} else {
+			err = kt_listener_open(ktn, svc, extack);
+			if (err)
+				goto undo;
 		}
-		err = kt_listener_open(ktn, &cfg->svc[i], extack);
-		if (err)
-			goto undo;
+		svc->listener->keep = true;
+		cond_resched();
 	}
+	if (cfg && (cfg->svc && cfg->nservices)) {
+		for (i = 0; i < cfg->nservices; i++)
+			if (cfg->svc[i].src_conns || cfg->svc[i].src_rate)
+				break;
+		if (i < cfg->nservices) {
+			err = kt_srctab_init(ktn);
+			if (err)
+				goto undo;
+		}
+	}
+
 	if (cfg) {
+		cfg->ktn = ktn;
 		cfg->generation = ++ktn->generation;
 		strscpy(cfg->source, source ? source : "", sizeof(cfg->source));
 	} else {
 		ktn->generation++;
 	}
+	WRITE_ONCE(ktn->max_conns, cfg ? cfg->max_conns : 0);
 	old = rcu_replace_pointer(ktn->cfg, cfg, lockdep_is_held(&ktn->lock));
 	kt_listeners_sweep(ktn);
+	for (i = 0; cfg && i < cfg->nservices; i++)
+		kt_listener_update(cfg->svc[i].listener, &cfg->svc[i]);
+	kt_listeners_kick(ktn);		/* the limit may have changed */
+	kt_listeners_start(ktn);	/* accept what waited for this commit */
 	if (old) {
-		kt_config_retire(old);
-		kt_config_put(old);
+		kt_idle_retire(old);
+		percpu_ref_kill(&old->ref);
 	}
 	return 0;
 
 undo:
-	/* Close what this commit opened: the new ones are the unmarked tail. */
-	list_for_each_entry_safe(l, tmp, &ktn->listeners, node) {
-		bool ours = true;
-		struct kt_config *cur = rcu_dereference_protected(ktn->cfg,
-					lockdep_is_held(&ktn->lock));
+	/* Close what this commit opened: listeners the old config does not have. */
+	for (i = 0; i < cfg->nservices; i++) {
+		struct kt_service *svc = &cfg->svc[i];
 
-		if (cur && kt_config_service(cur, &l->addr))
-			ours = false;
-		if (ours)
-			kt_listener_close(l);
-		else
-			l->keep = false;
+		if (svc->listener &&
+		    !(old && kt_config_service(old, &svc->addr)))
+			kt_listener_close(svc->listener);
 	}
+	list_for_each_entry(l, &ktn->listeners, node)
+		l->keep = false;
 	kt_config_free(cfg);
 	return err;
 }

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * kt_sched.c - the eight LVS scheduling algorithms, with their L7 meaning.
- * Included by ktcpvs.c (one translation unit).
  *
  *   rr     round robin over available servers
  *   wrr    weighted round robin (smooth: no bursts to the heaviest server)
@@ -24,8 +23,9 @@
  * robin: a key that is new, or was evicted from the bounded table and comes
  * back, lands on the same server as long as the loads are the same.  So
  * with an idle pool lblc chooses exactly what dh chooses.  The table is
- * KT_LBLC_SETS sets of KT_LBLC_WAYS keys; a new key replaces the least
- * recently used key of its set.
+ * p->nsets sets of KT_LBLC_WAYS keys (4 sets per server, from 4 to
+ * KT_LBLC_SETS_MAX); a new key replaces the least recently used key of its
+ * set.
  *
  * A server is available when its state is up, its weight is above zero and
  * it is not in a failure cool-down.  Callers pass servers already tried for
@@ -34,14 +34,9 @@
 
 #include <linux/jhash.h>
 
-#define KT_LBLCR_TRIM	(360 * HZ)	/* LVS: 6 minutes */
+#include "kt.h"
 
-struct kt_sched_in {
-	u32 client_hash;	/* hash of the client address */
-	u32 dest_hash;		/* hash of host and path */
-	const u32 *tried;	/* indices into the pool already tried */
-	u32 ntried;
-};
+#define KT_LBLCR_TRIM	(360 * HZ)	/* LVS: 6 minutes */
 
 static bool kt_srv_available(const struct kt_server *s, unsigned long now)
 {
@@ -185,7 +180,7 @@ static int kt_rendezvous(struct kt_pool *p, const struct kt_sched_in *in,
 		if (!kt_sched_ok(p, i, in, now) ||
 		    (tie && kt_load_cmp(s, tie, true)))
 			continue;
-		score = jhash(&s->addr, sizeof(s->addr), key);
+		score = jhash_2words(s->key, key, 0);
 		if (best < 0 || score > best_score) {
 			best = i;
 			best_score = score;
@@ -235,7 +230,7 @@ static struct kt_lblc_entry *kt_lblc_find(struct kt_pool *p, u32 hash,
 	u32 key = hash | 1;	/* 0 marks an empty entry */
 	u32 w;
 
-	set = &p->lblc[(hash % KT_LBLC_SETS) * KT_LBLC_WAYS];
+	set = &p->lblc[(hash & (p->nsets - 1)) * KT_LBLC_WAYS];
 
 	lockdep_assert_held(&p->lock);
 	for (w = 0; w < KT_LBLC_WAYS; w++) {
@@ -325,8 +320,18 @@ static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
 	return best;
 }
 
-/* Pick a server of @p for a request; -1 when none is available. */
-static int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
+/* Does @p's scheduler use the request's host and path (dest_hash)? */
+bool kt_sched_uses_dest(const struct kt_pool *p)
+{
+	return p->sched == KT_SCHED_DH || p->sched == KT_SCHED_LBLC ||
+	       p->sched == KT_SCHED_LBLCR;
+}
+
+/*
+ * Pick a server of @p for a request; -1 when none is available.  Context:
+ * process or softirq; takes the pool's lock for wrr, lc ties, lblc, lblcr.
+ */
+int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
 {
 	unsigned long now = jiffies;
 
@@ -358,7 +363,7 @@ static int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
 #define KT_FAIL_WINDOW	(10 * HZ)
 #define KT_FAIL_COOL	(10 * HZ)
 
-static void kt_server_failed(struct kt_server *s)
+void kt_server_failed(struct kt_server *s)
 {
 	unsigned long now = jiffies;
 
@@ -372,7 +377,7 @@ static void kt_server_failed(struct kt_server *s)
 	}
 }
 
-static void kt_server_ok(struct kt_server *s)
+void kt_server_ok(struct kt_server *s)
 {
 	if (atomic_read(&s->fails))
 		atomic_set(&s->fails, 0);

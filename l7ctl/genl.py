@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -11,6 +12,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from l7ctl.errors import L7ctlError
+
+
+def reason(e: NetlinkError) -> str:
+    """What the kernel said: the errno's text, and its own message when it gave one."""
+    text = os.strerror(e.code)
+    msg = e.args[1] if len(e.args) > 1 else ""
+    return f"{text}: {msg}" if msg and msg != text else text
 
 
 class GenlClient:
@@ -25,7 +33,8 @@ class GenlClient:
     version: ClassVar[int] = 1
 
     def __init__(self) -> None:
-        self._sock = GenericNetlinkSocket()
+        # extended acks: a refusal carries the kernel's reason (NL_SET_ERR_MSG)
+        self._sock = GenericNetlinkSocket(ext_ack=True)
         try:
             self._sock.bind(self.family, self.message)
         except NetlinkError as e:
@@ -40,7 +49,7 @@ class GenlClient:
 
     def failed(self, e: NetlinkError, what: str) -> L7ctlError:
         """The error for a command the kernel refused."""
-        return L7ctlError(f"{what} failed: {e.args[1] if len(e.args) > 1 else e}")
+        return L7ctlError(f"{what} failed: {reason(e)}")
 
     def request(
         self, cmd: int, attrs: list[tuple[str, Any]] | None = None, flags: int = NLM_F_REQUEST

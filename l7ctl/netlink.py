@@ -17,7 +17,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 
 from l7ctl.errors import L7ctlError
-from l7ctl.genl import GenlClient
+from l7ctl.genl import GenlClient, reason
 
 GENL_NAME = "ktcpvs"
 GENL_VERSION = 1
@@ -42,6 +42,7 @@ OBJ_SERVICE, OBJ_POOL, OBJ_SERVER = 1, 2, 3
 ERROR_KINDS = (
     "parse", "header_timeout", "blocked", "redirect", "no_route", "unavailable",
     "connect", "bad_gateway", "backend_timeout", "backend_reset", "client_reset", "limit",
+    "source_limit", "retry", "local",
 )  # fmt: skip
 STATES = ("up", "drain", "down")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh")
@@ -80,6 +81,7 @@ class ktcpvs_msg(genlmsg):  # type: ignore[misc]
         ("KTCPVS_A_PAD", "none"),
         ("KTCPVS_A_SCHED", "uint8"),
         ("KTCPVS_A_ST_SPLICED", "uint64"),
+        ("KTCPVS_A_MAX_CONNECTIONS", "uint32"),
     )
 
 
@@ -111,6 +113,7 @@ class Info:
     connections: int = 0
     allocations: int = 0
     source: str = ""
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ def format_addr(raw: bytes) -> str:
 def _error(e: NetlinkError, what: str) -> L7ctlError:
     if e.code in (errno.EPERM, errno.EACCES):
         return PermissionDenied(what)
-    return L7ctlError(f"{what} failed: {e.args[1] if len(e.args) > 1 else e}")
+    return L7ctlError(f"{what} failed: {reason(e)}")
 
 
 class Client(GenlClient):
@@ -198,6 +201,7 @@ class Client(GenlClient):
             connections=reply.get_attr("KTCPVS_A_CONNECTIONS") or 0,
             allocations=reply.get_attr("KTCPVS_A_ALLOCS") or 0,
             source=reply.get_attr("KTCPVS_A_SOURCE") or "",
+            max_connections=reply.get_attr("KTCPVS_A_MAX_CONNECTIONS") or 0,
         )
 
     def flush(self) -> None:

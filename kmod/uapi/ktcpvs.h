@@ -58,6 +58,7 @@ enum ktcpvs_attr {
 	KTCPVS_A_PAD,
 	KTCPVS_A_SCHED,			/* u8: a pool's scheduler, KTCPVS_SCHED_NAMES */
 	KTCPVS_A_ST_SPLICED,		/* u64: bytes relayed zero-copy (both ways) */
+	KTCPVS_A_MAX_CONNECTIONS,	/* u32: the namespace's connection limit */
 
 	__KTCPVS_A_MAX,
 	KTCPVS_A_MAX = __KTCPVS_A_MAX - 1
@@ -75,7 +76,8 @@ enum ktcpvs_attr {
 #define KTCPVS_ERR_NAMES \
 	"parse", "header_timeout", "blocked", "redirect", "no_route", \
 	"unavailable", "connect", "bad_gateway", "backend_timeout", \
-	"backend_reset", "client_reset", "limit"
+	"backend_reset", "client_reset", "limit", "source_limit", "retry", \
+	"local"
 
 /* Schedulers, in the order of KTCPVS_A_SCHED */
 #define KTCPVS_SCHED_NAMES \

@@ -99,14 +99,14 @@ def jhash(data: bytes, initval: int) -> int:
 
 
 def test_jhash_is_the_kernels() -> None:
-    # values of include/linux/jhash.h's jhash() built in user space, as kt_conn.c hashes a key
+    # values of include/linux/jhash.h's jhash() built in user space, as kt_request.c hashes a key
     h = jhash(b"www.example.com", 0)
     assert [jhash(p, h) for p in (b"", b"/a", b"/k1/x.png")] == [1009079396, 88354136, 2050707465]
     assert jhash(b"/abcdefghijklmnopqrstuvwxyz/0123456789.png", h) == 3765066165
 
 
 def colliding_keys(sets: int, per_set: int) -> list[str]:
-    """Paths whose lblc key (kt_conn.c: jhash(path, jhash(host, 0))) falls into the same set
+    """Paths whose lblc key (kt_request.c: jhash(path, jhash(host, 0))) falls into the same set
     of the 256 x 4 table, per_set of them for each of `sets` sets."""
     host = jhash(b"www.example.com", 0)
     by_set: dict[int, list[str]] = {}

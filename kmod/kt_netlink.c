@@ -1,83 +1,31 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * ktcpvs - Kernel TCP Virtual Server: an in-kernel Layer-7 content switch.
+ * kt_netlink.c - the generic netlink family "ktcpvs": how l7ctl configures
+ * and observes the switch (protocol: uapi/ktcpvs.h, docs/netlink.md).
  *
- * This file is the module's main file.  It owns the per-network-namespace
- * state and the generic netlink family "ktcpvs" through which l7ctl
- * configures and observes the switch (protocol: uapi/ktcpvs.h,
- * docs/netlink.md).
- *
- * The module is one translation unit: this file includes the pure-C core
- * (core/http.c, core/match.c, shared with l7ctl and the fuzzers) and the
- * kernel parts: kt_sched.c (schedulers), kt_conn.c (the data path),
- * kt_config.c (configurations, listeners, counters).  docs/datapath.md
- * describes the data path.
- *
- * Lock order (outermost first; never take them the other way round):
- *   1. genl_mutex          held by the genetlink core around doit/dumpit
- *                          (the family is not parallel_ops)
- *   2. kt_net->lock        mutex, per namespace: configuration changes,
- *                          listeners, the transaction; pernet exit
- *   3. sk_callback_lock    rwlock (BH), per socket: installing and removing
- *                          our callbacks; callbacks take it for reading
- *      kt_net->conns_lock  spinlock (BH): the list of connections
- *      kt_pool->lock       spinlock (BH): wrr, lblc, lblcr state
- *      kt_server->idle_lock spinlock (BH): a server's idle backend
- *                          connections
- *   The ones at level 3 are never held together.  A connection's own
- *   state has no lock: only its work item touches it.  Socket locks
- *   (lock_sock) are taken one at a time, never two: inside
- *   kernel_recvmsg/kernel_sendmsg, and by the zero-copy relay, which fills
- *   its pipe under the source's lock and sends under the destination's
- *   after releasing the first (kt_pipe_fill, kt_pipe_flush).
- * Callbacks run in softirq context and only queue work; the running
- * configuration is read under RCU and referenced (kt_config->ref) for the
- * length of a request.
+ * Every doit and dumpit runs in the caller's process context under
+ * genl_mutex (the family is not parallel_ops); configuration changes also
+ * take the namespace's lock (kt.h).  Commands that change anything need
+ * CAP_NET_ADMIN in the user namespace that owns the network namespace
+ * (GENL_UNS_ADMIN_PERM): a container's root may configure its own
+ * namespace, and what it applies is bounded (the validator's counts,
+ * KT_CONFIG_MEM_MAX) and charged to its memory cgroup.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
-#include <linux/module.h>
 #include <linux/kernel.h>
-#include <linux/mutex.h>
+#include <linux/module.h>
 #include <linux/slab.h>
-#include <linux/jhash.h>
-#include <linux/in.h>
-#include <linux/in6.h>
-#include <linux/tcp.h>
 #include <net/genetlink.h>
 #include <net/net_namespace.h>
-#include <net/netns/generic.h>
-#include <net/sock.h>
-#include <net/tcp.h>
-#include <net/ip.h>
-#include <net/ipv6.h>
 
 #include "uapi/ktcpvs.h"
 #include "kt.h"
 
-/* The pure-C core, shared with l7ctl and the fuzzers. */
-#include "core/http.c"
-#include "core/match.c"
-
-#define KTCPVS_VERSION	"0.2.0"
 #define KT_TXN_TIMEOUT	(30 * HZ)
 
-static unsigned int kt_net_id __read_mostly;
 static struct genl_family kt_genl_family;
-
-static struct kt_net *kt_net(const struct net *net)
-{
-	return net_generic(net, kt_net_id);
-}
-
-static void kt_stats_put(struct kt_stats *st);
-
-#include "kt_sched.c"
-#include "kt_conn.c"
-#include "kt_config.c"
-
-/* ---- generic netlink ---------------------------------------------------- */
 
 /*
  * Per-command policies.  Validation is strict (resv_start_op 0), which
@@ -176,7 +124,8 @@ static int kt_fill_info(struct sk_buff *msg, struct kt_net *ktn)
 	    nla_put_u64_64bit(msg, KTCPVS_A_GENERATION, ktn->generation,
 			      KTCPVS_A_PAD) ||
 	    nla_put_u32(msg, KTCPVS_A_CONNECTIONS, atomic_read(&ktn->nconns)) ||
-	    nla_put_u32(msg, KTCPVS_A_ALLOCS, atomic_read(&kt_allocs)))
+	    nla_put_u32(msg, KTCPVS_A_ALLOCS, kt_allocs_sum()) ||
+	    nla_put_u32(msg, KTCPVS_A_MAX_CONNECTIONS, READ_ONCE(ktn->max_conns)))
 		err = -EMSGSIZE;
 	if (!err && cfg && nla_put_string(msg, KTCPVS_A_SOURCE, cfg->source))
 		err = -EMSGSIZE;
@@ -215,7 +164,7 @@ err_free:
 	return err;
 }
 
-static void kt_txn_free(struct kt_net *ktn)
+void kt_txn_free(struct kt_net *ktn)
 {
 	if (ktn->txn) {
 		kt_free(ktn->txn->buf);
@@ -280,7 +229,7 @@ static int kt_nl_begin(struct sk_buff *skb, struct genl_info *info)
 		return -EBUSY;
 	}
 	kt_txn_free(ktn);
-	t = kzalloc(sizeof(*t), GFP_KERNEL);
+	t = kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
 	if (t)
 		t->buf = kt_alloc(size);
 	if (!t || !t->buf) {
@@ -556,7 +505,7 @@ static int kt_fill_obj(struct sk_buff *msg, struct kt_config *cfg, u32 i)
 static int kt_nl_dump_stats(struct sk_buff *skb, struct netlink_callback *cb)
 {
 	struct kt_net *ktn = kt_net(sock_net(skb->sk));
-	struct kt_config *cfg = kt_config_get(ktn);
+	struct kt_config *cfg = kt_config_tryget(ktn);
 	u32 i = cb->args[0], n;
 	int err = 0;
 
@@ -588,7 +537,7 @@ static int kt_nl_dump_stats(struct sk_buff *skb, struct netlink_callback *cb)
 static int kt_nl_dump_config(struct sk_buff *skb, struct netlink_callback *cb)
 {
 	struct kt_net *ktn = kt_net(sock_net(skb->sk));
-	struct kt_config *cfg = kt_config_get(ktn);
+	struct kt_config *cfg = kt_config_tryget(ktn);
 	u32 off = cb->args[0];
 	void *hdr;
 
@@ -709,105 +658,12 @@ static struct genl_family kt_genl_family __ro_after_init = {
 	.n_mcgrps = ARRAY_SIZE(kt_mcgrps),
 };
 
-/* ---- per network namespace ---------------------------------------------- */
-
-static int __net_init kt_net_init(struct net *net)
+int kt_netlink_init(void)
 {
-	struct kt_net *ktn = kt_net(net);
-
-	ktn->net = net;
-	mutex_init(&ktn->lock);
-	RCU_INIT_POINTER(ktn->cfg, NULL);
-	INIT_LIST_HEAD(&ktn->listeners);
-	spin_lock_init(&ktn->conns_lock);
-	INIT_LIST_HEAD(&ktn->conns);
-	atomic_set(&ktn->nconns, 0);
-	init_waitqueue_head(&ktn->conns_wait);
-	return 0;
+	return genl_register_family(&kt_genl_family);
 }
 
-/*
- * Kernel sockets do not pin their namespace, so everything of a namespace
- * is closed here: listeners, then every connection, waiting until the last
- * one is freed.
- */
-static void __net_exit kt_net_exit(struct net *net)
+void kt_netlink_exit(void)
 {
-	struct kt_net *ktn = kt_net(net);
-
-	mutex_lock(&ktn->lock);
-	kt_txn_free(ktn);
-	kt_config_commit(ktn, NULL, NULL, NULL);
-	mutex_unlock(&ktn->lock);
-
-	spin_lock_bh(&ktn->conns_lock);
-	ktn->dying = true;
-	spin_unlock_bh(&ktn->conns_lock);
-	kt_conns_kill(ktn, NULL);
-	wait_event(ktn->conns_wait, !atomic_read(&ktn->nconns));
-	mutex_destroy(&ktn->lock);
-}
-
-static struct pernet_operations kt_net_ops = {
-	.init = kt_net_init,
-	.exit = kt_net_exit,
-	.id = &kt_net_id,
-	.size = sizeof(struct kt_net),
-};
-
-/* ---- module ------------------------------------------------------------- */
-
-static int __init ktcpvs_init(void)
-{
-	int err = -ENOMEM;
-
-	kt_conn_cache = KMEM_CACHE(kt_conn, 0);
-	kt_buf_cache = kmem_cache_create("ktcpvs_buf", KT_BUF_SIZE, 0, 0, NULL);
-	kt_wq = alloc_workqueue("ktcpvs", WQ_MEM_RECLAIM, 0);
-	if (!kt_conn_cache || !kt_buf_cache || !kt_wq)
-		goto err;
-
-	err = register_pernet_subsys(&kt_net_ops);
-	if (err)
-		goto err;
-
-	err = genl_register_family(&kt_genl_family);
-	if (err)
-		goto err_pernet;
-
-	pr_info("version %s loaded (netlink protocol %u)\n", KTCPVS_VERSION,
-		KTCPVS_PROTO_VERSION);
-	return 0;
-
-err_pernet:
-	unregister_pernet_subsys(&kt_net_ops);
-err:
-	if (kt_wq)
-		destroy_workqueue(kt_wq);
-	kmem_cache_destroy(kt_buf_cache);
-	kmem_cache_destroy(kt_conn_cache);
-	return err;
-}
-
-static void __exit ktcpvs_exit(void)
-{
-	/* No new requests once the family is gone; then drop every namespace. */
 	genl_unregister_family(&kt_genl_family);
-	unregister_pernet_subsys(&kt_net_ops);
-	destroy_workqueue(kt_wq);	/* drains the last release works */
-	rcu_barrier();			/* configurations freed by call_rcu */
-	kmem_cache_destroy(kt_buf_cache);
-	kmem_cache_destroy(kt_conn_cache);
-	if (atomic_read(&kt_allocs))
-		pr_err("%d allocations leaked\n", atomic_read(&kt_allocs));
-	pr_info("unloaded\n");
 }
-
-module_init(ktcpvs_init);
-module_exit(ktcpvs_exit);
-
-MODULE_LICENSE("GPL");
-MODULE_AUTHOR("The KTCPVS developers");
-MODULE_DESCRIPTION("KTCPVS: in-kernel Layer-7 content switch");
-MODULE_VERSION(KTCPVS_VERSION);
-MODULE_ALIAS_GENL_FAMILY(KTCPVS_GENL_NAME);

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kt_backend.c - a request's backend connection: schedule a server, reuse
+ * a kept or idle connection to it or connect anew, try another server when
+ * a connect fails, send a request once more when a reused connection
+ * closes before answering, and let the connection go.  Process context:
+ * the connection's work.
+ */
+
+#include <linux/net.h>
+#include <net/tcp.h>
+
+#include "kt_conn.h"
+
+/* The kept backend connection goes to @srv and looks healthy. */
+bool kt_backend_reusable(struct kt_conn *c, struct kt_server *srv)
+{
+	struct sock *sk;
+
+	if (!c->bsk || c->bsrv != srv)
+		return false;
+	sk = c->bsk->sk;
+	return sk->sk_state == TCP_ESTABLISHED && !sk->sk_err &&
+	       !(sk->sk_shutdown & RCV_SHUTDOWN) &&
+	       skb_queue_empty_lockless(&sk->sk_receive_queue);
+}
+
+/* Close the backend connection and drop what was on its way to or from it. */
+void kt_conn_release_backend(struct kt_conn *c)
+{
+	if (!c->bsk)
+		return;
+	kt_sk_restore(c->bsk->sk, &c->bsaved);
+	kernel_sock_shutdown(c->bsk, SHUT_RDWR);
+	sock_release(c->bsk);
+	c->bsk = NULL;
+	c->bsrv = NULL;
+	kt_pipe_purge(&c->up.pipe);
+	kt_pipe_purge(&c->down.pipe);
+	kt_buf_put(&c->down);
+}
+
+/* Between requests: keep c's backend connection for reuse; else close it. */
+void kt_conn_drop_backend(struct kt_conn *c)
+{
+	if (c->bsk && c->rs == KT_RS_IDLE && c->bsrv &&
+	    kt_backend_reusable(c, c->bsrv))
+		kt_idle_park(c);
+	else
+		kt_conn_release_backend(c);
+}
+
+/*
+ * Errors of the switch's own making (memory, local ports), which say
+ * nothing about the server: they never count towards its cool-down.
+ */
+static bool kt_err_local(int err)
+{
+	switch (err) {
+	case -ENOMEM:
+	case -ENOBUFS:
+	case -EAGAIN:
+	case -EADDRNOTAVAIL:
+	case -EADDRINUSE:
+	case -EMFILE:
+	case -ENFILE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Start a nonblocking connect to @srv; 0 or -errno. */
+static int kt_backend_connect(struct kt_conn *c, struct kt_server *srv)
+{
+	struct socket *sock;
+	struct sock *sk;
+	int err;
+
+	err = sock_create_kern(c->ktn->net, srv->addr.ss_family, SOCK_STREAM,
+			       IPPROTO_TCP, &sock);
+	if (err)
+		return err;
+	sk = sock->sk;
+	tcp_sock_set_nodelay(sk);
+	kt_sk_save(sk, &c->bsaved);
+	kt_sk_set(sk, c, kt_sk_event, kt_sk_write_space, kt_sk_event);
+	c->bsk = sock;
+	c->bsrv = srv;
+	c->b_reused = false;
+	err = kernel_connect(sock, (struct sockaddr_unsized *)&srv->addr,
+			     srv->addrlen, O_NONBLOCK);
+	if (err && err != -EINPROGRESS) {
+		kt_conn_release_backend(c);
+		return err;
+	}
+	kt_stat_inc(srv->st, conns);
+	kt_stat_inc(c->pool->st, conns);
+	return 0;
+}
+
+/* The request's server is now @srv (its active count includes it). */
+static void kt_backend_assign(struct kt_conn *c, struct kt_server *srv)
+{
+	if (c->srv == srv)
+		return;
+	if (c->srv)
+		atomic_dec(&c->srv->st->active);
+	c->srv = srv;
+	atomic_inc(&srv->st->active);
+}
+
+/* A response is awaited on bsk. */
+static void kt_backend_ready(struct kt_conn *c, bool connecting)
+{
+	kt_http_resp_init(&c->down.msg, NULL, NULL, 0, c->req_method);
+	kt_dir_reset(&c->down);
+	c->rs = connecting ? KT_RS_CONNECT : KT_RS_HEAD;
+	c->deadline = jiffies + (connecting ? c->svc->t_connect :
+				 c->svc->t_backend);
+}
+
+/* Schedule a server of c->pool not tried yet and start talking to it. */
+void kt_backend_pick(struct kt_conn *c)
+{
+	struct kt_sched_in in = {
+		.client_hash = c->client_hash,
+		.dest_hash = c->dest_hash,
+		.tried = c->tried,
+	};
+	bool local = false;
+	struct kt_server *srv;
+	int i, err;
+
+	for (;;) {
+		in.ntried = c->ntried;
+		i = kt_schedule(c->pool, &in);
+		if (i < 0)
+			break;
+		srv = &c->pool->servers[i];
+		kt_backend_assign(c, srv);
+		if (c->ntried < KT_MAX_TRIES)
+			c->tried[c->ntried++] = i;
+
+		if (kt_backend_reusable(c, srv)) {
+			c->b_reused = true;
+			kt_backend_ready(c, false);
+			return;
+		}
+		kt_conn_drop_backend(c);
+		if (kt_idle_pop(c, srv)) {
+			c->b_reused = true;
+			kt_backend_ready(c, false);
+			return;
+		}
+		err = kt_backend_connect(c, srv);
+		if (!err) {
+			kt_backend_ready(c, true);
+			return;
+		}
+		if (kt_err_local(err)) {
+			local = true;
+			kt_conn_count_error(c, KT_E_LOCAL);
+		} else {
+			kt_stat_inc(srv->st, errors[KT_E_CONNECT]);
+			kt_server_failed(srv);
+		}
+		if (c->ntried >= KT_MAX_TRIES)
+			break;
+	}
+	if (local)
+		kt_conn_fail(c, KT_E_LOCAL, 503,
+			     "the switch cannot open a connection now");
+	else if (c->ntried)
+		kt_conn_fail(c, KT_E_BAD_GATEWAY, 502,
+			     "no server of the pool is reachable");
+	else
+		kt_conn_fail(c, KT_E_UNAVAILABLE, 503,
+			     "no server of the pool is available");
+}
+
+/* The connect to c->srv failed or timed out: try another server. */
+void kt_backend_retry(struct kt_conn *c)
+{
+	kt_stat_inc(c->srv->st, errors[KT_E_CONNECT]);
+	kt_server_failed(c->srv);
+	kt_conn_release_backend(c);
+	if (c->ntried >= KT_MAX_TRIES) {
+		kt_conn_fail(c, KT_E_BAD_GATEWAY, 502,
+			     "no server of the pool is reachable");
+		return;
+	}
+	kt_backend_pick(c);
+}
+
+/*
+ * The backend connection failed before the response was complete.  If it
+ * had served an earlier request and closed before any byte of this
+ * request's answer -- the server ending an idle connection as the request
+ * arrived -- and the request is idempotent and still wholly in the buffer
+ * (c->hold), it is sent once more on a new connection to the same server,
+ * as nginx's proxy_next_upstream does.  Otherwise 502, or the connection
+ * is cut once the answer has started.
+ */
+void kt_backend_lost(struct kt_conn *c, int kind, const char *reason)
+{
+	struct kt_server *srv = c->srv;
+	int err;
+
+	if (c->hold && !c->retried && !c->resp_started && !c->down.len) {
+		c->retried = true;
+		kt_conn_count_error(c, KT_E_RETRY);
+		kt_conn_release_backend(c);
+		c->up.sent = 0;		/* all of it goes again */
+		c->rq = KT_RQ_SEND;
+		err = kt_backend_connect(c, srv);
+		if (!err) {
+			kt_backend_ready(c, true);
+			return;
+		}
+		c->hold = false;
+		if (!kt_err_local(err)) {
+			kt_stat_inc(srv->st, errors[KT_E_CONNECT]);
+			kt_server_failed(srv);
+		}
+		kt_backend_pick(c);
+		return;
+	}
+	kt_conn_count_error(c, kind);
+	if (!c->resp_started)
+		kt_conn_answer(c, 502, reason, NULL, 0);
+	else
+		kt_conn_close(c);
+}

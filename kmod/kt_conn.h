@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * kt_conn.h - the data path: one client connection and its backend
+ * connection, from accept to close.  Locking and contexts: kt.h.
+ *
+ * The life of a request
+ * ---------------------
+ * accept     kt_accept_work (kt_listen.c): namespace, service and source
+ *            limits, then kt_conn_new (kt_conn.c): the connection is set
+ *            up completely, then published: callbacks installed and its
+ *            work queued in one step under sk_callback_lock.
+ * events     a socket callback (kt_sk_event, kt_io.c) queues c->work;
+ *            kt_conn_work (kt_conn.c) runs steps until none makes progress
+ *            or its budget is spent: kt_conn_step -> kt_step_request and
+ *            kt_step_response.
+ * request    RQ_HEAD  kt_rq_head (kt_request.c): read, parse incrementally;
+ *                     at the end of the head kt_route: match the rules,
+ *                     plan the head's edits (X-Forwarded-For, a lone
+ *                     Connection: close), then kt_backend_pick
+ *                     (kt_backend.c): schedule a server, reuse a kept or
+ *                     idle connection to it (kt_idle.c) or connect.
+ *            RQ_SEND  kt_rq_send: the head goes out.
+ *            RQ_BODY  kt_rq_body: the body by its framing (kt_dir_step,
+ *                     kt_relay.c): buffered bytes are sent, opaque body
+ *                     bytes pass zero-copy through the pipe.
+ *            RQ_DONE  the request is forwarded.
+ * response   RS_CONNECT kt_rs_connect (kt_response.c): the connect ends.
+ *            RS_HEAD  kt_rs_head: read and parse the head; 1xx are
+ *                     forwarded; kt_rs_head_done: a tunnel if asked for,
+ *                     Connection: close if the client closes, and the head
+ *                     with the body bytes that came with it goes out in
+ *                     one send.
+ *            RS_BODY  kt_rs_body: the body by its framing (kt_dir_step).
+ *            kt_exchange_done: the next request (RQ_HEAD, RS_IDLE), the
+ *            backend connection kept; or kt_conn_linger.
+ * answers    kt_conn_answer (kt_answer.c): the switch's own answer (CS_ANSWER),
+ *            then a lingering close (CS_LINGER).
+ * end        kt_conn_close: callbacks removed, timer stopped, then
+ *            kt_conn_release (its own work) frees everything.
+ *
+ * States and what holds in them (kt_conn_check() tests these with
+ * WARN_ON_ONCE after every step):
+ *   cs == CS_OPEN:
+ *     rq == RQ_HEAD  <=>  rs == RS_IDLE     (between requests)
+ *     rs == RS_IDLE   =>  srv == NULL, up and down pipes empty, down.len == 0
+ *     rq in {SEND, BODY, TUNNEL} or rs != RS_IDLE  =>  bsk != NULL, srv,
+ *                        pool, svc and cfg set
+ *     rq == RQ_TUNNEL <=> rs == RS_TUNNEL
+ *     bsk != NULL     =>  bsrv != NULL
+ *     up.pipe non-empty   => rq in {BODY, TUNNEL}; not holding for a retry
+ *     down.pipe non-empty => rs in {BODY, TUNNEL}
+ *     hold (request kept for a retry) => no response byte yet
+ *   cs in {CS_ANSWER, CS_LINGER}:
+ *     bsk == NULL, srv == NULL, both pipes empty, no buffers;
+ *     CS_ANSWER: ebuf set
+ *   cs == CS_CLOSED: no step runs again.
+ *   srv is the server the current request is scheduled on (its active
+ *   count includes this request); bsrv the server bsk is connected to.
+ *   They differ only between requests, while a kept connection waits.
+ */
+#ifndef KT_CONN_H
+#define KT_CONN_H
+
+#include <linux/skbuff.h>
+
+#include "kt.h"
+
+#define KT_BUF_PAGE		PAGE_SIZE	/* first buffer of a direction */
+#define KT_PIPE_BYTES		(256 * 1024)	/* zero-copy relay, per direction */
+#define KT_PIPE_SKBS		64
+#define KT_FRAMING_READ		128	/* chunk lines: read little, splice data */
+#define KT_BUDGET		64	/* steps per work run */
+#define KT_MAX_TRIES		3	/* servers tried per request */
+#define KT_LINGER		(2 * HZ)
+#define KT_PARK_DELAY		HZ	/* idle client: its backend goes to the pool */
+
+enum kt_cs { KT_CS_OPEN, KT_CS_ANSWER, KT_CS_LINGER, KT_CS_CLOSED };
+enum kt_rq { KT_RQ_HEAD, KT_RQ_SEND, KT_RQ_BODY, KT_RQ_DONE, KT_RQ_TUNNEL };
+enum kt_rs { KT_RS_IDLE, KT_RS_CONNECT, KT_RS_HEAD, KT_RS_BODY, KT_RS_TUNNEL };
+
+/* What a step did. */
+enum kt_step { KT_BLOCKED, KT_PROGRESS };
+
+/* What an I/O helper of one direction did (kt_relay.c). */
+enum kt_io {
+	KT_IO_MOVED,	/* bytes moved (or were classified): progress */
+	KT_IO_AGAIN,	/* nothing to do until an event */
+	KT_IO_DONE,	/* the message is complete and sent */
+	KT_IO_SRC_EOF,	/* the source closed (FIN) */
+	KT_IO_SRC_ERR,	/* reading the source failed (reset, no memory) */
+	KT_IO_DST_ERR,	/* sending to the destination failed */
+	KT_IO_BAD,	/* the body's framing is invalid (body.status) */
+};
+
+/* c->flags bits, set from other contexts */
+#define KT_CF_KILL	0
+#define KT_CF_TIMER	1
+
+/*
+ * Zero-copy relay of one direction: skbs cloned off the source socket's
+ * receive queue (tcp_read_sock), sent on the destination from their pages
+ * (skb_send_sock_locked), bounded by KT_PIPE_BYTES and KT_PIPE_SKBS and
+ * refilled only once empty.
+ */
+struct kt_pipe {
+	struct sk_buff_head q;		/* private: __skb_* helpers only */
+	u32 bytes;
+};
+
+/*
+ * One direction of the exchange: up (client -> backend) or down (backend
+ * -> client).  buf[0, len) holds bytes read from the source:
+ *   [0, sent)    sent; kept only while the request is held for a retry
+ *   [sent, fwd)  belong to the current message and go out next
+ *   [fwd, len)   not looked at yet (rest of the head, body, or the next
+ *                message)
+ * Without a hold, bytes are dropped from the front as soon as they are
+ * sent, so sent is 0 between sends.
+ */
+struct kt_dir {
+	u8 *buf;
+	u32 cap, len, fwd, sent;
+	struct kt_http_msg msg;		/* the current message's head */
+	struct kt_http_body body;
+	struct kt_pipe pipe;
+	bool body_done;
+	bool big;			/* the last splice was large (chunked) */
+};
+
+/* A socket's own callbacks, kept while ours are installed. */
+struct kt_sk_saved {
+	void (*data_ready)(struct sock *sk);
+	void (*write_space)(struct sock *sk);
+	void (*state_change)(struct sock *sk);
+};
+
+struct kt_src;
+
+struct kt_conn {
+	struct list_head node;		/* ktn->conns, under conns_lock */
+	struct kt_net *ktn;
+	struct socket *csk;		/* the client's */
+	struct socket *bsk;		/* the backend's, or NULL */
+	struct work_struct work;	/* every step and state change */
+	struct work_struct release_work;
+	struct timer_list timer;
+	unsigned long deadline;		/* timeout of the current state */
+	unsigned long park_at;		/* 0, or when to park the kept backend */
+	unsigned long timer_at;		/* when the timer fires, 0 if idle */
+	unsigned long flags;		/* KT_CF_* */
+	struct mem_cgroup *memcg;	/* charged for the connection's memory */
+
+	struct sockaddr_storage laddr;	/* the address the client reached */
+	struct sockaddr_storage peer;	/* the client */
+	u32 client_hash;
+	struct kt_src *src;		/* per-source entry, or NULL */
+	struct kt_stats *svc_st;	/* the service's, for active conns */
+
+	u8 cs, rq, rs;			/* enum kt_cs, kt_rq, kt_rs */
+	u8 req_method;			/* enum kt_http_method */
+	bool first;			/* first request of the connection */
+	bool client_ka;			/* the request allows keep-alive */
+	bool resp_started;		/* response bytes went to the client */
+	bool parsing;			/* the request's parser is set up */
+	u8 parse_calls;			/* reads of the head parsed so far */
+	bool b_reused;			/* bsk served an earlier request */
+	bool hold;			/* the request is kept for a retry */
+	bool retried;			/* ... and was retried once */
+	bool counted;			/* the request was counted as forwarded */
+	u32 req_flags;			/* KT_HTTP_* of the request */
+
+	/* the current request */
+	struct kt_config *cfg;		/* referenced */
+	struct kt_service *svc;
+	struct kt_pool *pool;
+	struct kt_server *srv;
+	struct kt_server *bsrv;
+	u32 tried[KT_MAX_TRIES];
+	u32 ntried;
+	u32 dest_hash;
+
+	struct kt_dir up, down;
+
+	/* an answer of the switch itself */
+	char *ebuf;
+	u32 elen, esent;
+
+	struct kt_sk_saved csaved, bsaved;
+};
+
+/* kt_io.c: callbacks, socket calls, buffers */
+void kt_sk_event(struct sock *sk);
+void kt_sk_write_space(struct sock *sk);
+void kt_sk_set(struct sock *sk, void *user, void (*dr)(struct sock *),
+	       void (*ws)(struct sock *), void (*sc)(struct sock *));
+void kt_sk_save(struct sock *sk, struct kt_sk_saved *saved);
+void kt_sk_restore(struct sock *sk, const struct kt_sk_saved *saved);
+bool kt_sk_readable(const struct sock *sk);
+int kt_recv(struct socket *sock, void *buf, size_t len);
+int kt_send(struct socket *sock, const void *buf, size_t len, bool more);
+int kt_buf_get(struct kt_dir *d);
+int kt_buf_grow(struct kt_dir *d, u32 want);
+void kt_buf_put(struct kt_dir *d);
+void kt_buf_drop_sent(struct kt_dir *d);
+
+/* kt_relay.c: one direction */
+void kt_pipe_init(struct kt_pipe *p);
+void kt_pipe_purge(struct kt_pipe *p);
+int kt_pipe_fill(struct kt_pipe *p, struct socket *from, u64 max);
+int kt_pipe_flush(struct kt_pipe *p, struct socket *to);
+enum kt_io kt_dir_send(struct kt_conn *c, struct kt_dir *d);
+enum kt_io kt_dir_step(struct kt_conn *c, struct kt_dir *d);
+enum kt_io kt_dir_tunnel(struct kt_conn *c, struct kt_dir *d);
+void kt_dir_reset(struct kt_dir *d);
+
+/* kt_request.c */
+void kt_conn_start_request(struct kt_conn *c);
+enum kt_step kt_step_request(struct kt_conn *c);
+void kt_up_release_hold(struct kt_conn *c);
+
+/* kt_response.c */
+enum kt_step kt_step_response(struct kt_conn *c);
+void kt_conn_park_idle(struct kt_conn *c);
+
+/* kt_backend.c */
+void kt_backend_pick(struct kt_conn *c);
+void kt_backend_retry(struct kt_conn *c);
+void kt_backend_lost(struct kt_conn *c, int kind, const char *reason);
+bool kt_backend_reusable(struct kt_conn *c, struct kt_server *srv);
+void kt_conn_release_backend(struct kt_conn *c);
+void kt_conn_drop_backend(struct kt_conn *c);
+
+/* kt_idle.c */
+void kt_idle_park(struct kt_conn *c);
+bool kt_idle_pop(struct kt_conn *c, struct kt_server *srv);
+void kt_idle_retire(struct kt_config *cfg);
+
+/* kt_answer.c */
+void kt_conn_answer(struct kt_conn *c, unsigned int status,
+		    const char *reason, const u8 *location, u32 location_len);
+void kt_conn_fail(struct kt_conn *c, int kind, unsigned int status,
+		  const char *reason);
+void kt_conn_linger(struct kt_conn *c);
+enum kt_step kt_step_answer(struct kt_conn *c);
+enum kt_step kt_step_linger(struct kt_conn *c);
+void kt_refuse(struct socket *sock, unsigned int status);
+
+/* kt_conn.c */
+void kt_conn_new(struct kt_listener *l, struct socket *sock,
+		 const struct sockaddr_storage *peer, struct kt_config *cfg,
+		 struct kt_service *svc, struct kt_src *src);
+void kt_conn_close(struct kt_conn *c);
+void kt_conn_end_request(struct kt_conn *c);
+void kt_conn_count_error(struct kt_conn *c, int kind);
+void kt_conns_kill(struct kt_net *ktn, const struct sockaddr_storage *la);
+int kt_conn_cache_init(void);
+void kt_conn_cache_exit(void);
+
+/* kt_limit.c: per-source limits */
+int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,
+		  const struct sockaddr_storage *peer, struct kt_src **out);
+void kt_src_detach(struct kt_net *ktn, struct kt_src *e);
+bool kt_src_request(struct kt_net *ktn, struct kt_src *e,
+		    const struct kt_service *svc);
+int kt_srctab_init(struct kt_net *ktn);
+void kt_srctab_exit(struct kt_net *ktn);
+
+static inline struct socket *kt_dir_src(const struct kt_conn *c,
+					const struct kt_dir *d)
+{
+	return d == &c->up ? c->csk : c->bsk;
+}
+
+static inline struct socket *kt_dir_dst(const struct kt_conn *c,
+					const struct kt_dir *d)
+{
+	return d == &c->up ? c->bsk : c->csk;
+}
+
+#endif /* KT_CONN_H */

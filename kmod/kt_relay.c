@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kt_relay.c - moving the bytes of one direction: buffered bytes are sent
+ * as they are classified, opaque body bytes pass zero-copy through the
+ * direction's pipe.  The same helpers serve both directions: up (client ->
+ * backend) and down (backend -> client); what a result means for the
+ * exchange (a client gone, a server gone, a bad body) is decided by the
+ * request and response steps.  Process context (the connection's work).
+ */
+
+#include <linux/skbuff.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+
+#include "kt_conn.h"
+
+/* ---- the pipe: zero-copy relay ---------------------------------------------- */
+
+struct kt_pipe_cb {
+	u32 off, len;			/* the part of the skb still to send */
+};
+
+#define KT_PIPE_CB(skb)	((struct kt_pipe_cb *)(skb)->cb)
+
+void kt_pipe_init(struct kt_pipe *p)
+{
+	__skb_queue_head_init(&p->q);
+	p->bytes = 0;
+}
+
+void kt_pipe_purge(struct kt_pipe *p)
+{
+	struct sk_buff *skb;
+
+	while ((skb = __skb_dequeue(&p->q))) {
+		consume_skb(skb);
+		kt_alloc_dec();
+	}
+	p->bytes = 0;
+}
+
+/*
+ * tcp_read_sock() actor: clone, don't copy; desc->count bounds the bytes.
+ * Called under the source's socket lock, in process context.
+ */
+static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
+			 unsigned int off, size_t len)
+{
+	struct kt_pipe *p = desc->arg.data;
+	struct sk_buff *clone;
+
+	len = min_t(size_t, len, desc->count);
+	if (!len || skb_queue_len(&p->q) >= KT_PIPE_SKBS)
+		return 0;
+	clone = skb_clone(skb, GFP_KERNEL);
+	if (!clone) {
+		desc->error = -ENOMEM;
+		return 0;
+	}
+	kt_alloc_inc();
+	KT_PIPE_CB(clone)->off = off;
+	KT_PIPE_CB(clone)->len = len;
+	__skb_queue_tail(&p->q, clone);
+	p->bytes += len;
+	desc->count -= len;
+	return len;
+}
+
+/*
+ * Take up to @max bytes off @from's receive queue into @p, without copying.
+ * Bytes taken (> 0), 0 at the end of the stream, -EAGAIN, or -errno.  The
+ * socket lock of @from only: never two socket locks at once.
+ */
+int kt_pipe_fill(struct kt_pipe *p, struct socket *from, u64 max)
+{
+	read_descriptor_t desc = { .arg.data = p };
+	struct sock *sk = from->sk;
+	int n;
+
+	desc.count = min_t(u64, max, KT_PIPE_BYTES - p->bytes);
+	lock_sock(sk);
+	n = tcp_read_sock(sk, &desc, kt_pipe_actor);
+	if (!n) {
+		if (desc.error)
+			n = desc.error;
+		else if (sk->sk_err)
+			n = sock_error(sk);
+		else if (!(sk->sk_shutdown & RCV_SHUTDOWN) ||
+			 !skb_queue_empty(&sk->sk_receive_queue))
+			n = -EAGAIN;
+	}
+	release_sock(sk);
+	return n;
+}
+
+/* Send what @p holds on @to.  Bytes sent (> 0), -EAGAIN, or -errno. */
+int kt_pipe_flush(struct kt_pipe *p, struct socket *to)
+{
+	struct sock *sk = to->sk;
+	struct sk_buff *skb;
+	int sent = 0, n = -EAGAIN;
+
+	lock_sock(sk);
+	while ((skb = skb_peek(&p->q))) {
+		struct kt_pipe_cb *cb = KT_PIPE_CB(skb);
+
+		n = skb_send_sock_locked(sk, skb, cb->off, cb->len);
+		if (n <= 0)
+			break;
+		sent += n;
+		cb->off += n;
+		cb->len -= n;
+		p->bytes -= n;
+		if (!cb->len) {
+			__skb_unlink(skb, &p->q);
+			consume_skb(skb);
+			kt_alloc_dec();
+		}
+	}
+	release_sock(sk);
+	if (sent)
+		return sent;
+	return n < 0 ? n : -EAGAIN;
+}
+
+/* ---- one direction ---------------------------------------------------------- */
+
+/* Count @n bytes that went to @d's destination (@spliced: from the pipe). */
+static void kt_dir_sent(struct kt_conn *c, struct kt_dir *d, int n,
+			bool spliced)
+{
+	struct kt_stats *svc = c->svc ? c->svc->st : c->svc_st;
+
+	if (d == &c->up) {
+		kt_stat_add(c->srv->st, bytes_in, n);
+		kt_stat_add(c->pool->st, bytes_in, n);
+	} else {
+		c->resp_started = true;
+		kt_stat_add(svc, bytes_out, n);
+		if (c->srv) {
+			kt_stat_add(c->srv->st, bytes_out, n);
+			kt_stat_add(c->pool->st, bytes_out, n);
+		}
+	}
+	if (spliced) {
+		kt_stat_add(svc, spliced, n);
+		if (c->srv) {
+			kt_stat_add(c->srv->st, spliced, n);
+			kt_stat_add(c->pool->st, spliced, n);
+		}
+	}
+}
+
+/* Count @n bytes read from @d's source. */
+static void kt_dir_read_count(struct kt_conn *c, struct kt_dir *d, int n)
+{
+	if (d == &c->up)
+		kt_stat_add(c->svc ? c->svc->st : c->svc_st, bytes_in, n);
+}
+
+static enum kt_io kt_io_of(int n)
+{
+	if (n > 0)
+		return KT_IO_MOVED;
+	if (!n)
+		return KT_IO_SRC_EOF;
+	return n == -EAGAIN ? KT_IO_AGAIN : KT_IO_SRC_ERR;
+}
+
+/*
+ * Send buf[sent, fwd) to @d's destination; once it is all sent, drop it
+ * (unless the request is held for a retry).  @more: the message's next
+ * bytes follow at once.
+ */
+static enum kt_io __kt_dir_send(struct kt_conn *c, struct kt_dir *d, bool more)
+{
+	struct socket *dst = kt_dir_dst(c, d);
+	int n;
+
+	if (WARN_ON_ONCE(!dst || d->fwd <= d->sent))
+		return KT_IO_DST_ERR;
+	n = kt_send(dst, d->buf + d->sent, d->fwd - d->sent, more);
+	if (n == -EAGAIN)
+		return KT_IO_AGAIN;
+	if (n < 0)
+		return KT_IO_DST_ERR;
+	kt_dir_sent(c, d, n, false);
+	d->sent += n;
+	if (d->sent == d->fwd && !(d == &c->up && c->hold))
+		kt_buf_drop_sent(d);
+	return KT_IO_MOVED;
+}
+
+enum kt_io kt_dir_send(struct kt_conn *c, struct kt_dir *d)
+{
+	/* the head of a request whose body bytes wait in the buffer */
+	bool more = d == &c->up && c->rq == KT_RQ_SEND && !d->body_done &&
+		    d->len > d->fwd;
+
+	return __kt_dir_send(c, d, more);
+}
+
+/* Send the pipe's skbs to @d's destination. */
+static enum kt_io kt_dir_splice(struct kt_conn *c, struct kt_dir *d)
+{
+	struct socket *dst = kt_dir_dst(c, d);
+	int n;
+
+	if (WARN_ON_ONCE(!dst))
+		return KT_IO_DST_ERR;
+	n = kt_pipe_flush(&d->pipe, dst);
+	if (n == -EAGAIN)
+		return KT_IO_AGAIN;
+	if (n < 0)
+		return KT_IO_DST_ERR;
+	kt_dir_sent(c, d, n, true);
+	return KT_IO_MOVED;
+}
+
+/* Classify the buffered bytes after fwd with the body machine. */
+static enum kt_io kt_dir_feed(struct kt_dir *d)
+{
+	size_t used;
+	int r;
+
+	r = kt_http_body_feed(&d->body, d->buf + d->fwd, d->len - d->fwd, &used);
+	if (r == KT_HTTP_ERROR)
+		return KT_IO_BAD;
+	d->fwd += used;
+	d->body_done = r == KT_HTTP_DONE;
+	return KT_IO_MOVED;
+}
+
+/*
+ * Read what comes next of the body from @d's source, only when something
+ * waits there: opaque bytes (the body machine may skip them) into the pipe,
+ * framing bytes into the buffer -- a little at a time while chunks are
+ * large, so that their data is spliced.
+ */
+static enum kt_io kt_dir_read(struct kt_conn *c, struct kt_dir *d)
+{
+	struct socket *src = kt_dir_src(c, d);
+	u64 op = kt_http_body_opaque(&d->body);
+	u32 room;
+	int n;
+
+	if (WARN_ON_ONCE(!src))
+		return KT_IO_SRC_ERR;
+	if (!kt_sk_readable(src->sk))
+		return KT_IO_AGAIN;
+	if (op) {
+		n = kt_pipe_fill(&d->pipe, src, op);
+		if (n <= 0)
+			return kt_io_of(n);
+		d->big = n >= 16 * KT_FRAMING_READ;
+		d->body_done = kt_http_body_skip(&d->body, n) == KT_HTTP_DONE;
+		kt_dir_read_count(c, d, n);
+		return KT_IO_MOVED;
+	}
+	if (kt_buf_get(d))
+		return KT_IO_SRC_ERR;
+	room = d->cap - d->len;
+	if (WARN_ON_ONCE(!room))
+		return KT_IO_SRC_ERR;
+	n = kt_recv(src, d->buf + d->len,
+		    d->big ? min_t(u32, room, KT_FRAMING_READ) : room);
+	if (n <= 0)
+		return kt_io_of(n);
+	d->len += n;
+	kt_dir_read_count(c, d, n);
+	return KT_IO_MOVED;
+}
+
+/*
+ * One step of a message's body: send what is classified, splice what the
+ * pipe holds, classify what is buffered, or read more.  KT_IO_DONE once the
+ * whole body is classified and sent.
+ */
+enum kt_io kt_dir_step(struct kt_conn *c, struct kt_dir *d)
+{
+	if (d->fwd > d->sent)
+		return __kt_dir_send(c, d, false);
+	if (d->pipe.bytes)
+		return kt_dir_splice(c, d);
+	if (d->body_done)
+		return KT_IO_DONE;
+	if (d->len > d->fwd)
+		return kt_dir_feed(d);
+	return kt_dir_read(c, d);
+}
+
+/*
+ * One step of a tunnel direction (after 101, or 2xx to CONNECT): every
+ * byte passes as it comes, until the source closes (KT_IO_SRC_EOF).
+ */
+enum kt_io kt_dir_tunnel(struct kt_conn *c, struct kt_dir *d)
+{
+	struct socket *src = kt_dir_src(c, d);
+	int n;
+
+	if (d->fwd > d->sent)
+		return __kt_dir_send(c, d, false);
+	if (d->pipe.bytes)
+		return kt_dir_splice(c, d);
+	if (d->len > d->fwd) {
+		d->fwd = d->len;
+		return KT_IO_MOVED;
+	}
+	if (!kt_sk_readable(src->sk))
+		return KT_IO_AGAIN;
+	n = kt_pipe_fill(&d->pipe, src, KT_HTTP_OPAQUE_ALL);
+	if (n > 0)
+		kt_dir_read_count(c, d, n);
+	return kt_io_of(n);
+}
+
+/* A new message starts in @d; the buffer keeps what it holds. */
+void kt_dir_reset(struct kt_dir *d)
+{
+	d->body_done = false;
+	d->big = false;
+}

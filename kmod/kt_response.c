@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kt_response.c - the response side of an exchange: the backend connect,
+ * the response head (interim answers, tunnels, the client's close), its
+ * body, and what comes after the exchange.  Process context: the
+ * connection's work (kt_conn_work).
+ */
+
+#include <linux/string.h>
+#include <net/tcp_states.h>
+
+#include "kt_conn.h"
+
+static enum kt_step kt_rs_connect(struct kt_conn *c)
+{
+	struct sock *sk = c->bsk->sk;
+
+	if (sk->sk_state == TCP_ESTABLISHED) {
+		c->rs = KT_RS_HEAD;
+		c->deadline = jiffies + c->svc->t_backend;
+		return KT_PROGRESS;
+	}
+	if (sk->sk_state == TCP_CLOSE || sk->sk_err) {
+		kt_backend_retry(c);
+		return KT_PROGRESS;
+	}
+	return KT_BLOCKED;
+}
+
+/* True if b[0, n) is "keep-alive" with optional whitespace around it. */
+static bool kt_is_keep_alive(const u8 *b, u32 n)
+{
+	while (n && (b[0] == ' ' || b[0] == '\t')) {
+		b++;
+		n--;
+	}
+	while (n && (b[n - 1] == ' ' || b[n - 1] == '\t'))
+		n--;
+	return n == 10 && !strncasecmp((const char *)b, "keep-alive", 10);
+}
+
+/*
+ * The client's connection ends with this response but the server's does
+ * not (kt_head_edit dropped the client's lone "Connection: close"): say so
+ * in the head.  Lines "Connection: keep-alive" go (the parser has checked
+ * the head: CRLF line ends), and "Connection: close" is added before the
+ * final CRLF.
+ */
+static int kt_close_response(struct kt_conn *c)
+{
+	static const char line[] = "Connection: close\r\n";
+	struct kt_dir *d = &c->down;
+	u32 n = sizeof(line) - 1, at, i = 0, start, gone;
+	u8 *b = d->buf;
+
+	while (i < d->msg.head_len && b[i] != '\n')	/* the status line */
+		i++;
+	for (i++; i + 2 < d->msg.head_len;) {
+		start = i;
+		while (b[i] != '\n')
+			i++;
+		i++;
+		if (i - start < 13 ||
+		    strncasecmp((const char *)b + start, "connection:", 11) ||
+		    !kt_is_keep_alive(b + start + 11, i - start - 13))
+			continue;
+		gone = i - start;
+		memmove(b + start, b + i, d->len - i);
+		d->len -= gone;
+		d->msg.head_len -= gone;
+		i = start;
+	}
+	at = d->msg.head_len - 2;
+	if (d->len + n > d->cap && kt_buf_grow(d, d->len + n))
+		return -ENOMEM;
+	memmove(d->buf + at + n, d->buf + at, d->len - at);
+	memcpy(d->buf + at, line, n);
+	d->len += n;
+	d->msg.head_len += n;
+	return 0;
+}
+
+/*
+ * The response head is complete.  Interim answers go out and the final one
+ * is awaited; a tunnel starts only when the request asked for one; the
+ * head goes out with the body bytes that came with it, in one send.
+ */
+static void kt_rs_head_done(struct kt_conn *c)
+{
+	struct kt_dir *d = &c->down;
+	struct kt_http_msg *m = &d->msg;
+	unsigned int st = m->status;
+
+	d->sent = 0;
+	if (st >= 100 && st < 200 && st != 101) {
+		/* interim response: forward it, then parse the final one */
+		d->fwd = m->head_len;
+		kt_http_resp_init(m, NULL, NULL, 0, c->req_method);
+		return;
+	}
+	if (m->framing == KT_HTTP_FR_TUNNEL) {
+		/*
+		 * 101 only answers a request that asked to upgrade; a 2xx to
+		 * CONNECT answers CONNECT (the parser's framing says so).
+		 * Anything else past the rules would be a way around them.
+		 */
+		if (st == 101 && !(c->req_flags & KT_HTTP_UPGRADE)) {
+			kt_conn_fail(c, KT_E_BAD_GATEWAY, 502,
+				     "the server switched protocols unasked");
+			return;
+		}
+		kt_up_release_hold(c);
+		c->rs = KT_RS_TUNNEL;
+		c->rq = KT_RQ_TUNNEL;
+		c->client_ka = false;
+		d->fwd = d->len;	/* the head and whatever followed it */
+		c->deadline = jiffies + c->svc->t_idle;
+		return;
+	}
+	if (!c->client_ka && (m->flags & KT_HTTP_KEEP_ALIVE) &&
+	    kt_close_response(c)) {
+		kt_conn_count_error(c, KT_E_LOCAL);
+		kt_conn_close(c);
+		return;
+	}
+	kt_http_body_init(&d->body, m);
+	d->big = false;
+	d->body_done = m->framing == KT_HTTP_FR_NONE;
+	d->fwd = m->head_len;
+	c->rs = KT_RS_BODY;
+	if (!d->body_done && d->len > d->fwd) {
+		/* body bytes that came with the head: out with it */
+		size_t used;
+		int r = kt_http_body_feed(&d->body, d->buf + d->fwd,
+					  d->len - d->fwd, &used);
+
+		if (r == KT_HTTP_ERROR) {
+			kt_conn_count_error(c, KT_E_BAD_GATEWAY);
+			kt_conn_close(c);
+			return;
+		}
+		d->fwd += used;
+		d->body_done = r == KT_HTTP_DONE;
+	}
+}
+
+/* The response head is too large for the buffer: grow it, up to 64 KiB. */
+static bool kt_rs_room(struct kt_dir *d)
+{
+	if (d->len < d->cap)
+		return true;
+	return d->cap < KT_HTTP_DEF_HEAD &&
+	       !kt_buf_grow(d, min_t(u32, d->cap * 2, KT_HTTP_DEF_HEAD));
+}
+
+static enum kt_step kt_rs_head(struct kt_conn *c)
+{
+	struct kt_dir *d = &c->down;
+	int r, n;
+
+	if (d->fwd > d->sent) {		/* an interim response goes out first */
+		switch (kt_dir_send(c, d)) {
+		case KT_IO_MOVED:
+			return KT_PROGRESS;
+		case KT_IO_AGAIN:
+			return KT_BLOCKED;
+		default:
+			kt_conn_count_error(c, KT_E_CLIENT_RESET);
+			kt_conn_close(c);
+			return KT_PROGRESS;
+		}
+	}
+	if (d->len) {
+		r = kt_http_parse(&d->msg, d->buf, d->len);
+		if (r == KT_HTTP_DONE) {
+			kt_rs_head_done(c);
+			return KT_PROGRESS;
+		}
+		if (r == KT_HTTP_ERROR) {
+			kt_conn_fail(c, KT_E_BAD_GATEWAY, 502,
+				     "the server sent an invalid response");
+			return KT_PROGRESS;
+		}
+	}
+	/* the response buffer is taken only when the server has sent something */
+	if (!kt_sk_readable(c->bsk->sk))
+		return KT_BLOCKED;
+	if (kt_buf_get(d)) {
+		kt_conn_fail(c, KT_E_LOCAL, 503, "the switch is out of memory");
+		return KT_PROGRESS;
+	}
+	if (!kt_rs_room(d)) {
+		kt_conn_fail(c, KT_E_BAD_GATEWAY, 502,
+			     "the server's response head is too large");
+		return KT_PROGRESS;
+	}
+	n = kt_recv(c->bsk, d->buf + d->len, d->cap - d->len);
+	if (n == -EAGAIN)
+		return KT_BLOCKED;
+	if (n <= 0) {
+		kt_backend_lost(c, KT_E_BACKEND_RESET,
+				"the server closed the connection");
+		return KT_PROGRESS;
+	}
+	kt_up_release_hold(c);		/* the answer has started */
+	d->len += n;
+	c->deadline = jiffies + c->svc->t_backend;
+	return KT_PROGRESS;
+}
+
+/* The response is complete and forwarded: next request, or close. */
+static void kt_exchange_done(struct kt_conn *c)
+{
+	bool ka = (c->down.msg.flags & KT_HTTP_KEEP_ALIVE) &&
+		  c->rq == KT_RQ_DONE;
+
+	if (c->srv)
+		kt_server_ok(c->srv);
+	kt_conn_end_request(c);
+	kt_up_release_hold(c);
+	/* bytes after the response: the server's connection is not kept */
+	if (!ka || c->down.len)
+		kt_conn_release_backend(c);
+	c->rs = KT_RS_IDLE;	/* the exchange is over: the backend may be parked */
+	if (!c->client_ka || !ka) {
+		kt_conn_linger(c);
+		return;
+	}
+	/*
+	 * The buffers stay for the client's next request (no allocation per
+	 * request on a busy keep-alive connection); they go when it idles
+	 * (kt_conn_park_idle).
+	 */
+	c->first = false;
+	kt_conn_start_request(c);
+	/* a client that stays idle gives its backend connection back */
+	c->park_at = c->up.len ? 0 : jiffies + KT_PARK_DELAY;
+}
+
+static enum kt_step kt_rs_body(struct kt_conn *c)
+{
+	struct kt_dir *d = &c->down;
+
+	switch (kt_dir_step(c, d)) {
+	case KT_IO_MOVED:
+		c->deadline = jiffies + c->svc->t_backend;
+		return KT_PROGRESS;
+	case KT_IO_AGAIN:
+		return KT_BLOCKED;
+	case KT_IO_DONE:
+		kt_exchange_done(c);
+		return KT_PROGRESS;
+	case KT_IO_SRC_EOF:
+		if (kt_http_body_eof(&d->body) == KT_HTTP_DONE) {
+			/*
+			 * Close-delimited: the end of the body ends the
+			 * client's connection too.  The backend connection
+			 * stays until the exchange is done, however far the
+			 * request got: kt_exchange_done() then closes both.
+			 */
+			d->body_done = true;
+			c->client_ka = false;
+			return KT_PROGRESS;
+		}
+		kt_conn_count_error(c, KT_E_BACKEND_RESET);
+		kt_conn_close(c);
+		return KT_PROGRESS;
+	case KT_IO_DST_ERR:
+		kt_conn_count_error(c, KT_E_CLIENT_RESET);
+		kt_conn_close(c);
+		return KT_PROGRESS;
+	case KT_IO_BAD:
+		kt_conn_count_error(c, KT_E_BAD_GATEWAY);
+		kt_conn_close(c);
+		return KT_PROGRESS;
+	default:	/* the server reset mid-response */
+		kt_conn_count_error(c, KT_E_BACKEND_RESET);
+		kt_conn_close(c);
+		return KT_PROGRESS;
+	}
+}
+
+/* Backend -> client of a tunnel, until the server closes. */
+static enum kt_step kt_rs_tunnel(struct kt_conn *c)
+{
+	switch (kt_dir_tunnel(c, &c->down)) {
+	case KT_IO_MOVED:
+		c->deadline = jiffies + c->svc->t_idle;
+		return KT_PROGRESS;
+	case KT_IO_AGAIN:
+		return KT_BLOCKED;
+	case KT_IO_SRC_EOF:
+		kt_conn_linger(c);
+		return KT_PROGRESS;
+	default:
+		kt_conn_close(c);
+		return KT_PROGRESS;
+	}
+}
+
+enum kt_step kt_step_response(struct kt_conn *c)
+{
+	switch (c->rs) {
+	case KT_RS_CONNECT:
+		return kt_rs_connect(c);
+	case KT_RS_HEAD:
+		return kt_rs_head(c);
+	case KT_RS_BODY:
+		return kt_rs_body(c);
+	case KT_RS_TUNNEL:
+		return kt_rs_tunnel(c);
+	default:
+		return KT_BLOCKED;
+	}
+}
+
+/*
+ * The client has sent nothing since its last response for KT_PARK_DELAY:
+ * its backend connection goes to the server's idle pool (or is closed when
+ * the pool is full), where any client connection can use it, and it lets
+ * go of its buffers and of the configuration until its next request.
+ */
+void kt_conn_park_idle(struct kt_conn *c)
+{
+	if (!c->park_at || time_before(jiffies, c->park_at))
+		return;
+	c->park_at = 0;
+	if (c->cs != KT_CS_OPEN || c->rq != KT_RQ_HEAD || c->parsing ||
+	    c->up.len || c->rs != KT_RS_IDLE)
+		return;
+	kt_conn_drop_backend(c);
+	kt_buf_put(&c->up);
+	kt_buf_put(&c->down);
+	if (c->cfg) {
+		kt_config_put(c->cfg);
+		c->cfg = NULL;
+		c->svc = NULL;
+	}
+}
