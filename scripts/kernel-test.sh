@@ -94,7 +94,8 @@ for kv in sys.argv[1:]:
     total = [a + b for a, b in zip(total, counts)]
     debug = " ".join(s["memdebug"]) or "no memory debugging"
     verdict = "ok" if s["ok"] else "FAILED: " + "; ".join(x.splitlines()[0] for x in s["problems"])
-    print(f"  kernel {kv}: {s['seconds']} s, {debug}; {verdict}")
+    cpu = f" ({s['cpu_seconds']} s CPU)" if "cpu_seconds" in s else ""
+    print(f"  kernel {kv}: {s['seconds']} s{cpu}, {debug}; {verdict}")
     print(f"{kv}: {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped")
 print(f"total: {total[0]} passed, {total[1]} failed, {total[2]} skipped")
 EOF

@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -330,6 +331,10 @@ def main() -> int:
         flush=True,
     )
     started = time.monotonic()
+    # CPU time of the guest (QEMU and its helpers): unlike the duration, it
+    # hardly changes when other guests share the host's CPUs.
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = ru.ru_utime + ru.ru_stime
     with open(out / "console.log", "wb") as log:
         try:
             proc = subprocess.Popen(
@@ -346,6 +351,8 @@ def main() -> int:
             print(f"vm: kernel {kver}: timed out after {args.timeout}s", file=sys.stderr)
             return 1
     seconds = time.monotonic() - started
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = ru.ru_utime + ru.ru_stime - cpu_before
 
     problems = check_results(out, expect_pytest=not args.script, memdebug=memdebug)
     counts = None if args.script else junit_counts(out / "junit.xml")
@@ -353,6 +360,7 @@ def main() -> int:
         "kernel": kver,
         "memdebug": memdebug.cmdline(),
         "seconds": round(seconds),
+        "cpu_seconds": round(cpu_seconds),
         "ok": not problems,
         "problems": problems,
         **(
@@ -372,7 +380,10 @@ def main() -> int:
     verdict = (
         "FAILED" if problems else "clean (module loaded and unloaded, dmesg clean, taint O+E only)"
     )
-    print(f"vm: kernel {kver}: {tests}; {seconds:.0f} s; {verdict}", flush=True)
+    print(
+        f"vm: kernel {kver}: {tests}; {seconds:.0f} s ({cpu_seconds:.0f} s CPU); {verdict}",
+        flush=True,
+    )
     return 1 if problems else 0
 
 
