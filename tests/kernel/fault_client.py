@@ -13,9 +13,11 @@ segment), and what the client itself does:
     rst        reset (SO_LINGER 0) at byte `at`
     stall      stop sending at byte `at`, read until the switch closes
     readrst    reset as soon as the first answer byte arrives
+    deaf       send everything (pipelined), read nothing for two seconds, close (a reset)
 
 Uploads are Content-Length or chunked bodies of random sizes (up to 1.5 MiB) cut into random
-segments; a last request may be no HTTP at all, or a chunked body with a malformed chunk.
+segments, some after `Expect: 100-continue` (the body waits for an answer, or a second); a
+last request may be no HTTP at all, or a chunked body with a malformed chunk.
 Everything derives from the scenario's seed, so `generate(Random(label))` gives the same
 scenario again.  `run_batch` runs scenarios at once, one thread each, in the client's
 namespace; every socket is nonblocking and every scenario has a deadline, so a connection
@@ -25,6 +27,7 @@ that the switch never ends shows as "hang" instead of wedging the test.
 from __future__ import annotations
 
 import errno
+import functools
 import random
 import selectors
 import socket
@@ -33,15 +36,17 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from fault_server import ANSWERS, ENDINGS, Plan, pattern
+from fault_server import ANSWERS, COMPLETE, ENDINGS, Plan, padding, pattern
 
 from l7ctl.httpparse import Refusal, Response, parse_responses
 
 VIP = "10.0.0.1"
-CLIENT_ENDS = ("normal", "halfclose", "idle", "fin", "close", "rst", "stall", "readrst")
+CLIENT_ENDS = ("normal", "halfclose", "idle", "fin", "close", "rst", "stall", "readrst", "deaf")
 # Answers a well-behaved server may give; what it does after them is in good_then().
-GOOD_ACTS = ("length", "chunked", "split", "interim", "eof", "eof")
+GOOD_ACTS = (*COMPLETE, "eof", "eof")
 STATUSES = (200, 200, 200, 201, 404, 410, 500)
+NO_BODY = (204, 304)  # a faulty backend sends a body with them anyway
+EXPECT_WAIT = 1.0  # how long a client waits for an answer to Expect: 100-continue
 # Chunks the switch must refuse (400) as soon as their bytes arrive.
 BAD_CHUNKS = (b"zz\r\n", b"-5\r\n", b"5 x\r\n", b"0x10\r\n", b"\n", b"3\r\nabcXY", b"3;\r\n")
 
@@ -60,6 +65,8 @@ class Req:
     bad: str = ""  # "", "garbage" (no HTTP), "badchunk" (a malformed chunk)
     seed: int = 0
     pace: tuple[int, float] | None = None  # the body in pieces of so many bytes, so far apart
+    expect: bool = False  # Expect: 100-continue
+    pad: int = 0  # a large head: header fields of about so many bytes
 
     @property
     def target(self) -> str:
@@ -73,12 +80,19 @@ class Req:
             lines.append(f"Content-Length: {self.size}")
         elif self.framing == "chunked":
             lines.append("Transfer-Encoding: chunked")
+        if self.expect:
+            lines.append("Expect: 100-continue")
+        if self.pad:
+            lines += padding(random.Random(self.seed), self.pad, self.pad)
         if self.close:
             lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     def body(self) -> bytes:
         """The body as sent (chunked: the wire form)."""
+        return _body(self)
+
+    def _make_body(self) -> bytes:
         if self.bad == "garbage" or self.framing == "none":
             return b""
         data = pattern(self.seed, self.size)
@@ -92,7 +106,8 @@ class Req:
             pos += n
         if self.bad == "badchunk":  # where a chunk starts: refused as soon as it arrives
             return b"".join(chunks[: rng.randint(0, len(chunks))]) + rng.choice(BAD_CHUNKS)
-        return b"".join(chunks) + b"0\r\n\r\n"
+        trailer = b"X-Trailer: t\r\n" if rng.random() < 0.2 else b""
+        return b"".join(chunks) + b"0\r\n" + trailer + b"\r\n"
 
     def wire(self) -> bytes:
         return self.head() + self.body()
@@ -113,10 +128,17 @@ class Req:
         p = self.plan
         body = f"{self.framing}:{self.size}" if self.framing != "none" else "no body"
         bad = f" {self.bad}" if self.bad else ""
+        bad += " expect-100" if self.expect else ""
+        bad += f" head+{self.pad}" if self.pad else ""
         conn = " close" if self.close else ""
         return (f"{self.method} HTTP/{self.version} {body}{bad}{conn} -> /{self.pool}: "
                 f"at {p.at}{f'+{p.part}' if p.at == 'body' else ''} {p.act} then {p.then} "
                 f"{'ka' if p.ka else 'close'} {p.status} size {p.size}")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _body(req: Req) -> bytes:
+    return req._make_body()
 
 
 @dataclass(frozen=True)
@@ -184,6 +206,8 @@ def _plan(rng: random.Random, kind: str, req: Req) -> Plan:
         acts = tuple(a for a in (*ENDINGS[:3], *ANSWERS) if not (old and a == "interim"))
         act = rng.choice(acts)
         then = rng.choice(("next", "later", *ENDINGS))
+        if rng.random() < 0.1:
+            status = rng.choice(NO_BODY)
         return Plan(at, part, act, then, rng.random() < 0.7, status, size, seed)
     # "stall": no answer at all, or half a head and then nothing
     act = rng.choice(("freeze", "drain", "partial"))
@@ -196,7 +220,7 @@ def stalls(plan: Plan) -> bool:
     (the switch reuses the connection for any client)."""
     return plan.act in ("freeze", "drain") or (
         plan.then == "freeze" and (plan.act == "partial" or (plan.ka and plan.act in (
-            "length", "chunked", "split", "interim")))
+            COMPLETE)))
     )  # fmt: skip
 
 
@@ -213,6 +237,10 @@ def _request(rng: random.Random, last: bool) -> Req:
     elif last and framing == "chunked" and rng.random() < 0.12:
         bad = "badchunk"
     req = Req(method, framing, size, version, close, "g", Plan(), bad, rng.getrandbits(32))
+    if framing != "none" and version == "1.1" and bad != "garbage" and rng.random() < 0.15:
+        req = replace(req, expect=True)
+    if bad != "garbage" and rng.random() < 0.05:
+        req = replace(req, pad=rng.randint(10 << 10, 60 << 10))
     k = rng.random()
     if k < 0.40:
         return replace(req, pool="g", plan=_plan(rng, "good", req))
@@ -228,9 +256,9 @@ def generate(label: str) -> Scenario:
     rng = random.Random(label)
     n = rng.choices((1, 2, 3), weights=(60, 25, 15))[0]
     reqs = tuple(_request(rng, i == n - 1) for i in range(n))
-    end = rng.choices(CLIENT_ENDS, weights=(40, 10, 5, 10, 8, 8, 12, 7))[0]
+    end = rng.choices(CLIENT_ENDS, weights=(38, 10, 5, 10, 8, 8, 11, 5, 5))[0]
     s = Scenario(label, reqs, n > 1 and rng.random() < 0.4, end, 0, rng.getrandbits(32))
-    s = replace(s, at=rng.randint(0, len(s.stream()) - 1))
+    s = replace(s, at=rng.randint(0, len(s.stream()) - 1), pipelined=s.pipelined or end == "deaf")
     # A client that stalls after a head keeps its backend waiting: the switch answers 504
     # and puts the server in a cool-down, so that request goes to the stall pool.
     stall = s.stall_in()
@@ -257,12 +285,14 @@ def segments(req: Req, seed: int) -> list[tuple[bytes, float]]:
     in pieces of random sizes."""
     rng = random.Random(seed)
     head, body = req.head(), req.body()
+    gate = [(b"", -1.0)] if req.expect and body else []  # wait for an answer first
     if req.pace:
         n, pause = req.pace
-        return [(head, 0.0)] + [(body[i : i + n], pause) for i in range(0, len(body), n)]
+        return [(head, 0.0), *gate] + [(body[i : i + n], pause) for i in range(0, len(body), n)]
     cuts = sorted(rng.sample(range(1, len(head)), min(rng.randint(0, 3), len(head) - 1)))
     out = [(head[a:b], rng.choice((0.0, 0.001, 0.005)))
            for a, b in zip([0, *cuts], [*cuts, len(head)], strict=True)]  # fmt: skip
+    out += gate
     pos = 0
     while pos < len(body):
         n = rng.choice((1, 100, 1460, 4096, 16384, 65536, 65536))
@@ -315,6 +345,8 @@ def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Out
     buf = bytearray()  # the segment being sent
     received = bytearray()
     due = t0  # when buf may go
+    gate: tuple[int, float] | None = None  # Expect: wait for bytes past this, or this long
+    deaf_until = limit if sc.end == "deaf" else 0.0  # reads nothing until then
     answered, ends = 0, False
 
     def finish(how: str) -> Outcome:
@@ -329,6 +361,8 @@ def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Out
         if now > limit:
             _reset(s)
             return finish("hang")
+        if now >= deaf_until > 0:
+            return finish("self")  # with unread bytes: a reset
         if sending and cut is not None and out.sent >= cut and not buf:
             sending = False
             if sc.end == "close":
@@ -338,7 +372,9 @@ def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Out
                 return finish("self")
             if sc.end == "fin":
                 s.shutdown(socket.SHUT_WR)
-        if sending and not buf:
+        if gate and (len(received) > gate[0] or now >= gate[1]):
+            gate = None
+        if sending and not buf and not gate:
             # pipelined: every request at once; one by one: after the previous answer
             if (
                 not queue
@@ -349,16 +385,29 @@ def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Out
                 next_req += 1
             if queue:
                 data, pause = queue.pop(0)
-                buf += data if cut is None else data[: max(cut - out.sent, 0)]
-                due = now + pause
+                if pause < 0:
+                    gate = (len(received), now + EXPECT_WAIT)
+                else:
+                    buf += data if cut is None else data[: max(cut - out.sent, 0)]
+                    due = now + pause
             elif next_req == len(sc.reqs):  # everything went
                 sending = False
                 if sc.end == "halfclose":
                     s.shutdown(socket.SHUT_WR)
+                if sc.end == "deaf":
+                    deaf_until = now + 2.0
         writing = sending and bool(buf) and now >= due
-        sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0))
-        wait = min(limit - now, 0.05, due - now if sending and buf and not writing else 0.05)
-        for _, ev in sel.select(max(wait, 0.0)):
+        wait = max(
+            min(limit - now, 0.05, due - now if sending and buf and not writing else 0.05), 0
+        )
+        events = (0 if sc.end == "deaf" else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if writing else 0
+        )
+        if not events:
+            time.sleep(wait)
+            continue
+        sel.modify(s, events)
+        for _, ev in sel.select(wait):
             if ev & selectors.EVENT_WRITE and buf:
                 try:
                     n = s.send(buf)
@@ -369,6 +418,8 @@ def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Out
                 except OSError:  # the switch closed or reset: read what is left
                     sending = False
                     buf.clear()
+                    if sc.end == "deaf":
+                        deaf_until = min(deaf_until, now + 2.0)
             if ev & selectors.EVENT_READ:
                 try:
                     d = s.recv(1 << 16)

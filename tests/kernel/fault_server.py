@@ -24,9 +24,10 @@ request is read (`end`) -- and what it does there (`act`):
                              are unread) / reset / neither read nor write until the peer closes
     drain                    read everything, never answer
     length, chunked, split,  answer `status` with `size` bytes of pattern(seed, size) framed
-    interim, eof             by Content-Length, chunked, Content-Length with the head sent a
-                             few bytes at a time, after a 1xx, or close-delimited (no length:
-                             the end of the body is the server's FIN)
+    interim, bighead, eof    by Content-Length, chunked (extensions, trailers), Content-Length
+                             with the head sent a few bytes at a time, after a 1xx, with a
+                             valid head of 16-60 KiB, or close-delimited (no length: the end of
+                             the body is the server's FIN)
     short, badchunk          a head, then part of a Content-Length body / a malformed chunk
     partial, garbage, huge   part of a head / bytes that are no HTTP / a head over the switch's
                              limits
@@ -37,7 +38,8 @@ the connection -- a keep-alive answer only), `later` (the same, but close the co
 moment after), or one of the four endings above.  An answer made once the whole request is
 read carries `X-Got: SHA256` of the request body's bytes as they arrived (the wire form,
 chunk lines included), and every answer carries `X-Plan: TOKEN`, so the client can tell
-that the answer it got is the one to its own request.
+that the answer it got is the one to its own request.  A request with `Expect:
+100-continue` whose body the plan reads gets a 100 Continue after its head.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ from dataclasses import dataclass, replace
 
 AT = ("line", "head", "body", "end")
 ENDINGS = ("fin", "drop", "rst", "freeze")
-ANSWERS = ("length", "chunked", "split", "interim", "eof", "short", "badchunk",
+# Well-formed answers that let a keep-alive connection go on.
+COMPLETE = ("length", "chunked", "split", "interim", "bighead")
+ANSWERS = (*COMPLETE, "eof", "short", "badchunk",
            "partial", "garbage", "huge", "switch")  # fmt: skip
 ACTS = (*ENDINGS, "drain", *ANSWERS)
 THENS = ("next", "later", *ENDINGS)
@@ -105,11 +109,7 @@ class Plan:
     @property
     def keep_alive(self) -> bool:
         """The answer, once complete, lets the connection go on."""
-        return (
-            self.ka
-            and self.act in ("length", "chunked", "split", "interim")
-            and (self.then in ("next", "later"))
-        )
+        return self.ka and self.act in COMPLETE and (self.then in ("next", "later"))
 
 
 REASONS = {200: "OK", 201: "Created", 404: "Not Found", 410: "Gone", 500: "Internal Error"}
@@ -125,10 +125,23 @@ GARBAGE = (
 BAD_CHUNKS = (b"zz\r\n", b"5\r\nabcdeXX", b"-1\r\n", b"5 \r\nabcde\r\n", b"5\nabcde\r\n")
 
 
+def padding(rng: random.Random, low: int, high: int) -> list[str]:
+    """Header fields of low to high bytes in all (a large head, well-formed)."""
+    n = rng.randint(low, high)
+    out: list[str] = []
+    while n > 0:
+        v = "p" * min(rng.randint(10, 4000), n)
+        out.append(f"X-Pad-{len(out)}: {v}")
+        n -= len(v) + 12
+    return out
+
+
 def head(plan: Plan, got: str | None, *, framing: str) -> bytes:
     """The answer's head: framing "length", "chunked" or "eof"."""
     lines = [f"HTTP/1.1 {plan.status} {REASONS.get(plan.status, 'Whatever')}",
              f"X-Plan: {plan.encode()}", "Server: fault"]  # fmt: skip
+    if plan.act == "bighead":
+        lines += padding(random.Random(plan.seed), 16 << 10, 60 << 10)
     if got is not None:
         lines.append(f"X-Got: {got}")
     if framing == "length":
@@ -147,7 +160,7 @@ def chunked(body: bytes, rng: random.Random) -> bytes:
         ext = b";x=y" if rng.random() < 0.2 else b""
         out += b"%x%s\r\n" % (n, ext) + body[pos : pos + n] + b"\r\n"
         pos += n
-    return out + b"0\r\n\r\n"
+    return out + (b"0\r\nX-Trailer: t\r\n\r\n" if rng.random() < 0.2 else b"0\r\n\r\n")
 
 
 def answer(plan: Plan, got: str | None) -> list[tuple[bytes, float]]:
@@ -155,7 +168,7 @@ def answer(plan: Plan, got: str | None) -> list[tuple[bytes, float]]:
     rng = random.Random(plan.seed)
     body = pattern(plan.seed, plan.size)
     act = plan.act
-    if act in ("length", "interim", "split"):
+    if act in ("length", "interim", "split", "bighead"):
         h = head(plan, got, framing="length")
         if act == "split":
             segs, pos = [], 0
@@ -382,6 +395,8 @@ def serve_one(conn: socket.socket, r: Reader) -> None:
         raise Done
     if (plan.at == "head" or (plan.at == "body" and plan.part <= 0)) and not acted:
         act(False)
+    if not acted and f.get(b"expect", b"").lower() == b"100-continue":
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # go on: the body is wanted
     seen = 0
     for piece in body(r, f):
         got.update(piece)
