@@ -73,7 +73,7 @@ void kt_conn_answer(struct kt_conn *c, unsigned int status,
 	int n;
 
 	kt_conn_drop_exchange(c, false);
-	if (c->resp_started) {
+	if (c->resp_started || (c->svc && (c->svc->flags & KT_SERVICE_RAW))) {
 		kt_conn_close(c);
 		return;
 	}

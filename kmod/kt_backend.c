@@ -115,9 +115,16 @@ static void kt_backend_ready(struct kt_conn *c, bool connecting)
 {
 	kt_http_resp_init(&c->down.msg, NULL, NULL, 0, c->req_method);
 	kt_dir_reset(&c->down);
-	c->rs = connecting ? KT_RS_CONNECT : KT_RS_HEAD;
-	c->deadline = jiffies + (connecting ? c->svc->t_connect :
-				 c->svc->t_backend);
+	if (connecting) {
+		c->rs = KT_RS_CONNECT;
+		c->deadline = jiffies + c->svc->t_connect;
+	} else if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
+		c->rs = KT_RS_TUNNEL;
+		c->deadline = jiffies + c->svc->t_idle;
+	} else {
+		c->rs = KT_RS_HEAD;
+		c->deadline = jiffies + c->svc->t_backend;
+	}
 }
 
 /* Schedule a server of c->pool not tried yet and start talking to it. */

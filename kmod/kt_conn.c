@@ -61,7 +61,8 @@ static void kt_conn_check(const struct kt_conn *c)
 			      c->down.len));
 		WARN_ON_ONCE(exchange && (!c->bsk || !c->srv || !c->pool ||
 					  !c->svc || !c->cfg));
-		WARN_ON_ONCE(c->rq == KT_RQ_TUNNEL && c->rs != KT_RS_TUNNEL);
+		WARN_ON_ONCE(c->rq == KT_RQ_TUNNEL && c->rs != KT_RS_TUNNEL &&
+			     c->rs != KT_RS_CONNECT);
 		WARN_ON_ONCE(c->rs == KT_RS_TUNNEL && c->rq != KT_RQ_TUNNEL &&
 			     c->rq != KT_RQ_DONE);
 		WARN_ON_ONCE(c->bsk && !c->bsrv);

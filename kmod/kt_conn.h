@@ -45,7 +45,8 @@
  *     rs == RS_IDLE   =>  srv == NULL, up and down pipes empty, down.len == 0
  *     rq in {SEND, BODY, TUNNEL} or rs != RS_IDLE  =>  bsk != NULL, srv,
  *                        pool, svc and cfg set
- *     rq == RQ_TUNNEL <=> rs == RS_TUNNEL
+ *     rq == RQ_TUNNEL  =>  rs == RS_TUNNEL, or RS_CONNECT (a raw service)
+ *     rs == RS_TUNNEL  =>  rq in {RQ_TUNNEL, RQ_DONE}
  *     bsk != NULL     =>  bsrv != NULL
  *     up.pipe non-empty   => rq in {BODY, TUNNEL}; not holding for a retry
  *     down.pipe non-empty => rs in {BODY, TUNNEL}

@@ -345,6 +345,46 @@ static bool kt_rq_room(struct kt_conn *c)
 	return d->cap < max && !kt_buf_grow(d, min(d->cap * 2, max));
 }
 
+/* Count the request once its head went to a server. */
+static void kt_rq_forwarded(struct kt_conn *c)
+{
+	if (c->counted)
+		return;
+	c->counted = true;
+	kt_stat_inc(c->srv->st, requests);
+	kt_stat_inc(c->pool->st, requests);
+}
+
+/*
+ * A service of KT_SERVICE_RAW: no HTTP.  The connection goes to a server of
+ * the service's unconditional route and becomes a tunnel at once, every byte
+ * relayed unparsed (the floor `make bench` measures against).
+ */
+static void kt_route_raw(struct kt_conn *c)
+{
+	struct kt_match_req mr = { };
+	struct kt_match_result res;
+	struct kt_scratch *s;
+
+	s = kt_scratch_get(c->cfg);
+	kt_match(&c->cfg->rules, c->svc->idx, &mr, s->match, &res);
+	kt_scratch_put();
+	if (res.action != KT_ACTION_ROUTE) {
+		kt_conn_count_error(c, KT_E_NO_ROUTE);
+		kt_conn_close(c);
+		return;
+	}
+	kt_stat_inc(c->svc->st, requests);
+	c->pool = &c->cfg->pools[res.pool];
+	c->client_ka = false;
+	c->rq = KT_RQ_TUNNEL;
+	c->up.fwd = c->up.len;
+	c->up.sent = 0;
+	kt_backend_pick(c);
+	if (c->cs == KT_CS_OPEN)
+		kt_rq_forwarded(c);
+}
+
 /* A request starts: the newest configuration, a buffer, a fresh parser. */
 static bool kt_rq_begin(struct kt_conn *c)
 {
@@ -352,6 +392,10 @@ static bool kt_rq_begin(struct kt_conn *c)
 
 	if (!kt_conn_refresh_config(c)) {
 		kt_conn_close(c);	/* the service is gone */
+		return false;
+	}
+	if (c->svc->flags & KT_SERVICE_RAW) {
+		kt_route_raw(c);
 		return false;
 	}
 	if (kt_buf_get(d)) {
@@ -421,16 +465,6 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 	return KT_PROGRESS;
 }
 
-/* Count the request once its head went to a server. */
-static void kt_rq_forwarded(struct kt_conn *c)
-{
-	if (c->counted)
-		return;
-	c->counted = true;
-	kt_stat_inc(c->srv->st, requests);
-	kt_stat_inc(c->pool->st, requests);
-}
-
 static enum kt_step kt_rq_send(struct kt_conn *c)
 {
 	struct kt_dir *d = &c->up;
@@ -480,9 +514,14 @@ static enum kt_step kt_rq_body(struct kt_conn *c)
 	}
 }
 
-/* Client -> backend after a 101 (or 2xx to CONNECT), until the client closes. */
+/*
+ * Client -> backend after a 101 (or 2xx to CONNECT), or of a raw service,
+ * until the client closes.
+ */
 static enum kt_step kt_rq_tunnel(struct kt_conn *c)
 {
+	if (c->rs == KT_RS_CONNECT)
+		return KT_BLOCKED;
 	switch (kt_dir_tunnel(c, &c->up)) {
 	case KT_IO_MOVED:
 		c->deadline = jiffies + c->svc->t_idle;

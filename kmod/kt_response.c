@@ -16,8 +16,13 @@ static enum kt_step kt_rs_connect(struct kt_conn *c)
 	struct sock *sk = c->bsk->sk;
 
 	if (sk->sk_state == TCP_ESTABLISHED) {
-		c->rs = KT_RS_HEAD;
-		c->deadline = jiffies + c->svc->t_backend;
+		if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
+			c->rs = KT_RS_TUNNEL;
+			c->deadline = jiffies + c->svc->t_idle;
+		} else {
+			c->rs = KT_RS_HEAD;
+			c->deadline = jiffies + c->svc->t_backend;
+		}
 		return KT_PROGRESS;
 	}
 	if (sk->sk_state == TCP_CLOSE || sk->sk_err) {

@@ -84,6 +84,12 @@ enum kt_rules_sched {
 #define KT_SERVICE_XFF_APPEND	0x1
 #define KT_SERVICE_XFF_REPLACE	0x2
 #define KT_SERVICE_XFF_MASK	(KT_SERVICE_XFF_APPEND | KT_SERVICE_XFF_REPLACE)
+/*
+ * No HTTP at all: every byte of a connection is relayed to a server of the
+ * service's unconditional route, unparsed -- the cheapest relay the module
+ * can do, the floor `make bench` measures the others against.
+ */
+#define KT_SERVICE_RAW		0x4
 #define KT_SERVICE_XFF		KT_SERVICE_XFF_APPEND	/* old name */
 
 /*
