@@ -1,3 +1,3 @@
 """l7ctl - control tool for KTCPVS, the in-kernel Layer-7 content switch."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
