@@ -76,7 +76,8 @@ def _server_line(s: ir.Server) -> str:
 
 
 def _service_settings(s: ir.Service) -> list[str]:
-    out = [f"listen {ir_endpoint(s.addr, s.port)}", f"x-forwarded-for {s.xff}"]
+    out = [f"listen {ir_endpoint(s.addr, s.port)}"]
+    out.append("relay raw" if s.raw else f"x-forwarded-for {s.xff}")
     out += [f"limit {k} {v}" for k, v in sorted(s.limits.items())]
     out += [f"timeout {k} {v}ms" for k, v in sorted(s.timeouts_ms.items())]
     return out
@@ -131,7 +132,8 @@ def ir_diff(old: ir.Config, new: ir.Config) -> list[str]:
         o = osv.get(name)
         if o is None:
             out.append(f"+ service {name} listen {ir_endpoint(sv.addr, sv.port)}, "
-                       f"{len(sv.rules)} rule(s)")  # fmt: skip
+                       + ("relay raw, " if sv.raw else "")
+                       + f"{len(sv.rules)} rule(s)")  # fmt: skip
             continue
         a, b = _service_settings(o), _service_settings(sv)
         for line in difflib.unified_diff(a, b, lineterm="", n=0):

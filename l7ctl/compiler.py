@@ -567,11 +567,13 @@ class _Compiler:
                 )
                 continue
             listens[ep] = it.listen.pos
-            limits, timeouts, xff = self.check_options(it.options)
+            opts = self.check_options(it.options)
             svc = _ServiceBuilder(self, name, pools)
             for r in it.rules:
                 svc.rule(r)
-            if not it.rules:
+            if opts.relay is not None:
+                self.check_raw(it, opts)
+            elif not it.rules:
                 self.warn(it.name.pos, "service has no rules", name, "every request gets 404")
             rules = tuple(svc.rules)
             _Analysis(self, rules, svc.preds, svc.rule_pos).run()
@@ -579,14 +581,72 @@ class _Compiler:
                 self.res.pred_pos[(sname, pid)] = pos
             out.append(
                 ir.Service(
-                    name, ep[0], ep[1], rules, tuple(svc.preds), limits, timeouts, xff, _loc(it.pos)
+                    name,
+                    ep[0],
+                    ep[1],
+                    rules,
+                    tuple(svc.preds),
+                    opts.limits,
+                    opts.timeouts,
+                    opts.xff,
+                    _loc(it.pos),
+                    raw=opts.relay is not None,
                 )
             )
         return out
 
-    def check_options(self, opts: list[A.Option]) -> tuple[dict[str, int], dict[str, int], str]:
-        limits: dict[str, int] = {}
-        timeouts: dict[str, int] = {}
+    def check_raw(self, it: A.ServiceDecl, opts: _Options) -> None:
+        """A raw service (`relay raw;`) reads no HTTP: its one rule is an
+        unconditional route, and no option about requests may be set."""
+        assert opts.relay is not None
+        why = "a raw service relays bytes without reading HTTP"
+        for o in opts.written:
+            key = o.kind
+            if o.kind == "limit" and o.name.text in ir.RAW_REFUSED_LIMITS:
+                key = f"limit {o.name.text}"
+            elif o.kind == "timeout" and o.name.text in ir.RAW_REFUSED_TIMEOUTS:
+                key = f"timeout {o.name.text}"
+            elif o.kind != "x-forwarded-for":
+                continue
+            self.error(
+                o.pos,
+                "option not allowed in a raw service",
+                key,
+                f"{why}; remove it, or remove 'relay raw;' (at {opts.relay.pos})",
+            )
+        for i, r in enumerate(it.rules):
+            if i:
+                self.error(
+                    r.pos,
+                    "more than one rule in a raw service",
+                    r.text,
+                    "a raw service has exactly one rule, an unconditional 'route POOL;'",
+                )
+            elif r.action != "route":
+                self.error(
+                    r.pos,
+                    f"'{r.action}' in a raw service",
+                    r.text,
+                    f"{why}: its only rule is an unconditional 'route POOL;'",
+                )
+            elif r.cond is not None:
+                self.error(
+                    r.cond.pos,
+                    "condition in a raw service",
+                    r.text,
+                    f"{why}: every connection takes its one route; write 'route {r.target.text};'",
+                )
+        if not it.rules:
+            self.error(
+                opts.relay.pos,
+                "raw service without a route",
+                it.name.text,
+                "a raw service needs exactly one rule, an unconditional 'route POOL;'",
+            )
+
+    def check_options(self, opts: list[A.Option]) -> _Options:
+        out = _Options()
+        limits, timeouts = out.limits, out.timeouts
         xff = "off"
         first: dict[str, A.Pos] = {}
 
@@ -595,6 +655,7 @@ class _Compiler:
                 self.error(o.pos, f"duplicate '{key}'", o.value.text, f"first set at {first[key]}")
                 return False
             first[key] = o.pos
+            out.written.append(o)
             return True
 
         for o in opts:
@@ -622,6 +683,18 @@ class _Compiler:
                     continue
                 if once(o, f"timeout {o.name.text}"):
                     timeouts[o.name.text] = ms
+            elif o.kind == "relay":
+                if o.value.text not in ir.RELAY_MODES:
+                    self.error(
+                        o.value.pos,
+                        "unknown relay mode",
+                        o.value.text,
+                        "the only mode is 'raw' (no HTTP: every byte to one route, for "
+                        "benchmarks); without 'relay' a service switches HTTP requests",
+                    )
+                    continue
+                if once(o, "relay"):
+                    out.relay = o
             else:
                 mode = "append" if o.value.text == "on" else o.value.text
                 if mode not in ir.XFF_MODES:
@@ -635,7 +708,19 @@ class _Compiler:
                     continue
                 if once(o, "x-forwarded-for"):
                     xff = mode
-        return limits, timeouts, xff
+        out.xff = xff
+        return out
+
+
+@dataclass
+class _Options:
+    """A service's options as checked: values, and the statements kept."""
+
+    limits: dict[str, int] = field(default_factory=dict)
+    timeouts: dict[str, int] = field(default_factory=dict)
+    xff: str = "off"
+    relay: A.Option | None = None  # `relay raw;`
+    written: list[A.Option] = field(default_factory=list)
 
 
 def _loc(p: A.Pos) -> ir.Loc:

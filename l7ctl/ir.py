@@ -155,6 +155,13 @@ TIMEOUTS = ("header", "idle", "connect", "backend")
 # X-Forwarded-For: off, append (keep the client's fields, add one), replace
 # (drop the client's fields, add one).
 XFF_MODES = ("off", "append", "replace")
+# Relay modes: `relay raw;` is the only one written; HTTP switching is the
+# default.
+RELAY_MODES = ("raw",)
+# What a raw service refuses (it reads no HTTP): limits and timeouts about
+# requests and their heads.
+RAW_REFUSED_LIMITS = ("request-line", "header-size", "headers", "source-rate")
+RAW_REFUSED_TIMEOUTS = ("header", "backend")
 # File-level limits, for the whole network namespace; absent = the
 # module's default (derived from memory).
 NS_LIMITS = ("connections",)
@@ -171,6 +178,9 @@ class Service:
     timeouts_ms: dict[str, int] = field(default_factory=dict)
     xff: str = "off"  # one of XFF_MODES
     loc: Loc | None = None
+    # `relay raw;`: no HTTP at all, every byte of a connection relayed to a
+    # server of the one rule, an unconditional route (a benchmarking aid)
+    raw: bool = False
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Option:
-    kind: str  # limit timeout x-forwarded-for
+    kind: str  # limit timeout x-forwarded-for relay
     name: Val
     value: Val
     pos: Pos
@@ -384,6 +384,11 @@ class _Builder(Transformer[Token, Any]):
     def xff(self, meta: Any, ch: list[Any]) -> Option:
         v = self._val(ch[0])
         return Option("x-forwarded-for", v, v, self._pos(meta))
+
+    @v_args(meta=True)
+    def relay(self, meta: Any, ch: list[Any]) -> Option:
+        v = self._val(ch[0])
+        return Option("relay", v, v, self._pos(meta))
 
     @v_args(meta=True)
     def scheduler(self, meta: Any, ch: list[Any]) -> Setting:

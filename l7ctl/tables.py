@@ -77,8 +77,10 @@ OP_PRED, OP_TRUE, OP_NOT, OP_AND, OP_OR = range(5)
 MAX_STACK = 64
 SCHED = {s: i for i, s in enumerate(ir.SCHEDULERS)}
 STATE = {s: i for i, s in enumerate(ir.STATES)}
-# service flags: X-Forwarded-For mode
+# service flags: X-Forwarded-For mode (bits 0, 1); raw relay (bit 2, never
+# with an X-Forwarded-For bit)
 SVC_XFF = {"off": 0, "append": 1, "replace": 2}
+SVC_RAW = 4
 # service record: limits 0..3 at words 9..12, limits 4..6 at words 32..34,
 # words 35..39 reserved (0)
 SVC_LIMITS_LOW = 4
@@ -385,12 +387,34 @@ def check_bounds(cfg: ir.Config) -> None:
     for svc in cfg.services:
         if svc.xff not in SVC_XFF:
             raise TableError(svc.name, None, f"bad x-forwarded-for mode {svc.xff!r}")
+        if svc.raw:
+            _check_raw(svc)
         for k, v in svc.limits.items():
             if k not in LIMIT_MAX or not 0 <= v <= LIMIT_MAX[k]:
                 raise TableError(svc.name, None, f"limit {k} {v} out of range")
         for k, v in svc.timeouts_ms.items():
             if k not in ir.TIMEOUTS or not 0 <= v <= MAX_TIMEOUT_MS:
                 raise TableError(svc.name, None, f"timeout {k} {v}ms out of range")
+
+
+def _check_raw(svc: ir.Service) -> None:
+    """A raw service: one unconditional route, nothing about HTTP."""
+    r = svc.rules
+    if len(r) != 1 or r[0].action.kind != "route" or r[0].cond != ir.TRUE:
+        raise TableError(svc.name, None, "a raw service has exactly one rule, 'route POOL;'")
+    if svc.xff != "off":
+        raise TableError(svc.name, None, "a raw service adds no X-Forwarded-For")
+    for k in ir.RAW_REFUSED_LIMITS:
+        if svc.limits.get(k):
+            raise TableError(svc.name, None, f"limit {k} in a raw service")
+    for k in ir.RAW_REFUSED_TIMEOUTS:
+        if svc.timeouts_ms.get(k):
+            raise TableError(svc.name, None, f"timeout {k} in a raw service")
+
+
+def service_flags(svc: ir.Service) -> int:
+    """Word 8 of the service record."""
+    return SVC_XFF[svc.xff] | (SVC_RAW if svc.raw else 0)
 
 
 def encode(cfg: ir.Config) -> bytes:
@@ -500,7 +524,7 @@ def _service(w: _Writer, svc: ir.Service, pool_idx: dict[str, int]) -> None:
         fam,
         *addr,
         svc.port,
-        SVC_XFF[svc.xff],
+        service_flags(svc),
         *limits[:SVC_LIMITS_LOW],
         *timeouts,
         rule_first,

@@ -455,10 +455,13 @@ static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
 		return false;
 	if (!s[KT_S_PORT] || s[KT_S_PORT] > 65535)
 		return kt_rules_bad(v, "bad service port");
-	if (s[KT_S_FLAGS] & ~KT_SERVICE_XFF_MASK)
+	if (s[KT_S_FLAGS] & ~KT_SERVICE_FLAGS)
 		return kt_rules_bad(v, "unknown service flags");
 	if ((s[KT_S_FLAGS] & KT_SERVICE_XFF_MASK) == KT_SERVICE_XFF_MASK)
 		return kt_rules_bad(v, "X-Forwarded-For both append and replace");
+	if ((s[KT_S_FLAGS] & KT_SERVICE_RAW) &&
+	    (s[KT_S_FLAGS] & KT_SERVICE_XFF_MASK))
+		return kt_rules_bad(v, "X-Forwarded-For on a raw service");
 	for (k = 0; k < KT_LIMIT_COUNT; k++)
 		if (s[kt_rules_limit_word(k)] > kt_rules_limit_max[k])
 			return kt_rules_bad(v, kt_rules_limit_why[k]);

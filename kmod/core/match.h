@@ -90,6 +90,8 @@ enum kt_rules_sched {
  * can do, the floor `make bench` measures the others against.
  */
 #define KT_SERVICE_RAW		0x4
+/* Every flag a table may carry; RAW never with an X-Forwarded-For bit. */
+#define KT_SERVICE_FLAGS	(KT_SERVICE_XFF_MASK | KT_SERVICE_RAW)
 #define KT_SERVICE_XFF		KT_SERVICE_XFF_APPEND	/* old name */
 
 /*

@@ -104,8 +104,10 @@ static void fm_check_service(const struct kt_rules_service_info *si)
 	};
 	u32 k;
 
-	FZ_ASSERT(!(si->flags & ~KT_SERVICE_XFF_MASK));
+	FZ_ASSERT(!(si->flags & ~KT_SERVICE_FLAGS));
 	FZ_ASSERT((si->flags & KT_SERVICE_XFF_MASK) != KT_SERVICE_XFF_MASK);
+	FZ_ASSERT(!((si->flags & KT_SERVICE_RAW) &&
+		    (si->flags & KT_SERVICE_XFF_MASK)));
 	for (k = 0; k < KT_LIMIT_COUNT; k++)
 		FZ_ASSERT(si->limits[k] <= max[k]);
 	for (k = 0; k < KT_TIMEOUT_COUNT; k++)

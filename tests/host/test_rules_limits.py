@@ -253,6 +253,7 @@ def test_compiler_bounds_match_h() -> None:
     assert define("KT_LIMIT_COUNT") == len(ir.LIMITS)
     assert define("KT_SERVICE_XFF_APPEND") == tables.SVC_XFF["append"]
     assert define("KT_SERVICE_XFF_REPLACE") == tables.SVC_XFF["replace"]
+    assert define("KT_SERVICE_RAW") == tables.SVC_RAW
 
 
 def test_too_many_services() -> None:
@@ -410,8 +411,15 @@ def test_validator_service_flags(blob: bytes) -> None:
     for flags in (0, 1, 2):
         assert _accepted(_set(blob, s, flags)).service(0)["flags"] == flags  # type: ignore[attr-defined]
     assert _refused(_set(blob, s, 3)) == "X-Forwarded-For both append and replace"
-    for flags in (4, 5, 0x80000000):
+    for flags in (8, 0x10, 0x80000000, 4 | 8):
         assert _refused(_set(blob, s, flags)) == "unknown service flags"
+    # bit 2, a raw service (tests/host/test_rules_raw.py), never with X-Forwarded-For
+    assert _accepted(_set(blob, s, 4)).service(0)["flags"] == 4  # type: ignore[attr-defined]
+    for flags in (5, 6, 7):
+        assert _refused(_set(blob, s, flags)) in (
+            "X-Forwarded-For on a raw service",
+            "X-Forwarded-For both append and replace",
+        )
 
 
 @needs_match
