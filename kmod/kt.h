@@ -100,6 +100,15 @@
 /* ---- allocation accounting (kt_main.c) ------------------------------------ */
 
 /*
+ * Every allocation of the module in process context: charged to the memory
+ * cgroup of whoever applied the configuration (or the caller of a netlink
+ * command), and allowed to fail -- never to wake the OOM killer, in the
+ * cgroup or globally: a configuration that does not fit is refused with
+ * ENOMEM, a connection that does not fit is closed or answered 503.
+ */
+#define KT_GFP	(GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)
+
+/*
  * Outstanding allocations of the module -- connections, buffers, skbs in
  * pipes, counters, configurations -- per CPU, summed for the leak checks
  * (KTCPVS_A_ALLOCS, and at unload).

@@ -78,7 +78,7 @@ void kt_conn_answer(struct kt_conn *c, unsigned int status,
 		return;
 	}
 	cap = 256 + strlen(text) + 2 * strlen(reason) + location_len;
-	c->ebuf = kmalloc(cap, GFP_KERNEL_ACCOUNT);
+	c->ebuf = kmalloc(cap, KT_GFP);
 	if (!c->ebuf) {
 		kt_conn_close(c);
 		return;

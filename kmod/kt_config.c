@@ -117,7 +117,7 @@ static int kt_hidx_init(struct kt_hidx *h, u32 n)
 {
 	u32 size = roundup_pow_of_two(max(2 * n, 4U));
 
-	h->slot = kvcalloc(size, sizeof(u32), GFP_KERNEL_ACCOUNT);
+	h->slot = kvcalloc(size, sizeof(u32), KT_GFP);
 	h->mask = size - 1;
 	return h->slot ? 0 : -ENOMEM;
 }
@@ -294,12 +294,12 @@ static int kt_config_scratch(struct kt_config *cfg)
 	int cpu;
 
 	cfg->scratch = kcalloc(nr_cpu_ids, sizeof(*cfg->scratch),
-			       GFP_KERNEL_ACCOUNT);
+			       KT_GFP);
 	if (!cfg->scratch)
 		return -ENOMEM;
 	for_each_possible_cpu(cpu) {
 		struct kt_scratch *s = &cfg->scratch[cpu];
-		u8 *p = kvmalloc(kt_scratch_bytes(cfg), GFP_KERNEL_ACCOUNT);
+		u8 *p = kvmalloc(kt_scratch_bytes(cfg), KT_GFP);
 
 		if (!p)
 			return -ENOMEM;
@@ -423,7 +423,7 @@ static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
 	pool->nsets = kt_lblc_sets(&pi);
 	if (pool->nsets) {
 		pool->lblc = kvcalloc(pool->nsets * KT_LBLC_WAYS,
-				      sizeof(*pool->lblc), GFP_KERNEL_ACCOUNT);
+				      sizeof(*pool->lblc), KT_GFP);
 		if (!pool->lblc)
 			return -ENOMEM;
 	}
@@ -547,12 +547,12 @@ struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
 	int err = -ENOMEM;
 	u32 i;
 
-	cfg = kzalloc(sizeof(*cfg), GFP_KERNEL_ACCOUNT);
+	cfg = kzalloc(sizeof(*cfg), KT_GFP);
 	if (!cfg) {
 		kt_free(blob);
 		return ERR_PTR(-ENOMEM);
 	}
-	if (percpu_ref_init(&cfg->ref, kt_config_release, 0, GFP_KERNEL_ACCOUNT)) {
+	if (percpu_ref_init(&cfg->ref, kt_config_release, 0, KT_GFP)) {
 		kfree(cfg);
 		kt_free(blob);
 		return ERR_PTR(-ENOMEM);
@@ -580,11 +580,11 @@ struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
 		goto err;
 	}
 	cfg->svc = kvcalloc(max(cfg->nservices, 1U), sizeof(*cfg->svc),
-			    GFP_KERNEL_ACCOUNT);
+			    KT_GFP);
 	cfg->pools = kvcalloc(max(cfg->npools, 1U), sizeof(*cfg->pools),
-			      GFP_KERNEL_ACCOUNT);
+			      KT_GFP);
 	cfg->servers = kvcalloc(max(cfg->nservers, 1U), sizeof(*cfg->servers),
-				GFP_KERNEL_ACCOUNT);
+				KT_GFP);
 	if (!cfg->svc || !cfg->pools || !cfg->servers ||
 	    kt_hidx_init(&svc_hash, cfg->nservices) ||
 	    kt_carry_init(&carry, old) || kt_config_scratch(cfg))

@@ -316,7 +316,7 @@ void kt_conn_new(struct kt_listener *l, struct socket *sock,
 	struct kt_net *ktn = l->ktn;
 	struct kt_conn *c;
 
-	c = kmem_cache_zalloc(kt_conn_cache, GFP_KERNEL_ACCOUNT);
+	c = kmem_cache_zalloc(kt_conn_cache, KT_GFP);
 	if (!c)
 		goto err;
 	if (!kt_net_obj_get(ktn))	/* the namespace is going */

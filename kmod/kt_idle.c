@@ -103,7 +103,7 @@ void kt_idle_park(struct kt_conn *c)
 	struct kt_idle *idle;
 	bool parked = false;
 
-	idle = kzalloc(sizeof(*idle), GFP_KERNEL_ACCOUNT);
+	idle = kzalloc(sizeof(*idle), KT_GFP);
 	if (!idle) {
 		kt_conn_release_backend(c);
 		return;

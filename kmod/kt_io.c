@@ -117,7 +117,7 @@ int kt_buf_get(struct kt_dir *d)
 {
 	if (d->buf)
 		return 0;
-	d->buf = (u8 *)__get_free_page(GFP_KERNEL_ACCOUNT);
+	d->buf = (u8 *)__get_free_page(KT_GFP);
 	if (!d->buf)
 		return -ENOMEM;
 	kt_alloc_inc();
@@ -152,7 +152,7 @@ int kt_buf_grow(struct kt_dir *d, u32 want)
 
 	if (want <= d->cap)
 		return 0;
-	n = kvmalloc(want, GFP_KERNEL_ACCOUNT);
+	n = kvmalloc(want, KT_GFP);
 	if (!n)
 		return -ENOMEM;
 	kt_alloc_inc();

@@ -116,7 +116,7 @@ int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,
 		if (e || fresh || t->n >= KT_SRC_MAX)
 			break;
 		spin_unlock_bh(&t->lock);
-		fresh = kzalloc(sizeof(*fresh), GFP_KERNEL_ACCOUNT);
+		fresh = kzalloc(sizeof(*fresh), KT_GFP);
 		if (!fresh)
 			return 0;
 	}
@@ -219,7 +219,7 @@ int kt_srctab_init(struct kt_net *ktn)
 
 	if (ktn->srctab)
 		return 0;
-	t = kvzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
+	t = kvzalloc(sizeof(*t), KT_GFP);
 	if (!t)
 		return -ENOMEM;
 	spin_lock_init(&t->lock);

@@ -143,7 +143,7 @@ int kt_listener_open(struct kt_net *ktn, struct kt_service *svc,
 	struct sock *sk;
 	int err;
 
-	l = kzalloc(sizeof(*l), GFP_KERNEL_ACCOUNT);
+	l = kzalloc(sizeof(*l), KT_GFP);
 	if (!l)
 		return -ENOMEM;
 	err = sock_create_kern(ktn->net, svc->addr.ss_family, SOCK_STREAM,

@@ -44,7 +44,7 @@ int kt_allocs_sum(void)
 
 void *kt_alloc(size_t size)
 {
-	void *p = kvzalloc(size, GFP_KERNEL_ACCOUNT);
+	void *p = kvzalloc(size, KT_GFP);
 
 	if (p)
 		kt_alloc_inc();

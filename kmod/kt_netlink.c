@@ -229,7 +229,7 @@ static int kt_nl_begin(struct sk_buff *skb, struct genl_info *info)
 		return -EBUSY;
 	}
 	kt_txn_free(ktn);
-	t = kzalloc(sizeof(*t), GFP_KERNEL_ACCOUNT);
+	t = kzalloc(sizeof(*t), KT_GFP);
 	if (t)
 		t->buf = kt_alloc(size);
 	if (!t || !t->buf) {

@@ -12,11 +12,11 @@
 
 struct kt_stats *kt_stats_new(void)
 {
-	struct kt_stats *st = kzalloc(sizeof(*st), GFP_KERNEL_ACCOUNT);
+	struct kt_stats *st = kzalloc(sizeof(*st), KT_GFP);
 
 	if (!st)
 		return NULL;
-	st->pc = alloc_percpu_gfp(struct kt_pcpu_stats, GFP_KERNEL_ACCOUNT);
+	st->pc = alloc_percpu_gfp(struct kt_pcpu_stats, KT_GFP);
 	if (!st->pc) {
 		kfree(st);
 		return NULL;
