@@ -142,6 +142,7 @@ enum {
 	KT_E_SOURCE_LIMIT,	/* per-source connections or rate: 429 */
 	KT_E_RETRY,		/* request resent on a new backend connection */
 	KT_E_LOCAL,		/* the switch ran out of memory or ports */
+	KT_E_ANSWERED,		/* answered by an answer rule (not an error, counted) */
 	KT_E_MAX
 };
 

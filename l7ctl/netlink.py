@@ -42,7 +42,7 @@ OBJ_SERVICE, OBJ_POOL, OBJ_SERVER = 1, 2, 3
 ERROR_KINDS = (
     "parse", "header_timeout", "blocked", "redirect", "no_route", "unavailable",
     "connect", "bad_gateway", "backend_timeout", "backend_reset", "client_reset", "limit",
-    "source_limit", "retry", "local",
+    "source_limit", "retry", "local", "answered",
 )  # fmt: skip
 STATES = ("up", "drain", "down")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh")

@@ -8,6 +8,8 @@
 #ifndef _UAPI_KTCPVS_H
 #define _UAPI_KTCPVS_H
 
+#include <linux/types.h>
+
 #define KTCPVS_GENL_NAME	"ktcpvs"
 #define KTCPVS_GENL_VERSION	1
 #define KTCPVS_PROTO_VERSION	1
@@ -24,6 +26,8 @@ enum ktcpvs_cmd {
 	KTCPVS_CMD_GET_CONFIG,		/* dump: the running blob; admin */
 	KTCPVS_CMD_SERVER_SET,		/* doit: a server's weight/state; admin */
 	KTCPVS_CMD_NOTIFY,		/* multicast: the configuration changed */
+	KTCPVS_CMD_LOG,			/* multicast ("log"): access log records */
+	KTCPVS_CMD_CHECK,		/* multicast ("config"): a health check changed a server's state */
 
 	__KTCPVS_CMD_MAX,
 	KTCPVS_CMD_MAX = __KTCPVS_CMD_MAX - 1
@@ -59,13 +63,74 @@ enum ktcpvs_attr {
 	KTCPVS_A_SCHED,			/* u8: a pool's scheduler, KTCPVS_SCHED_NAMES */
 	KTCPVS_A_ST_SPLICED,		/* u64: bytes relayed zero-copy (both ways) */
 	KTCPVS_A_MAX_CONNECTIONS,	/* u32: the namespace's connection limit */
+	KTCPVS_A_CHECK_STATE,		/* u8: KTCPVS_CHECK_* of a server */
+	KTCPVS_A_CHECK_LAST,		/* string: the last check's result ("200", "refused", "timeout", ...) */
+	KTCPVS_A_CHECK_CHANGES,		/* u64: times the check changed the server's state */
+	KTCPVS_A_LOG_RECORDS,		/* binary: struct ktcpvs_log_rec, each followed by its strings */
+	KTCPVS_A_LOG_DROPPED,		/* u64: records dropped in this namespace so far */
 
 	__KTCPVS_A_MAX,
 	KTCPVS_A_MAX = __KTCPVS_A_MAX - 1
 };
 
-/* Multicast group of KTCPVS_CMD_NOTIFY messages */
+/* Multicast groups: configuration and check changes; access log records */
 #define KTCPVS_MCGRP_CONFIG	"config"
+#define KTCPVS_MCGRP_LOG	"log"
+
+/* A server's health as its active check sees it (KTCPVS_A_CHECK_STATE) */
+#define KTCPVS_CHECK_NONE	0	/* no check configured */
+#define KTCPVS_CHECK_UP		1
+#define KTCPVS_CHECK_DOWN	2
+
+/*
+ * How an exchange ended (struct ktcpvs_log_rec.end).  KTCPVS_END_REFUSED is
+ * an answer of the switch itself (status says which); KTCPVS_END_LOCAL one
+ * the switch gave for want of its own resources.
+ */
+#define KTCPVS_END_NORMAL		0	/* the response went out whole */
+#define KTCPVS_END_CLIENT_ABORT		1	/* the client closed or reset first */
+#define KTCPVS_END_SERVER_ERROR		2	/* the server closed, reset or answered badly */
+#define KTCPVS_END_TIMEOUT		3	/* a timeout of the switch fired */
+#define KTCPVS_END_REFUSED		4	/* refused by the parser, a rule or a limit */
+#define KTCPVS_END_ANSWERED		5	/* answered by an answer rule, no server */
+#define KTCPVS_END_LOCAL		6	/* the switch ran out of memory or ports */
+
+/*
+ * One access log record, in host byte order (the reader is on the same
+ * machine), followed by service_len + pool_len + host_len + path_len bytes
+ * of strings in that order, then zero padding to the next multiple of 8.
+ * KTCPVS_A_LOG_RECORDS carries several back to back.  Durations are
+ * microseconds from the first byte of the request head; 0 when the step
+ * never happened.  Addresses: family 4 or 6, IPv4 in the first 4 bytes.
+ */
+struct ktcpvs_log_rec {
+	__u64 time_ns;		/* CLOCK_REALTIME of the request's first byte */
+	__u64 bytes_in;		/* request bytes from the client */
+	__u64 bytes_out;	/* response bytes to the client */
+	__u32 connect_us;	/* backend connection ready (reused: 0) */
+	__u32 first_byte_us;	/* first response byte from the server */
+	__u32 total_us;		/* the exchange's end */
+	__u32 rule_line;	/* source line of the matched rule, 0: none */
+	__u8 client[16];
+	__u8 server[16];
+	__u16 client_port;
+	__u16 server_port;
+	__u16 status;		/* the status the client got, 0: none */
+	__u8 client_family;
+	__u8 server_family;	/* 0: no server */
+	__u8 method;		/* the parser's enum kt_http_method */
+	__u8 end;		/* KTCPVS_END_* */
+	__u8 version;		/* 10 or 11 */
+	__u8 pad;
+	__u16 service_len;
+	__u16 pool_len;
+	__u16 host_len;
+	__u16 path_len;		/* at most KTCPVS_LOG_PATH_MAX */
+	__u16 method_len;	/* extension methods: their name follows the path */
+	__u16 pad2[3];
+};
+
+#define KTCPVS_LOG_PATH_MAX	1024
 
 /* Object kinds in KTCPVS_CMD_GET_STATS */
 #define KTCPVS_OBJ_SERVICE	1
@@ -77,7 +142,7 @@ enum ktcpvs_attr {
 	"parse", "header_timeout", "blocked", "redirect", "no_route", \
 	"unavailable", "connect", "bad_gateway", "backend_timeout", \
 	"backend_reset", "client_reset", "limit", "source_limit", "retry", \
-	"local"
+	"local", "answered"
 
 /* Schedulers, in the order of KTCPVS_A_SCHED */
 #define KTCPVS_SCHED_NAMES \
