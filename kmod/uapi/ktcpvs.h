@@ -28,6 +28,7 @@ enum ktcpvs_cmd {
 	KTCPVS_CMD_NOTIFY,		/* multicast: the configuration changed */
 	KTCPVS_CMD_LOG,			/* multicast ("log"): access log records */
 	KTCPVS_CMD_CHECK,		/* multicast ("config"): a health check changed a server's state */
+	KTCPVS_CMD_GET_LOG,		/* dump: the namespace's most recent access log records; admin */
 
 	__KTCPVS_CMD_MAX,
 	KTCPVS_CMD_MAX = __KTCPVS_CMD_MAX - 1
@@ -101,7 +102,9 @@ enum ktcpvs_attr {
  * of strings in that order, then zero padding to the next multiple of 8.
  * KTCPVS_A_LOG_RECORDS carries several back to back.  Durations are
  * microseconds from the first byte of the request head; 0 when the step
- * never happened.  Addresses: family 4 or 6, IPv4 in the first 4 bytes.
+ * never happened.  The kernel keeps the namespace's last KTCPVS_LOG_RING
+ * records for KTCPVS_CMD_GET_LOG and sends new ones in batches to the "log"
+ * group (KTCPVS_CMD_LOG); a batch leaves when it is full or 250 ms old.  Addresses: family 4 or 6, IPv4 in the first 4 bytes.
  */
 struct ktcpvs_log_rec {
 	__u64 time_ns;		/* CLOCK_REALTIME of the request's first byte */
@@ -131,6 +134,7 @@ struct ktcpvs_log_rec {
 };
 
 #define KTCPVS_LOG_PATH_MAX	1024
+#define KTCPVS_LOG_RING		1024
 
 /* Object kinds in KTCPVS_CMD_GET_STATS */
 #define KTCPVS_OBJ_SERVICE	1
