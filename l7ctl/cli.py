@@ -75,6 +75,19 @@ def _cmd_server_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    from l7ctl import health
+
+    return health.run(sys.stdout, as_json=args.json, fail_on=args.fail_on)
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    from l7ctl import accesslog
+
+    fmt = "json" if args.json else args.format
+    return accesslog.run(sys.stdout, follow=args.follow, fmt=fmt)
+
+
 def _cmd_parse(args: argparse.Namespace) -> int:
     from l7ctl.httpparse import run
 
@@ -157,6 +170,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight", type=int)
     s.add_argument("--state", choices=["up", "drain", "down"])
     s.set_defaults(func=_cmd_server_set)
+
+    s = sub.add_parser(
+        "health",
+        help="is this director fit to serve? exit 0 ok, 1 degraded, 2 down",
+        description="Judge the switch of this network namespace and print one line saying "
+        "why. Exit 2 (down) when the module is not loaded, nothing is configured, or a pool "
+        "that a route rule uses has no available server (up, weight > 0, not cooling down, "
+        "not down by its check); 1 (degraded) when some server of such a pool is down, "
+        "drained, cooling down or down by its check but every such pool has one; 0 (ok) "
+        "otherwise. For keepalived's vrrp_script and MISC_CHECK.",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument(
+        "--fail-on",
+        choices=["degraded", "down"],
+        default="degraded",
+        help="'down': exit 0 when only degraded (for checks that must fail only when the "
+        "director cannot serve)",
+    )
+    s.set_defaults(func=_cmd_health)
+
+    s = sub.add_parser(
+        "log",
+        help="print the access log: recent records, or follow new ones",
+        description="Print the access log records the module keeps for this network "
+        "namespace (its most recent ones), one per request: time, client, service and rule "
+        "line, pool, server, method, host, path, status, bytes in and out, connect, "
+        "first-byte and total milliseconds, and how the exchange ended. With --follow, keep "
+        "printing new records as they come; records the kernel had to drop are reported on "
+        "stderr. Needs CAP_NET_ADMIN.",
+    )
+    s.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="one JSON object per line")
+    g.add_argument(
+        "--format",
+        choices=["text", "json", "combined"],
+        default="text",
+        help="text (default), json, or combined (Apache/nginx combined log format)",
+    )
+    s.set_defaults(func=_cmd_log)
 
     s = sub.add_parser(
         "parse",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import select
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,11 @@ CMD_GET_STATS = 7
 CMD_GET_CONFIG = 8
 CMD_SERVER_SET = 9
 CMD_NOTIFY = 10
+CMD_LOG = 11  # multicast ("log"): access log records
+CMD_CHECK = 12  # multicast ("config"): a health check changed a server's state
+CMD_GET_LOG = 13  # dump: the namespace's most recent access log records
 MCGRP_CONFIG = "config"
+MCGRP_LOG = "log"
 
 CHUNK_MAX = 32768
 CONFIG_MAX = 8 << 20
@@ -45,6 +51,8 @@ ERROR_KINDS = (
     "source_limit", "retry", "local", "answered",
 )  # fmt: skip
 STATES = ("up", "drain", "down")
+# KTCPVS_A_CHECK_STATE: KTCPVS_CHECK_NONE, _UP, _DOWN
+CHECK_STATES = ("none", "up", "down")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh")
 
 
@@ -82,6 +90,11 @@ class ktcpvs_msg(genlmsg):  # type: ignore[misc]
         ("KTCPVS_A_SCHED", "uint8"),
         ("KTCPVS_A_ST_SPLICED", "uint64"),
         ("KTCPVS_A_MAX_CONNECTIONS", "uint32"),
+        ("KTCPVS_A_CHECK_STATE", "uint8"),
+        ("KTCPVS_A_CHECK_LAST", "asciiz"),
+        ("KTCPVS_A_CHECK_CHANGES", "uint64"),
+        ("KTCPVS_A_LOG_RECORDS", "cdata"),
+        ("KTCPVS_A_LOG_DROPPED", "uint64"),
     )
 
 
@@ -114,6 +127,7 @@ class Info:
     allocations: int = 0
     source: str = ""
     max_connections: int = 0
+    log_dropped: int = 0  # access log records dropped in this namespace so far
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,21 @@ class Counters:
     cooldown: bool = False
     scheduler: str | None = None
     spliced: int = 0  # of bytes_in + bytes_out, those relayed zero-copy
+    check: str = "none"  # a server's active check: "none" (no check), "up" or "down"
+    check_last: str = ""  # the last check's result: "200", "refused", "timeout", ...
+    check_changes: int = 0  # times the check changed the server's state
+
+    @property
+    def available(self) -> bool:
+        """A server that can take new requests: up, weight > 0, not cooling
+        down after failures, and not marked down by its check."""
+        return (
+            self.kind == "server"
+            and self.state == "up"
+            and bool(self.weight)
+            and not self.cooldown
+            and self.check != "down"
+        )
 
 
 def encode_addr(endpoint: str) -> bytes:
@@ -187,22 +216,7 @@ class Client(GenlClient):
             (reply,) = self.request(CMD_GET_INFO)
         except NetlinkError as e:
             raise _error(e, "reading the module's status") from None
-        proto = reply.get_attr("KTCPVS_A_PROTO_VERSION")
-        if proto != PROTO_VERSION:
-            raise L7ctlError(
-                f"ktcpvs module speaks netlink protocol {proto}, this l7ctl speaks "
-                f"{PROTO_VERSION}: install matching versions"
-            )
-        return Info(
-            module_version=reply.get_attr("KTCPVS_A_MODULE_VERSION"),
-            proto_version=proto,
-            service_count=reply.get_attr("KTCPVS_A_SERVICE_COUNT"),
-            generation=reply.get_attr("KTCPVS_A_GENERATION"),
-            connections=reply.get_attr("KTCPVS_A_CONNECTIONS") or 0,
-            allocations=reply.get_attr("KTCPVS_A_ALLOCS") or 0,
-            source=reply.get_attr("KTCPVS_A_SOURCE") or "",
-            max_connections=reply.get_attr("KTCPVS_A_MAX_CONNECTIONS") or 0,
-        )
+        return info_from_msg(reply)
 
     def flush(self) -> None:
         """Drop the namespace's whole configuration."""
@@ -292,32 +306,153 @@ class Client(GenlClient):
             msgs = self.request(CMD_GET_STATS, flags=NLM_F_REQUEST | NLM_F_DUMP)
         except NetlinkError as e:
             raise _error(e, "reading the counters") from None
-        out = []
-        kinds = {OBJ_SERVICE: "service", OBJ_POOL: "pool", OBJ_SERVER: "server"}
-        for m in msgs:
-            kind = kinds.get(m.get_attr("KTCPVS_A_OBJ_KIND"), "?")
-            raw_err = m.get_attr("KTCPVS_A_ST_ERRORS") or b""
-            errs = struct.unpack(f"<{len(raw_err) // 8}Q", raw_err)
-            addr = m.get_attr("KTCPVS_A_OBJ_ADDR")
-            name = m.get_attr("KTCPVS_A_OBJ_POOL" if kind == "server" else "KTCPVS_A_OBJ_NAME")
-            state = m.get_attr("KTCPVS_A_STATE")
-            sched = m.get_attr("KTCPVS_A_SCHED")
-            out.append(
-                Counters(
-                    kind=kind,
-                    name=bytes(name or b"").decode("utf-8", "replace"),
-                    address=format_addr(addr) if addr else "",
-                    conns=m.get_attr("KTCPVS_A_ST_CONNS"),
-                    active=m.get_attr("KTCPVS_A_ST_ACTIVE"),
-                    requests=m.get_attr("KTCPVS_A_ST_REQUESTS"),
-                    bytes_in=m.get_attr("KTCPVS_A_ST_BYTES_IN"),
-                    bytes_out=m.get_attr("KTCPVS_A_ST_BYTES_OUT"),
-                    errors=dict(zip(ERROR_KINDS, errs, strict=False)),
-                    weight=m.get_attr("KTCPVS_A_WEIGHT"),
-                    state=STATES[state] if state is not None and state < 3 else None,
-                    cooldown=bool(m.get_attr("KTCPVS_A_COOLDOWN")),
-                    scheduler=SCHEDULERS[sched] if sched is not None and sched < 8 else None,
-                    spliced=m.get_attr("KTCPVS_A_ST_SPLICED") or 0,
-                )
-            )
-        return out
+        return [counters_from_msg(m) for m in msgs]
+
+    def log_dump(self) -> list[Any]:
+        """The messages of a KTCPVS_CMD_GET_LOG dump, each carrying
+        KTCPVS_A_LOG_RECORDS (l7ctl.accesslog decodes them)."""
+        try:
+            return self.request(CMD_GET_LOG, flags=NLM_F_REQUEST | NLM_F_DUMP)
+        except NetlinkError as e:
+            if e.code == errno.EOPNOTSUPP:
+                raise L7ctlError("this ktcpvs module keeps no access log (too old)") from None
+            raise _error(e, "reading the access log") from None
+
+    def group_id(self, name: str) -> int:
+        """The id of the family's multicast group ``name``."""
+        groups: dict[str, int] = dict(self._sock.mcast_groups)
+        if name not in groups:
+            raise L7ctlError(f"this ktcpvs module has no {name!r} multicast group (too old)")
+        return groups[name]
+
+
+NETLINK_GENERIC = 16
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+SO_RCVBUFFORCE = 33
+NLMSG_MIN_TYPE = 0x10  # below: NOOP, ERROR, DONE, OVERRUN
+
+
+def parse_messages(data: bytes) -> list[ktcpvs_msg]:
+    """The ktcpvs messages in one datagram read from a netlink socket (control
+    messages and anything truncated are skipped)."""
+    out = []
+    off = 0
+    while off + 16 <= len(data):
+        length, mtype = struct.unpack_from("=IH", data, off)
+        if length < 16 or off + length > len(data):
+            break
+        if mtype >= NLMSG_MIN_TYPE:
+            m = ktcpvs_msg(data[off : off + length])
+            try:
+                m.decode()
+            except Exception:  # a message pyroute2 cannot decode is skipped
+                pass
+            else:
+                out.append(m)
+        off += (length + 3) & ~3
+    return out
+
+
+class Subscription:
+    """A netlink socket that receives one of the family's multicast groups
+    ("config" or "log"), in the caller's network namespace."""
+
+    def __init__(self, group: str, what: str, rcvbuf: int = 8 << 20) -> None:
+        with Client() as c:
+            gid = c.group_id(group)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        try:
+            self.sock.bind((0, 0))
+            # a large buffer: records arrive in bursts (root may go past rmem_max)
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except PermissionError:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, gid)
+        except PermissionError:
+            self.sock.close()
+            raise PermissionDenied(what) from None
+        except OSError as e:
+            self.sock.close()
+            raise L7ctlError(f"{what} failed: {e.strerror}") from None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self, timeout: float) -> tuple[list[ktcpvs_msg], bool]:
+        """The messages that arrive within ``timeout`` seconds (all that are
+        queued once one has), and whether the socket overran its buffer
+        (ENOBUFS: the kernel dropped messages for this reader)."""
+        msgs: list[ktcpvs_msg] = []
+        overrun = False
+        wait = timeout
+        while select.select([self.sock], [], [], wait)[0]:
+            try:
+                data = self.sock.recv(1 << 20)
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                overrun = True
+            else:
+                msgs += parse_messages(data)
+            wait = 0
+        return msgs, overrun
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def info_from_msg(reply: Any) -> Info:
+    """The Info of a KTCPVS_CMD_GET_INFO reply; a module of another protocol is an error."""
+    proto = reply.get_attr("KTCPVS_A_PROTO_VERSION")
+    if proto != PROTO_VERSION:
+        raise L7ctlError(
+            f"ktcpvs module speaks netlink protocol {proto}, this l7ctl speaks "
+            f"{PROTO_VERSION}: install matching versions"
+        )
+    return Info(
+        module_version=reply.get_attr("KTCPVS_A_MODULE_VERSION"),
+        proto_version=proto,
+        service_count=reply.get_attr("KTCPVS_A_SERVICE_COUNT"),
+        generation=reply.get_attr("KTCPVS_A_GENERATION"),
+        connections=reply.get_attr("KTCPVS_A_CONNECTIONS") or 0,
+        allocations=reply.get_attr("KTCPVS_A_ALLOCS") or 0,
+        source=reply.get_attr("KTCPVS_A_SOURCE") or "",
+        max_connections=reply.get_attr("KTCPVS_A_MAX_CONNECTIONS") or 0,
+        log_dropped=reply.get_attr("KTCPVS_A_LOG_DROPPED") or 0,
+    )
+
+
+_KINDS = {OBJ_SERVICE: "service", OBJ_POOL: "pool", OBJ_SERVER: "server"}
+
+
+def counters_from_msg(m: Any) -> Counters:
+    """The Counters of one KTCPVS_CMD_GET_STATS message."""
+    kind = _KINDS.get(m.get_attr("KTCPVS_A_OBJ_KIND"), "?")
+    raw_err = m.get_attr("KTCPVS_A_ST_ERRORS") or b""
+    errs = struct.unpack(f"<{len(raw_err) // 8}Q", raw_err[: len(raw_err) // 8 * 8])
+    addr = m.get_attr("KTCPVS_A_OBJ_ADDR")
+    name = m.get_attr("KTCPVS_A_OBJ_POOL" if kind == "server" else "KTCPVS_A_OBJ_NAME")
+    state = m.get_attr("KTCPVS_A_STATE")
+    sched = m.get_attr("KTCPVS_A_SCHED")
+    check = m.get_attr("KTCPVS_A_CHECK_STATE")
+    return Counters(
+        kind=kind,
+        name=bytes(name or b"").decode("utf-8", "replace"),
+        address=format_addr(addr) if addr else "",
+        conns=m.get_attr("KTCPVS_A_ST_CONNS") or 0,
+        active=m.get_attr("KTCPVS_A_ST_ACTIVE") or 0,
+        requests=m.get_attr("KTCPVS_A_ST_REQUESTS") or 0,
+        bytes_in=m.get_attr("KTCPVS_A_ST_BYTES_IN") or 0,
+        bytes_out=m.get_attr("KTCPVS_A_ST_BYTES_OUT") or 0,
+        errors=dict(zip(ERROR_KINDS, errs, strict=False)),
+        weight=m.get_attr("KTCPVS_A_WEIGHT"),
+        state=STATES[state] if state is not None and state < 3 else None,
+        cooldown=bool(m.get_attr("KTCPVS_A_COOLDOWN")),
+        scheduler=SCHEDULERS[sched] if sched is not None and sched < 8 else None,
+        spliced=m.get_attr("KTCPVS_A_ST_SPLICED") or 0,
+        check=CHECK_STATES[check] if check is not None and check < 3 else "none",
+        check_last=m.get_attr("KTCPVS_A_CHECK_LAST") or "",
+        check_changes=m.get_attr("KTCPVS_A_CHECK_CHANGES") or 0,
+    )

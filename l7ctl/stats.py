@@ -7,12 +7,17 @@ import time
 from dataclasses import asdict
 from typing import TextIO
 
-from l7ctl.netlink import Client, Counters
+from l7ctl.netlink import Client, Counters, Info
 
 
 def read() -> list[Counters]:
     with Client() as c:
         return c.stats()
+
+
+def read_with_info() -> tuple[Info, list[Counters]]:
+    with Client() as c:
+        return c.info(), c.stats()
 
 
 def _human(n: float) -> str:
@@ -45,6 +50,8 @@ def format_text(rows: list[Counters], rates: dict[Key, float] | None = None) -> 
             label = f"  pool {r.name}"
         else:
             extra = f" w{r.weight} {r.state}" + (" cooldown" if r.cooldown else "")
+            if r.check != "none":
+                extra += f" check-{r.check}"
             label = f"    {r.address}{extra}"
         line = (
             f"{label:<34} {r.conns:>8} {r.active:>7} {r.requests:>9} "
@@ -59,7 +66,7 @@ def format_text(rows: list[Counters], rates: dict[Key, float] | None = None) -> 
     return "\n".join(lines) + "\n"
 
 
-def format_prometheus(rows: list[Counters]) -> str:
+def format_prometheus(rows: list[Counters], info: Info | None = None) -> str:
     out = []
     for name, help_ in (
         ("conns_total", "connections accepted (services) or opened (servers)"),
@@ -84,6 +91,22 @@ def format_prometheus(rows: list[Counters]) -> str:
                 "spliced_bytes_total": r.spliced,
             }[name]  # fmt: skip
             out.append(f"ktcpvs_{name}{{{labels}}} {value}")
+    checked = [r for r in rows if r.kind == "server" and r.check != "none"]
+    for name, help_, kind in (
+        ("server_check_up", "1 while the server's health check says up, 0 while down", "gauge"),
+        ("server_check_changes_total", "times the health check changed the server's state",
+         "counter"),
+    ):  # fmt: skip
+        out.append(f"# HELP ktcpvs_{name} {help_}")
+        out.append(f"# TYPE ktcpvs_{name} {kind}")
+        for r in checked:
+            labels = f'pool="{r.name}",address="{r.address}"'
+            value = int(r.check == "up") if name == "server_check_up" else r.check_changes
+            out.append(f"ktcpvs_{name}{{{labels}}} {value}")
+    if info is not None:
+        out.append("# HELP ktcpvs_log_dropped_total access log records the kernel dropped")
+        out.append("# TYPE ktcpvs_log_dropped_total counter")
+        out.append(f"ktcpvs_log_dropped_total {info.log_dropped}")
     return "\n".join(out) + "\n"
 
 
@@ -91,11 +114,17 @@ def run(out: TextIO, *, as_json: bool, prometheus: bool, watch: float | None) ->
     prev: dict[Key, int] | None = None
     last = time.monotonic()
     while True:
+        if prometheus:
+            info, rows = read_with_info()
+            out.write(format_prometheus(rows, info))
+            out.flush()
+            if not watch:
+                return 0
+            time.sleep(watch)
+            continue
         rows = read()
         if as_json:
             out.write(json.dumps([asdict(r) for r in rows]) + "\n")
-        elif prometheus:
-            out.write(format_prometheus(rows))
         else:
             now = time.monotonic()
             rates = None

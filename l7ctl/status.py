@@ -50,8 +50,16 @@ def format_text(st: Status) -> str:
             lines.append(f"pool {o.name} scheduler {o.scheduler}")
         else:
             cool = ", cooling down after failures" if o.cooldown else ""
-            lines.append(f"  server {o.address} weight {o.weight} {o.state}{cool}")
+            lines.append(f"  server {o.address} weight {o.weight} {o.state}{cool}{_check(o)}")
     return "\n".join(lines) + "\n"
+
+
+def _check(o: Counters) -> str:
+    """A server's health check as status shows it ("" without a check)."""
+    if o.check == "none":
+        return ""
+    last = f", last {o.check_last}" if o.check_last else ""
+    return f", check {o.check}{last}, {o.check_changes} change(s)"
 
 
 def run(json_output: bool, out: TextIO) -> int:

@@ -566,3 +566,48 @@ def _regex_dfa(svc: ir.Service, pats: list[tuple[int, rx.Regex]], fold: bool) ->
             f"regex automaton too large (more than {e.limit} states)",
             "simplify the regex: avoid unanchored .* in the middle and large bounded repeats",
         ) from None
+
+
+# ---- reading a blob back --------------------------------------------------------
+
+# pool record words of each major version this reader knows (rules: 8 in both)
+_POOL_WORDS = {2: 6, 3: 24}
+
+
+def route_pools(blob: bytes) -> set[str] | None:
+    """The names of the pools some `route` rule of ``blob`` sends requests to,
+    or None when ``blob`` is not a rules table this l7ctl can read.  Reads
+    only the header, the directory, the pool and rule sections (and the pool
+    names); every offset is checked."""
+    try:
+        if len(blob) < (HDR_WORDS + DIR_WORDS) * 4 or len(blob) % 4:
+            return None
+        n = len(blob) // 4
+        w = struct.unpack(f"<{n}I", blob)
+        major = w[1] >> 16
+        if w[0] != MAGIC or major not in _POOL_WORDS or w[4] != len(SECTIONS):
+            return None
+        sect = {s: (w[HDR_WORDS + 2 * i], w[HDR_WORDS + 2 * i + 1]) for i, s in enumerate(SECTIONS)}
+        str_off, str_len = sect["str"]
+        pool_off, npools = sect["pool"]
+        rule_off, nrules = sect["rule"]
+        pw, rw = _POOL_WORDS[major], REC_WORDS["rule"]
+        if (
+            str_off * 4 + str_len > len(blob)
+            or pool_off + npools * pw > n
+            or rule_off + nrules * rw > n
+        ):
+            return None
+        strs = blob[str_off * 4 : str_off * 4 + str_len]
+        used = {w[rule_off + i * rw + 1] for i in range(nrules) if w[rule_off + i * rw] == A_ROUTE}
+        out = set()
+        for p in used:
+            if p >= npools:
+                return None
+            no, nl = w[pool_off + p * pw], w[pool_off + p * pw + 1]
+            if no + nl > str_len:
+                return None
+            out.add(strs[no : no + nl].decode("utf-8", "replace"))
+        return out
+    except struct.error:
+        return None
