@@ -6,10 +6,20 @@
 -- cycle through (the mixed workload); none: the URL's path.
 -- A non-2xx answer or a wrong pool is counted, never hidden: the harness fails
 -- the figure when either count is not zero.
+-- The guest's /proc/stat cpu line is read when wrk sets its first thread up
+-- and again in done(): the CPU time of the whole guest over the run.
 local threads = {}
 local POOL = { image = "images", cgi = "cgi", static = "static" }
 
+local function procstat()
+   local f = io.open("/proc/stat")
+   local line = f:read("*l")
+   f:close()
+   return line
+end
+
 function setup(thread)
+   if stat0 == nil then stat0 = procstat() end
    table.insert(threads, thread)
 end
 
@@ -51,6 +61,7 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
+   local stat1 = procstat()
    local bad, wrong, n = 0, 0, 0
    for _, t in ipairs(threads) do
       bad = bad + t:get("bad_status")
@@ -61,8 +72,9 @@ function done(summary, latency, requests)
    io.write(string.format(
       'KTBENCH {"requests": %d, "duration_us": %d, "bytes": %d, "p50_us": %d, "p99_us": %d, ' ..
       '"mean_us": %.1f, "err_connect": %d, "err_read": %d, "err_write": %d, "err_status": %d, ' ..
-      '"err_timeout": %d, "bad_status": %d, "wrong_pool": %d, "checked": %d}\n',
+      '"err_timeout": %d, "bad_status": %d, "wrong_pool": %d, "checked": %d, ' ..
+      '"stat0": "%s", "stat1": "%s"}\n',
       summary.requests, summary.duration, summary.bytes,
       latency:percentile(50), latency:percentile(99), latency.mean,
-      e.connect, e.read, e.write, e.status, e.timeout, bad, wrong, n))
+      e.connect, e.read, e.write, e.status, e.timeout, bad, wrong, n, stat0, stat1))
 end

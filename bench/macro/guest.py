@@ -3,17 +3,23 @@
 
 One Python process builds the site in network namespaces (tests/kernel/topology.py),
 starts the four backends (nginx), the three proxies (ktcpvs, HAProxy, nginx)
-on the director, and drives wrk from the client namespace:
+and the floor relay (a `relay raw;` service of the module) on the director,
+and drives wrk from the client namespace:
 
     client 10.0.0.2 --> director 10.0.0.1 :80   ktcpvs   --> images 10.0.1.11, 10.0.1.12
                                           :8081 HAProxy  --> cgi    10.0.2.11
                                           :8082 nginx    --> static 10.0.3.11
+                                          :8090 floor    --> images (every byte, no HTTP)
                         (direct: the director only forwards, the client talks to a backend)
 
 Every run's answers are checked (bench/macro/check.lua: status and pool of
 every answer; bulk.lua + curl for the downloads); a run with any error is
-recorded as an error, never as throughput.  Results go to OUT/macro.json;
-the host (bench/macro/report.py) merges them into build/bench/results.json.
+recorded as an error, never as throughput.  Each wrk run also reads the
+guest's /proc/stat at its start and end (the CPU time of the whole guest).
+After the throughput runs, one counted run per system and workload runs wrk
+under `perf stat -a` (bench/macro/counters.py), with the TCP counters of
+every namespace read before and after.  Results go to OUT/macro.json; the
+host (bench/macro/report.py) merges them into build/bench/results.json.
 
     guest.py CONFIG_JSON      (written by bench/macro/run.py on the host)
 """
@@ -21,6 +27,7 @@ the host (bench/macro/report.py) merges them into build/bench/results.json.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import platform
@@ -39,14 +46,24 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "kernel"))
 sys.path.insert(0, str(ROOT))
 
+import counters  # noqa: E402
 from nsutil import in_netns  # noqa: E402
 from topology import Topology, wait_port  # noqa: E402
 
 BACKENDS = {"img1": "10.0.1.11", "img2": "10.0.1.12", "cgi1": "10.0.2.11", "static1": "10.0.3.11"}
 POOL_OF = {"img1": "images", "img2": "images", "cgi1": "cgi", "static1": "static"}
 VIP = "10.0.0.1"
-PORTS = {"ktcpvs": 80, "haproxy": 8081, "nginx": 8082}
-SYSTEMS = ("direct", "ktcpvs", "haproxy", "nginx")
+PORTS = {"ktcpvs": 80, "haproxy": 8081, "nginx": 8082, "floor": 8090}
+SYSTEMS = ("direct", "floor", "ktcpvs", "haproxy", "nginx")
+# The floor relays every connection to the images pool whatever it asks for
+# (bench.rules); every backend serves the whole site, so its answers come
+# from that pool.
+FLOOR_POOL = "images"
+# Systems whose answers need not come from the pool of their kind: direct
+# (one backend answers everything) and the floor (one pool does).
+ANY_POOL = ("direct", "floor")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLONE_NEWNET = 0x40000000
 NOFILE = 262144
 SMALL = 512  # bytes of the small image
 FILES = {"img/small.png": SMALL, "img/photo.jpg": 16384, "files/1m.bin": 1 << 20,
@@ -112,6 +129,13 @@ class Bench:
         self.tmp.chmod(0o755)
         self.pgids: dict[str, int] = {}
         self.results: dict[str, Any] = {"workloads": {}, "memory": {}, "errors": []}
+        # A selection (run.py --systems, --workloads), in the usual order.
+        chosen = cfg.get("systems") or SYSTEMS
+        self.systems = tuple(s for s in SYSTEMS if s in chosen)
+        self.names = cfg.get("workloads") or [w.name for w in workloads(self.quick)]
+
+    def workloads(self) -> list[Workload]:
+        return [w for w in workloads(self.quick) if w.name in self.names]
 
     # -- the site -------------------------------------------------------------
 
@@ -153,12 +177,14 @@ class Bench:
 
     def start_proxies(self) -> None:
         d = self.topo.director.ns
-        # ktcpvs: the module is loaded by tests/guest.sh; apply the rules in the director.
+        # ktcpvs and the floor: the module is loaded by tests/guest.sh; apply
+        # the rules in the director.
         from l7ctl.apply import apply_file
 
         rules = HERE / "bench.rules"
         in_netns(d, lambda: apply_file(rules))
         wait_port(d, VIP, PORTS["ktcpvs"])
+        wait_port(d, VIP, PORTS["floor"])
         prefix = self.tmp / "haproxy"
         prefix.mkdir()
         fill(HERE / "haproxy.cfg.in", prefix / "haproxy.cfg", workers=self.cpus,
@@ -193,7 +219,8 @@ class Bench:
     # -- throughput runs ------------------------------------------------------
 
     def curl_check(self, w: Workload, system: str) -> str | None:
-        """One download with curl: status 200, the static pool, the full size."""
+        """One download with curl: status 200, the static pool (the floor's
+        pool for the floor), the full size."""
         r = self.topo.exec(self.topo.client.ns, "curl", "-sS", "-o", "/dev/null", "-D", "-",
                            "-w", "KTSIZE %{http_code} %{size_download}\n", "--max-time", "120",
                            w.url(system), check=False)  # fmt: skip
@@ -203,24 +230,35 @@ class Bench:
             return f"curl failed: {r.stderr.strip()}"
         if size[0][1] != "200" or int(size[0][2]) != w.size:
             return f"curl: status {size[0][1]}, {size[0][2]} bytes (expected 200, {w.size})"
-        if "x-pool: static" not in [ln.strip() for ln in lines]:
-            return "curl: answer not from the static pool"
+        pool = FLOOR_POOL if system == "floor" else "static"
+        if f"x-pool: {pool}" not in [ln.strip() for ln in lines]:
+            return f"curl: answer not from the {pool} pool"
         return None
 
-    def wrk(self, w: Workload, system: str) -> dict[str, Any]:
+    def wrk_argv(self, w: Workload, system: str) -> list[str]:
         argv = ["wrk", "-t", str(w.threads), "-c", str(w.conns), "-d", f"{int(w.seconds)}s",
                 "--timeout", "60s", "-s", str(HERE / w.script)]  # fmt: skip
         for h in w.headers:
             argv += ["-H", h]
         argv.append(w.url(system))
         if w.script == "check.lua":
-            expect = "any" if system == "direct" and w.paths else "pool"
+            expect = "any" if system in ANY_POOL and w.paths else "pool"
             argv += ["--", expect, *w.paths]
+        return argv
+
+    def wrk(self, w: Workload, system: str, prefix: list[str] | None = None) -> dict[str, Any]:
+        """One checked wrk run (under PREFIX, e.g. perf stat, when given)."""
+        argv = [*(prefix or []), *self.wrk_argv(w, system)]
         r = self.topo.exec(self.topo.client.ns, *argv, check=False)
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("KTBENCH ")]
         if r.returncode != 0 or not line:
             return {"error": f"wrk exited {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"}
         res: dict[str, Any] = json.loads(line[0][len("KTBENCH ") :])
+        # The guest's CPU time over the run, from the /proc/stat lines wrk read.
+        cpu = counters.cpu_delta(res.pop("stat0"), res.pop("stat1"), CLK_TCK)
+        res["cpu_s"] = {k: round(v, 3) for k, v in cpu.items()}
+        if res["requests"]:
+            res["cpu_us_per_req"] = cpu["busy"] / res["requests"] * 1e6
         errors = {k: v for k, v in res.items()
                   if (k.startswith("err_") or k in ("bad_status", "wrong_pool")) and v}  # fmt: skip
         # Bulk figures are bytes/s (wrk counts every byte read, also of a download
@@ -242,15 +280,15 @@ class Bench:
         return res
 
     def run_throughput(self, reps: int) -> None:
-        wls = workloads(self.quick)
+        wls = self.workloads()
         for w in wls:
             self.results["workloads"][w.name] = {
                 "title": w.title, "threads": w.threads, "connections": w.conns,
-                "seconds": w.seconds, "runs": {s: [] for s in SYSTEMS},
+                "seconds": w.seconds, "runs": {s: [] for s in self.systems},
             }  # fmt: skip
         for rep in range(reps):
             for w in wls:
-                for system in SYSTEMS:
+                for system in self.systems:
                     if w.size and rep == 0:
                         err = self.curl_check(w, system)
                         if err:
@@ -339,10 +377,10 @@ class Bench:
         # system under TCG.
         sizes = ((200, 1), (1000, 1)) if self.quick else ((1000, 3), (10000, 3))
         for n, reps in sizes:
-            entry: dict[str, Any] = {"connections": n, "runs": {s: [] for s in SYSTEMS}}
+            entry: dict[str, Any] = {"connections": n, "runs": {s: [] for s in self.systems}}
             self.results["memory"][f"conns_{n}"] = entry
             for rep in range(reps):
-                for system in SYSTEMS:
+                for system in self.systems:
                     res = self.hold(system, n)
                     entry["runs"][system].append(res)
                     if "error" in res:
@@ -354,73 +392,95 @@ class Bench:
                             f"{res['seconds']} s)")  # fmt: skip
                 self.save()
 
-    # -- profile --------------------------------------------------------------
+    # -- event counts ---------------------------------------------------------
 
-    def threads_cpu(self) -> dict[str, int]:
-        """CPU time (ns, from /proc/PID/task/TID/schedstat) per group of threads."""
-        groups: dict[str, int] = {}
-        proxy_pg = {pg: name for name, pg in self.pgids.items()}
-        for p in Path("/proc").iterdir():
-            if not p.name.isdigit():
-                continue
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                pgid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[2])
-                for t in (p / "task").iterdir():
-                    comm = (t / "comm").read_text().strip()
-                    ns = int((t / "schedstat").read_text().split()[0])
-                    base = comm.split("/")[0].split(":")[0]
-                    if base in ("nginx", "haproxy"):
-                        base = (
-                            f"{proxy_pg[pgid]} (proxy)" if pgid in proxy_pg else "nginx (backends)"
-                        )
-                    elif base == "kworker":
-                        base = "kworker (ktcpvs work items, other kernel work)"
-                    groups[base] = groups.get(base, 0) + ns
-        return groups
+    def snmp(self) -> dict[str, dict[str, int]]:
+        """The Tcp counters of /proc/net/snmp in every namespace (one child
+        process that enters each in turn)."""
+        names = {"client": self.topo.client.ns, "director": self.topo.director.ns}
+        names.update({n: node.ns for n, node in self.topo.nodes.items()})
 
-    def profile(self) -> None:
-        """Where the guest's CPU time goes under load, per group of threads.
+        def read_all() -> dict[str, dict[str, int]]:
+            libc = ctypes.CDLL(None, use_errno=True)
+            out: dict[str, dict[str, int]] = {}
+            for name, ns in names.items():
+                fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns {ns}")
+                finally:
+                    os.close(fd)
+                tcp = [ln.split() for ln in Path("/proc/self/net/snmp").read_text().splitlines()
+                       if ln.startswith("Tcp:")]  # fmt: skip
+                out[name] = dict(zip(tcp[0][1:], (int(x) for x in tcp[1][1:]), strict=True))
+            return out
 
-        perf does not work under TCG: system-wide sampling (perf record -a -e
-        cpu-clock) sees only the idle task whatever the load (checked with a busy
-        loop), and per-thread sampling of running processes (-u root) got a few
-        dozen samples in seconds.  So the profile is the scheduler's own
-        accounting: each thread's run time from /proc/PID/task/TID/schedstat
-        (nanoseconds, not ticks) over the window, grouped.  ktcpvs's data path
-        runs in work items on kworker threads (its socket callbacks only queue
-        work), so the kworker share is its cost; softirq work is charged to
-        whichever thread was interrupted, ksoftirqd when deferred.
-        """
-        prof: dict[str, Any] = self.results.setdefault("profile", {})
-        prof["method"] = "schedstat run time per thread group over the window (perf unusable)"
-        secs = 4 if self.quick else 8
-        targets = [("small_keepalive", s) for s in SYSTEMS] + [
-            ("small_close", "ktcpvs"),
-            ("small_close", "haproxy"),
-        ]
-        for wname, system in targets:
-            w = next(x for x in workloads(self.quick) if x.name == wname)
-            w.seconds = secs + 3
-            hdrs = [a for h in w.headers for a in ("-H", h)]
-            argv = ["wrk", "-t", str(w.threads), "-c", str(w.conns),
-                    "-d", f"{int(w.seconds)}s", *hdrs, w.url(system)]  # fmt: skip
-            wrk = self.topo.spawn(self.topo.client.ns, argv, f"prof-wrk-{wname}-{system}.out")
-            time.sleep(1.5)
-            t0, c0 = time.monotonic(), self.threads_cpu()
-            time.sleep(secs)
-            t1, c1 = time.monotonic(), self.threads_cpu()
-            wrk.wait()
-            wall = (t1 - t0) * 1e9 * self.cpus
-            shares = {g: (c1.get(g, 0) - c0.get(g, 0)) / wall * 100 for g in c1}
-            busy = sum(shares.values())
-            rows = sorted(((g, v) for g, v in shares.items() if v >= 0.2), key=lambda x: -x[1])
-            entry = {"window_s": round(t1 - t0, 2), "cpus": self.cpus,
-                     "percent_of_all_cpu": {g: round(v, 1) for g, v in rows},
-                     "idle_percent": round(max(0.0, 100 - busy), 1)}  # fmt: skip
-            prof[f"{wname}/{system}"] = entry
-            top = ", ".join(f"{g} {v:.0f}%" for g, v in rows[:6])
-            log(f"profile {wname}/{system}: {top}; idle {entry['idle_percent']}%")
-        self.save()
+        got: dict[str, dict[str, int]] = in_netns(self.topo.client.ns, read_all)
+        return got
+
+    @staticmethod
+    def snmp_delta(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, int]:
+        keys = ("OutSegs", "InSegs", "RetransSegs", "ActiveOpens", "PassiveOpens")
+        out = {f"director:{k}": b["director"][k] - a["director"][k] for k in keys}
+        out.update({f"all:{k}": sum(b[n][k] - a[n][k] for n in b) for k in keys})
+        return out
+
+    def run_counts(self) -> None:
+        """One run per workload and system under perf stat -a: every event of
+        bench/macro/counters.py over the whole guest, from wrk's start to its
+        end; TCP segments from every namespace's counters."""
+        entry: dict[str, Any] = self.results.setdefault("counts", {})
+        entry["method"] = "perf stat -a -x, (counting) around wrk; /proc/net/snmp per namespace"
+        problems = counters.setup()
+        events = counters.available()
+        missing = [e.key for e in counters.EVENTS if e not in events]
+        if missing:
+            problems.append("not available on this kernel: " + ", ".join(missing))
+        entry["problems"] = problems
+        entry["events"] = [e.key for e in events]
+        for p in problems:
+            log(f"counts: {p}")
+        out = self.tmp / "perf.txt"
+        try:
+            # What an idle guest counts per second: the background of every figure.
+            t0 = time.monotonic()
+            r = subprocess.run([*counters.perf_argv(events, out), "--", "sleep", "3"],
+                               capture_output=True, text=True, check=False)  # fmt: skip
+            if r.returncode != 0:
+                entry["error"] = f"perf stat failed: {r.stderr.strip()[-300:]}"
+                log(f"counts: {entry['error']}")
+                return
+            secs = time.monotonic() - t0
+            idle = counters.parse(events, out.read_text())
+            entry["idle_per_second"] = {k: round(v / secs, 1) for k, v in idle.items()}
+            runs: dict[str, Any] = entry.setdefault("workloads", {})
+            for w in self.workloads():
+                runs[w.name] = {}
+                for system in self.systems:
+                    out.unlink(missing_ok=True)
+                    s0 = self.snmp()
+                    res = self.wrk(w, system, [*counters.perf_argv(events, out), "--"])
+                    s1 = self.snmp()
+                    if "error" not in res:
+                        try:
+                            res["events"] = counters.parse(events, out.read_text())
+                        except OSError as e:
+                            res["error"] = f"perf stat wrote nothing: {e}"
+                        res["snmp"] = self.snmp_delta(s0, s1)
+                    runs[w.name][system] = res
+                    if "error" in res:
+                        log(f"counts {w.name:16} {system:8}: ERROR {res['error']}")
+                    else:
+                        n = max(1, res["requests"])
+                        ev = res["events"]
+                        log(f"counts {w.name:16} {system:8}: {res['requests']} requests; per "
+                            f"request {res.get('cpu_us_per_req', 0):.0f} us CPU, "
+                            f"{ev.get('syscalls', 0) / n:.1f} syscalls, "
+                            f"{ev.get('context_switches', 0) / n:.1f} cs, "
+                            f"{ev.get('work_queued', 0) / n:.1f} work items")  # fmt: skip
+                    self.save()
+        finally:
+            counters.teardown()
 
     # -- all ------------------------------------------------------------------
 
@@ -431,6 +491,7 @@ class Bench:
         resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
         t0 = time.monotonic()
         self.results["quick"] = self.quick
+        self.results["systems"] = list(self.systems)
         self.results["versions"] = self.versions()
         log(f"guest: {self.results['versions']}")
         try:
@@ -445,8 +506,8 @@ class Bench:
                 self.run_throughput(reps)
             if self.cfg.get("memory", True):
                 self.run_memory()
-            if self.cfg.get("profile", True):
-                self.profile()
+            if self.cfg.get("counts", True):
+                self.run_counts()
         except Exception:
             self.results["errors"].append(traceback.format_exc())
             log(traceback.format_exc())

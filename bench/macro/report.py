@@ -1,12 +1,18 @@
 """Merge the macro benchmark's raw runs with the micro-benchmarks, print the
-table, write build/bench/results.json and draw build/bench/chart.png.
+tables, write build/bench/results.json and results.md, draw chart.png.
 
 Per workload and system: the median, min and max over the repetitions of
-requests/s, throughput (MB/s), p50 and p99 latency; per held-connection
-count: memory per connection.  A figure with any failed repetition (a non-2xx
-answer, a wrong pool, a socket error, a short body) is reported as an error
-with its messages and no numbers.  Ratios are of medians: to HAProxy and to
-direct access, within this one run.
+requests/s, throughput (MB/s), p50 and p99 latency, and CPU per request (the
+guest's busy time over the run from /proc/stat, divided by the requests);
+from the counted run, the events per request (bench/macro/counters.py); per
+held-connection count: memory per connection.  Bulk workloads are counted
+per download's worth of bytes (bytes / size), since a run ends in the middle
+of downloads.  A figure with any failed repetition (a non-2xx answer, a
+wrong pool, a socket error, a short body) is reported as an error with its
+messages and no numbers.  Ratios are of medians, within this one run: to
+HAProxy, to direct, to the floor; CPU above the floor is a system's CPU per
+request minus the floor's.  The targets of issue 13 are reported, never
+asserted.
 """
 
 from __future__ import annotations
@@ -18,9 +24,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("direct", "ktcpvs", "haproxy", "nginx")
-COLORS = {"direct": "#888888", "ktcpvs": "#d62728", "haproxy": "#1f77b4", "nginx": "#2ca02c"}
-BULK = ("bulk_1m", "bulk_64m")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import counters  # noqa: E402
+
+SYSTEMS = ("direct", "floor", "ktcpvs", "haproxy", "nginx")
+PROXIES = ("ktcpvs", "haproxy", "nginx")
+COLORS = {
+    "direct": "#888888",
+    "floor": "#ff7f0e",
+    "ktcpvs": "#d62728",
+    "haproxy": "#1f77b4",
+    "nginx": "#2ca02c",
+}
+BULK = {"bulk_1m": 1 << 20, "bulk_64m": 64 << 20}
+CPU_KINDS = ("user", "system", "softirq", "irq")
 
 Stat = dict[str, float]
 
@@ -29,8 +48,30 @@ def stat(values: list[float]) -> Stat:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def units(wname: str, run: dict[str, Any]) -> float:
+    """What a run's totals are divided by: requests, or for bulk the
+    downloads' worth of bytes read."""
+    if wname in BULK:
+        return float(run.get("bytes", 0)) / BULK[wname]
+    return float(run.get("requests", 0))
+
+
+def cpu_per_unit(wname: str, run: dict[str, Any]) -> dict[str, float] | None:
+    """Microseconds of guest CPU per request (bulk: per download), busy and
+    by kind."""
+    n = units(wname, run)
+    cpu = run.get("cpu_s")
+    if not cpu or n <= 0:
+        return None
+    out = {"busy": cpu["busy"] / n * 1e6}
+    out.update({k: cpu.get(k, 0.0) / n * 1e6 for k in CPU_KINDS})
+    total = cpu["busy"] + cpu.get("idle", 0.0) + cpu.get("iowait", 0.0)
+    out["busy_pct"] = cpu["busy"] / total * 100 if total else 0.0
+    return out
+
+
 def summarize_runs(
-    runs: list[dict[str, Any]], keys: dict[str, tuple[str, float]]
+    wname: str, runs: list[dict[str, Any]], keys: dict[str, tuple[str, float]]
 ) -> dict[str, Any]:
     errors = [r["error"] for r in runs if "error" in r]
     if errors or not runs:
@@ -38,20 +79,54 @@ def summarize_runs(
     out: dict[str, Any] = {"runs": len(runs)}
     for name, (key, scale) in keys.items():
         out[name] = stat([float(r[key]) * scale for r in runs])
+    cpus = [c for c in (cpu_per_unit(wname, r) for r in runs) if c is not None]
+    if len(cpus) == len(runs):
+        out["cpu_us"] = stat([c["busy"] for c in cpus])
+        out["cpu_split_us"] = {k: statistics.median(c[k] for c in cpus) for k in CPU_KINDS}
+        out["busy_pct"] = statistics.median(c["busy_pct"] for c in cpus)
     return out
 
 
-def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
-    if key not in a or key not in b or not b[key]["median"]:
+def med(st: dict[str, Any], key: str) -> float | None:
+    if "error" in st or key not in st:
         return None
-    return round(float(a[key]["median"]) / float(b[key]["median"]), 3)
+    return float(st[key]["median"])
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return round(a / b, 3)
+
+
+def counted(wname: str, run: dict[str, Any] | None) -> dict[str, Any]:
+    """Events per request (bulk: per download) of one counted run."""
+    if run is None:
+        return {"error": ["not run"]}
+    if "error" in run:
+        return {"error": [run["error"]]}
+    n = units(wname, run)
+    if n <= 0:
+        return {"error": ["no requests in the counted run"]}
+    raw: dict[str, float] = {k: float(v) for k, v in run.get("events", {}).items()}
+    raw.update({f"snmp:{k}": float(v) for k, v in run.get("snmp", {}).items()})
+    per = {k: v / n for k, v in counters.derive(raw).items()}
+    out: dict[str, Any] = {"per_request": per, "units": n, "raw": raw}
+    cpu = cpu_per_unit(wname, run)
+    if cpu:
+        out["cpu_us"] = cpu["busy"]
+    out["rps"] = run.get("rps")
+    return out
 
 
 def summarize(macro: dict[str, Any]) -> dict[str, Any]:
+    present = [s for s in SYSTEMS if s in (macro.get("systems") or SYSTEMS)]
+    counts = (macro.get("counts") or {}).get("workloads", {})
     workloads: dict[str, Any] = {}
     for wname, w in macro.get("workloads", {}).items():
         systems = {
             s: summarize_runs(
+                wname,
                 w["runs"].get(s, []),
                 {
                     "rps": ("rps", 1.0),
@@ -60,29 +135,50 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
                     "p99_ms": ("p99_us", 1e-3),
                 },
             )
-            for s in SYSTEMS
+            for s in present
         }
         key = "mbps" if wname in BULK else "rps"
-        ratios = {
-            s: {
-                "to_haproxy": ratio(systems[s], systems["haproxy"], key),
-                "to_direct": ratio(systems[s], systems["direct"], key),
+        fig = {s: med(systems[s], key) for s in present}
+        cpu = {s: med(systems[s], "cpu_us") for s in present}
+        floor_cpu, ha_cpu = cpu.get("floor"), cpu.get("haproxy")
+        ratios: dict[str, Any] = {}
+        for s in present:
+            c = cpu[s]
+            above = None if c is None or floor_cpu is None else c - floor_cpu
+            ha_above = None if ha_cpu is None or floor_cpu is None else ha_cpu - floor_cpu
+            ratios[s] = {
+                "to_haproxy": ratio(fig[s], fig.get("haproxy")),
+                "to_direct": ratio(fig[s], fig.get("direct")),
+                "to_floor": ratio(fig[s], fig.get("floor")),
+                "cpu_us_above_floor": None if above is None else round(above, 1),
+                "cpu_above_floor_to_haproxy": ratio(above, ha_above)
+                if ha_above and ha_above > 0
+                else None,
             }
-            for s in SYSTEMS
-        }
+        cts = {s: counted(wname, counts.get(wname, {}).get(s)) for s in present}
+        floor_pr = cts.get("floor", {}).get("per_request")
+        for s in present:
+            pr = cts[s].get("per_request")
+            if pr is not None and floor_pr is not None:
+                cts[s]["above_floor"] = {
+                    k: round(v - floor_pr[k], 3) for k, v in pr.items() if k in floor_pr
+                }
         workloads[wname] = {
             "title": w["title"],
             "threads": w["threads"],
             "connections": w["connections"],
             "seconds": w["seconds"],
             "figure": key,
+            "per": "download" if wname in BULK else "request",
             "systems": systems,
             "ratios": ratios,
+            "counts": cts,
         }
     memory: dict[str, Any] = {}
     for mname, m in macro.get("memory", {}).items():
         systems = {
             s: summarize_runs(
+                mname,
                 m["runs"].get(s, []),
                 {
                     "bytes_per_conn": ("bytes_per_conn", 1.0),
@@ -91,87 +187,170 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
                     "module_per_conn": ("module_per_conn", 1.0),
                 },
             )
-            for s in SYSTEMS
+            for s in present
         }
-        direct = systems["direct"].get("bytes_per_conn")
-        for s in SYSTEMS:
-            if direct and "bytes_per_conn" in systems[s]:
-                systems[s]["over_direct_per_conn"] = (
-                    systems[s]["bytes_per_conn"]["median"] - direct["median"]
-                )
-        ratios = {}
-        for s in SYSTEMS:
-            a, h = (
-                systems[s].get("over_direct_per_conn"),
-                systems["haproxy"].get("over_direct_per_conn"),
-            )
-            ratios[s] = {
+        for st in systems.values():
+            st.pop("cpu_us", None)
+        direct = med(systems.get("direct", {"error": 1}), "bytes_per_conn")
+        for s in present:
+            b = med(systems[s], "bytes_per_conn")
+            if direct is not None and b is not None:
+                systems[s]["over_direct_per_conn"] = b - direct
+        mratios = {}
+        for s in present:
+            a = systems[s].get("over_direct_per_conn")
+            h = systems.get("haproxy", {}).get("over_direct_per_conn")
+            mratios[s] = {
                 "to_haproxy": round(a / h, 3) if a is not None and h else None,
-                "to_direct": ratio(systems[s], systems["direct"], "bytes_per_conn"),
+                "to_direct": ratio(
+                    med(systems[s], "bytes_per_conn"), med(systems["direct"], "bytes_per_conn")
+                )
+                if "direct" in systems
+                else None,
             }
-        memory[mname] = {"connections": m["connections"], "systems": systems, "ratios": ratios}
-    return {"workloads": workloads, "memory": memory}
+        memory[mname] = {"connections": m["connections"], "systems": systems, "ratios": mratios}
+    return {"systems": present, "workloads": workloads, "memory": memory}
 
 
 def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, reported, never asserted."""
+    """Issue 13's targets, reported, never asserted."""
     out: list[dict[str, Any]] = []
     w, m = s["workloads"], s["memory"]
 
     def add(name: str, want: str, value: float | None, ok: bool | None) -> None:
         out.append({"target": name, "want": want, "value": value, "met": ok})
 
-    for wl in ("small_close", "small_keepalive"):
-        r = w.get(wl, {}).get("ratios", {}).get("ktcpvs", {}).get("to_haproxy")
-        add(f"ktcpvs / HAProxy req/s, {wl}", ">= 2.0", r, None if r is None else r >= 2.0)
-    for wl in ("small_keepalive", "mixed_keepalive"):
-        r = w.get(wl, {}).get("ratios", {}).get("ktcpvs", {}).get("to_direct")
-        add(f"ktcpvs / direct req/s, {wl}", ">= 0.8", r, None if r is None else r >= 0.8)
-    for wl in BULK:
-        r = w.get(wl, {}).get("ratios", {}).get("ktcpvs", {}).get("to_direct")
-        add(f"ktcpvs / direct MB/s, {wl}", ">= 0.9", r, None if r is None else r >= 0.9)
-    for mn in m:
-        r = m[mn]["ratios"]["ktcpvs"]["to_haproxy"]
-        add(
-            f"ktcpvs / HAProxy memory per connection (over direct), {mn}",
-            "<= 0.25",
-            r,
-            None if r is None else r <= 0.25,
+    def r(wl: str, key: str) -> float | None:
+        v = w.get(wl, {}).get("ratios", {}).get("ktcpvs", {}).get(key)
+        return None if v is None else float(v)
+
+    def at_least(name: str, v: float | None, bound: float) -> None:
+        add(name, f">= {bound:g}", v, None if v is None else v >= bound)
+
+    def at_most(name: str, v: float | None, bound: float) -> None:
+        add(name, f"<= {bound:g}", v, None if v is None else v <= bound)
+
+    for wl in ("small_keepalive", "mixed_keepalive", "small_close"):
+        at_least(f"ktcpvs / HAProxy req/s, {wl}", r(wl, "to_haproxy"), 2.0)
+    for wl in w:
+        unit = "MB/s" if wl in BULK else "req/s"
+        at_least(f"ktcpvs / floor {unit}, {wl}", r(wl, "to_floor"), 0.9)
+    for wl in w:
+        at_most(
+            f"ktcpvs / HAProxy CPU per request above the floor, {wl}",
+            r(wl, "cpu_above_floor_to_haproxy"),
+            0.25,
         )
+    for wl in ("small_keepalive", "mixed_keepalive"):
+        at_least(f"ktcpvs / direct req/s, {wl}", r(wl, "to_direct"), 0.6)
+    at_least("ktcpvs / direct MB/s, bulk_1m", r("bulk_1m", "to_direct"), 0.9)
+    at_least("ktcpvs / direct MB/s, bulk_64m", r("bulk_64m", "to_direct"), 0.98)
+    for mn in m:
+        v = m[mn]["ratios"].get("ktcpvs", {}).get("to_haproxy")
+        at_most(f"ktcpvs / HAProxy memory added per idle connection, {mn}", v, 0.5)
     return out
 
 
 def fmt(st: dict[str, Any], key: str, f: str) -> str:
     if "error" in st:
         return "ERROR"
+    if key not in st:
+        return ""
     return format(st[key]["median"], f)
 
 
 def rng(st: dict[str, Any], key: str, f: str) -> str:
-    if "error" in st:
+    if "error" in st or key not in st:
         return ""
     return f"[{format(st[key]['min'], f)}-{format(st[key]['max'], f)}]"
+
+
+def num(v: float | None, f: str = ".2f") -> str:
+    return "" if v is None else format(v, f)
+
+
+def count_fmt(v: float | None) -> str:
+    if v is None:
+        return ""
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def count_rows(s: dict[str, Any], wname: str) -> tuple[list[str], list[list[str]]]:
+    """Rows of the per-request figures of one workload: label, then one cell
+    per system."""
+    w = s["workloads"][wname]
+    present = s["systems"]
+    rows: list[list[str]] = []
+    per = w["per"]
+
+    def cell(sys_: str, key: str) -> str:
+        c = w["counts"][sys_]
+        if "error" in c:
+            return "ERROR"
+        return count_fmt(c["per_request"].get(key))
+
+    rows.append([f"CPU µs per {per} (all vCPUs, throughput runs)"]
+                + [fmt(w["systems"][x], "cpu_us", ".0f") for x in present])  # fmt: skip
+    for kind in ("user", "system", "softirq"):
+        rows.append([f"  of it {kind}"] + [
+            "" if "cpu_split_us" not in w["systems"][x]
+            else f"{w['systems'][x]['cpu_split_us'][kind]:.0f}" for x in present])  # fmt: skip
+    rows.append(["CPU µs above the floor"]
+                + [num(w["ratios"][x]["cpu_us_above_floor"], ".0f") for x in present])  # fmt: skip
+    rows.append(["vCPUs busy, %"]
+                + [num(w["systems"][x].get("busy_pct"), ".0f") for x in present])  # fmt: skip
+    for key, label, _parts in counters.DERIVED:
+        rows.append([label] + [cell(x, key) for x in present])
+    return present, rows
+
+
+def dominant(s: dict[str, Any], wname: str, system: str, n: int = 5) -> str:
+    """The largest per-request excesses of a system over the floor."""
+    c = s["workloads"][wname]["counts"].get(system, {})
+    above = c.get("above_floor")
+    if not above:
+        return ""
+    labels = {k: lab.strip() for k, lab, _ in counters.DERIVED}
+    top = sorted(
+        ((k, v) for k, v in above.items() if not labels[k].startswith("of them")),
+        key=lambda kv: -abs(kv[1]),
+    )
+    return ", ".join(f"{labels[k]} {v:+.1f}" for k, v in top[:n])
 
 
 def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
     lines = []
     hdr = (
-        f"{'workload':<17}{'system':<8}{'req/s':>10} {'[min-max]':<19}{'MB/s':>9}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'÷HAProxy':>9}{'÷direct':>9}"
+        f"{'workload':<17}{'system':<8}{'req/s':>9} {'[min-max]':<15}{'MB/s':>8}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'CPU µs':>8}{'>floor':>8}{'÷HAP':>6}{'÷dir':>6}{'÷floor':>7}"
     )
     lines += [hdr, "-" * len(hdr)]
     for wname, w in s["workloads"].items():
-        for sys_ in SYSTEMS:
+        for sys_ in s["systems"]:
             st, r = w["systems"][sys_], w["ratios"][sys_]
-            rh = "" if r["to_haproxy"] is None else f"{r['to_haproxy']:.2f}"
-            rd = "" if r["to_direct"] is None else f"{r['to_direct']:.2f}"
             lines.append(
-                f"{wname:<17}{sys_:<8}{fmt(st, 'rps', '.0f'):>10} {rng(st, 'rps', '.0f'):<19}"
-                f"{fmt(st, 'mbps', '.1f'):>9}{fmt(st, 'p50_ms', '.2f'):>9}"
-                f"{fmt(st, 'p99_ms', '.2f'):>9}{rh:>9}{rd:>9}"
+                f"{wname:<17}{sys_:<8}{fmt(st, 'rps', '.0f'):>9} {rng(st, 'rps', '.0f'):<15}"
+                f"{fmt(st, 'mbps', '.1f'):>8}{fmt(st, 'p50_ms', '.1f'):>8}"
+                f"{fmt(st, 'p99_ms', '.1f'):>8}{fmt(st, 'cpu_us', '.0f'):>8}"
+                f"{num(r['cpu_us_above_floor'], '.0f'):>8}{num(r['to_haproxy']):>6}"
+                f"{num(r['to_direct']):>6}{num(r['to_floor']):>7}"
             )
             if "error" in st:
                 lines.append(f"{'':<25}error: {st['error'][0][:100]}")
+    for wname in s["workloads"]:
+        present, rows = count_rows(s, wname)
+        lines += ["", f"{wname}: per {s['workloads'][wname]['per']}"]
+        lines.append(f"  {'':<58}" + "".join(f"{x:>10}" for x in present))
+        for row in rows:
+            lines.append(f"  {row[0]:<58}" + "".join(f"{c:>10}" for c in row[1:]))
+        for x in PROXIES:
+            d = dominant(s, wname, x)
+            if d:
+                lines.append(f"  {x} above the floor: {d}")
     lines.append("")
     hdr = (
         f"{'held conns':<17}{'system':<8}{'B/conn':>9} {'[min-max]':<17}{'slab':>8}{'RSS':>8}"
@@ -179,15 +358,14 @@ def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
     )
     lines += [hdr, "-" * len(hdr)]
     for mname, m in s["memory"].items():
-        for sys_ in SYSTEMS:
+        for sys_ in s["systems"]:
             st, r = m["systems"][sys_], m["ratios"][sys_]
             over = st.get("over_direct_per_conn")
             lines.append(
                 f"{mname:<17}{sys_:<8}{fmt(st, 'bytes_per_conn', '.0f'):>9} "
                 f"{rng(st, 'bytes_per_conn', '.0f'):<17}{fmt(st, 'slab_per_conn', '.0f'):>8}"
                 f"{fmt(st, 'rss_per_conn', '.0f'):>8}{fmt(st, 'module_per_conn', '.0f'):>8}"
-                f"{'' if over is None else format(over, '.0f'):>12}"
-                f"{'' if r['to_haproxy'] is None else format(r['to_haproxy'], '.2f'):>9}"
+                f"{num(over, '.0f'):>12}{num(r['to_haproxy']):>9}"
             )
             if "error" in st:
                 lines.append(f"{'':<25}error: {st['error'][0][:100]}")
@@ -195,44 +373,59 @@ def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
     for t in tg:
         v = "n/a" if t["value"] is None else f"{t['value']:.2f}"
         met = {True: "met", False: "NOT met", None: "no figure"}[t["met"]]
-        lines.append(f"  {t['target']:<66} want {t['want']:<8} got {v:<6} {met}")
+        lines.append(f"  {t['target']:<70} want {t['want']:<7} got {v:<6} {met}")
     return "\n".join(lines)
 
 
 def markdown(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
-    """The same figures as the terminal table, as Markdown for docs/performance.md."""
-    out = ["| workload | system | req/s median [min-max] | MB/s | p50 ms | p99 ms "
-           "| ÷ HAProxy | ÷ direct |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    """The same figures as the terminal, as Markdown for docs/performance.md."""
+    out = [
+        "| workload | system | req/s median [min-max] | MB/s | p50 ms | p99 ms | CPU µs/req "
+        "| above floor | ÷ HAProxy | ÷ direct | ÷ floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for wname, w in s["workloads"].items():
-        for sys_ in SYSTEMS:
+        for sys_ in s["systems"]:
             st, r = w["systems"][sys_], w["ratios"][sys_]
             if "error" in st:
-                out.append(f"| {wname} | {sys_} | ERROR: {st['error'][0][:80]} | | | | | |")
+                out.append(f"| {wname} | {sys_} | ERROR: {st['error'][0][:80]} |" + " |" * 8)
                 continue
-            rh = "" if r["to_haproxy"] is None else f"{r['to_haproxy']:.2f}"
-            rd = "" if r["to_direct"] is None else f"{r['to_direct']:.2f}"
             out.append(
                 f"| {wname} | {sys_} | {fmt(st, 'rps', '.0f')} {rng(st, 'rps', '.0f')} "
                 f"| {fmt(st, 'mbps', '.1f')} | {fmt(st, 'p50_ms', '.1f')} "
-                f"| {fmt(st, 'p99_ms', '.1f')} | {rh} | {rd} |"
+                f"| {fmt(st, 'p99_ms', '.1f')} | {fmt(st, 'cpu_us', '.0f')} "
+                f"| {num(r['cpu_us_above_floor'], '.0f')} | {num(r['to_haproxy'])} "
+                f"| {num(r['to_direct'])} | {num(r['to_floor'])} |"
             )
-    out += ["", "| held connections | system | bytes/conn median [min-max] | slab | RSS "
-            "| module caches | over direct | ÷ HAProxy (over direct) |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for wname, w in s["workloads"].items():
+        present, rows = count_rows(s, wname)
+        out += ["", f"**{wname}** ({w['title']}), per {w['per']}:", ""]
+        out.append("| | " + " | ".join(present) + " |")
+        out.append("|---" * (len(present) + 1) + "|")
+        for row in rows:
+            label = row[0].replace("  of", "&nbsp;&nbsp;of")
+            out.append(f"| {label} | " + " | ".join(row[1:]) + " |")
+        doms = [(x, dominant(s, wname, x)) for x in PROXIES]
+        out += [""] + [f"- {x} above the floor: {d}" for x, d in doms if d]
+    out += [
+        "",
+        "| held connections | system | bytes/conn median [min-max] | slab | RSS "
+        "| module caches | over direct | ÷ HAProxy (over direct) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m in s["memory"].values():
-        for sys_ in SYSTEMS:
+        for sys_ in s["systems"]:
             st, r = m["systems"][sys_], m["ratios"][sys_]
             if "error" in st:
-                out.append(f"| {m['connections']} | {sys_} | ERROR: {st['error'][0][:80]} "
+                out.append(f"| {m['connections']:,} | {sys_} | ERROR: {st['error'][0][:80]} "
                            "| | | | | |")  # fmt: skip
                 continue
             over = st.get("over_direct_per_conn")
-            rh = "" if r["to_haproxy"] is None else f"{r['to_haproxy']:.2f}"
             out.append(
                 f"| {m['connections']:,} | {sys_} | {fmt(st, 'bytes_per_conn', '.0f')} "
                 f"{rng(st, 'bytes_per_conn', '.0f')} | {fmt(st, 'slab_per_conn', '.0f')} "
                 f"| {fmt(st, 'rss_per_conn', '.0f')} | {fmt(st, 'module_per_conn', '.0f')} "
-                f"| {'' if over is None else format(over, '.0f')} | {rh} |"
+                f"| {num(over, '.0f')} | {num(r['to_haproxy'])} |"
             )
     out += ["", "| target | want | got | |", "|---|---|---|---|"]
     for t in tg:
@@ -250,11 +443,14 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (make bench-setup): no chart"
+    present = s["systems"]
     panels: list[tuple[str, dict[str, Any], str, str]] = []
-    for _wname, w in s["workloads"].items():
+    for w in s["workloads"].values():
         key = w["figure"]
         panels.append((w["title"], w["systems"], key, "MB/s" if key == "mbps" else "requests/s"))
-    for _mname, m in s["memory"].items():
+    for w in s["workloads"].values():
+        panels.append((f"CPU per {w['per']}: {w['title']}", w["systems"], "cpu_us", "µs"))
+    for m in s["memory"].values():
         panels.append(
             (
                 f"memory, {m['connections']:,} held connections",
@@ -265,12 +461,12 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
         )
     cols = 4
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, (title, systems, key, unit) in zip(axes.flat, panels, strict=False):
         xs, meds, lo, hi, colors, labels = [], [], [], [], [], []
-        for i, sys_ in enumerate(SYSTEMS):
+        for i, sys_ in enumerate(present):
             st = systems[sys_]
             xs.append(i)
             colors.append(COLORS[sys_])
@@ -278,17 +474,17 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
                 meds.append(0.0)
                 lo.append(0.0)
                 hi.append(0.0)
-                labels.append("ERROR")
+                labels.append("ERROR" if "error" in st else "")
             else:
                 meds.append(st[key]["median"])
                 lo.append(st[key]["median"] - st[key]["min"])
                 hi.append(st[key]["max"] - st[key]["median"])
                 labels.append(f"{st[key]['median']:.0f}")
         ax.bar(xs, meds, color=colors, yerr=[lo, hi], capsize=4)
-        ax.set_xticks(xs, list(SYSTEMS))
-        ax.set_title(title, fontsize=10)
+        ax.set_xticks(xs, list(present))
+        ax.set_title(title, fontsize=9)
         ax.set_ylabel(unit, fontsize=8)
-        ax.tick_params(labelsize=8)
+        ax.tick_params(labelsize=7)
         top = max(meds) or 1.0
         for x, m, lab in zip(xs, meds, labels, strict=True):
             ax.text(x, m + top * 0.02, lab, ha="center", fontsize=7)
@@ -298,21 +494,30 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
     return None
 
 
-def profile_lines(prof: dict[str, Any] | None) -> list[str]:
-    """One line per profiled run: the largest shares of all CPU time."""
-    out: list[str] = []
-    for key, e in (prof or {}).items():
-        if not isinstance(e, dict) or "percent_of_all_cpu" not in e:
-            continue
-        top = ", ".join(f"{g} {v:.0f}%" for g, v in list(e["percent_of_all_cpu"].items())[:7])
-        out.append(f"{key}: {top}; idle {e['idle_percent']:.0f}%")
-    return out
+def host_note(host: dict[str, Any]) -> str:
+    """One line on how loaded the host was while the guest ran."""
+    if not host:
+        return "Host load: not recorded."
+    shared = (
+        f"**shared**: other QEMU guests ran beside the benchmark's (up to "
+        f"{host['other_guests_max']}, in {host['other_guests_share']:.0%} of the samples); "
+        "absolute figures are noise, compare within this run only"
+        if host.get("other_guests_max")
+        else "no other QEMU guest ran"
+    )
+    return (
+        f"Host: {host.get('host_cpus')} CPUs, load average {host['load1_mean']:.1f} "
+        f"(max {host['load1_max']:.1f}) over {host['samples']} samples; {shared}."
+    )
 
 
 def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
     macro = json.loads(macro_path.read_text())
     s = summarize(macro)
     tg = targets(s)
+    cnt = macro.get("counts") or {}
+    hl = bench / "host-load.json"
+    host = json.loads(hl.read_text()) if hl.exists() else {}
     results: dict[str, Any] = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -320,27 +525,40 @@ def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
             "versions": macro.get("versions"),
             "guest_seconds": macro.get("guest_seconds"),
             "note": "QEMU guest under TCG software emulation, 2 vCPUs: absolute numbers mean "
-            "nothing, only ratios within one run",
+            "nothing, only ratios within one run and counts of events per request",
             "errors": macro.get("errors", []),
+            "host_load": host,
+            "shared_host": bool(host.get("other_guests_max")),
+            "counts_method": cnt.get("method"),
+            "counts_problems": cnt.get("problems"),
+            "counts_error": cnt.get("error"),
+            "idle_events_per_second": cnt.get("idle_per_second"),
+            "count_labels": {k: lab.strip() for k, lab, _ in counters.DERIVED},
         },
         "macro": s,
         "targets": tg,
-        "profile": macro.get("profile"),
-        "raw": {"workloads": macro.get("workloads"), "memory": macro.get("memory")},
+        "raw": {
+            "workloads": macro.get("workloads"),
+            "memory": macro.get("memory"),
+            "counts": cnt.get("workloads"),
+        },
     }
     for micro in ("parser", "rules"):
         p = bench / f"{micro}.json"
         results[micro] = json.loads(p.read_text()) if p.exists() else None
     (bench / "results.json").write_text(json.dumps(results, indent=1))
-    prof = profile_lines(macro.get("profile"))
-    md = markdown(s, tg) + "\nCPU time by thread group (share of all vCPU time):\n\n"
-    (bench / "results.md").write_text(md + "".join(f"- {p}\n" for p in prof))
+    note = host_note(host)
+    (bench / "results.md").write_text(note + "\n\n" + markdown(s, tg))
     print(table(s, tg))
-    print("\nCPU time by thread group under load (share of all vCPU time, schedstat):")
-    print("\n".join(f"  {p}" for p in prof))
+    print(f"\nbench: {note}")
+    for p in cnt.get("problems") or []:
+        print(f"bench: counts: {p}")
+    if cnt.get("error"):
+        print(f"bench: counts: {cnt['error']}", file=sys.stderr)
     err = chart(s, bench / "chart.png", "QEMU/TCG, 2 vCPUs: compare ratios only")
     print(
-        f"\nbench: {bench / 'results.json'}" + (f"; {err}" if err else f", {bench / 'chart.png'}")
+        f"\nbench: {bench / 'results.json'}, {bench / 'results.md'}"
+        + (f"; {err}" if err else f", {bench / 'chart.png'}")
     )
     if macro.get("errors"):
         print(
