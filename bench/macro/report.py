@@ -459,6 +459,8 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
                 "bytes per connection",
             )
         )
+    if not panels:
+        return "nothing to draw"
     cols = 4
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
