@@ -72,12 +72,18 @@ def _pool_line(p: ir.Pool) -> str:
 
 
 def _server_line(s: ir.Server) -> str:
-    return f"server {s.endpoint()} weight {s.weight} {s.state}"
+    return f"server {s.endpoint()} weight {s.weight} {s.state}" + (f" id {s.id}" if s.id else "")
+
+
+def _pool_settings(p: ir.Pool) -> list[str]:
+    """A pool's health check and persistence, as the diff shows them."""
+    return [str(x) for x in (p.check, p.persist) if x is not None]
 
 
 def _service_settings(s: ir.Service) -> list[str]:
     out = [f"listen {ir_endpoint(s.addr, s.port)}"]
     out.append("relay raw" if s.raw else f"x-forwarded-for {s.xff}")
+    out.append(f"log sample {s.log_sample}" if s.log == "sample" else f"log {s.log}")
     out += [f"limit {k} {v}" for k, v in sorted(s.limits.items())]
     out += [f"timeout {k} {v}ms" for k, v in sorted(s.timeouts_ms.items())]
     return out
@@ -110,10 +116,23 @@ def ir_diff(old: ir.Config, new: ir.Config) -> list[str]:
         q = op.get(name)
         if q is None:
             out.append(f"+ {_pool_line(p)}")
+            out += [f"+ pool {name}: {line}" for line in _pool_settings(p)]
             out += [f"+ pool {name}: {_server_line(s)}" for s in p.servers]
             continue
         if q.scheduler != p.scheduler:
             out.append(f"~ pool {name}: scheduler {q.scheduler} -> {p.scheduler}")
+        for kind, before, after in (
+            ("check", q.check, p.check),
+            ("persist", q.persist, p.persist),
+        ):
+            if before == after:
+                continue
+            if before is None:
+                out.append(f"+ pool {name}: {after}")
+            elif after is None:
+                out.append(f"- pool {name}: {before}")
+            else:
+                out.append(f"~ pool {name}: {before} -> {str(after).removeprefix(kind + ' ')}")
         qs = {(s.addr, s.port): s for s in q.servers}
         ps = {(s.addr, s.port): s for s in p.servers}
         out += [f"- pool {name}: server {s.endpoint()}" for k, s in qs.items() if k not in ps]
@@ -121,8 +140,9 @@ def ir_diff(old: ir.Config, new: ir.Config) -> list[str]:
             t = qs.get(k)
             if t is None:
                 out.append(f"+ pool {name}: {_server_line(s)}")
-            elif (t.weight, t.state) != (s.weight, s.state):
-                out.append(f"~ pool {name}: {_server_line(t)} -> weight {s.weight} {s.state}")
+            elif (t.weight, t.state, t.id) != (s.weight, s.state, s.id):
+                after_s = f"weight {s.weight} {s.state}" + (f" id {s.id}" if s.id else "")
+                out.append(f"~ pool {name}: {_server_line(t)} -> {after_s}")
     osv = {s.name: s for s in old.services}
     nsv = {s.name: s for s in new.services}
     for name in osv:

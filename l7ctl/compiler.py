@@ -31,6 +31,12 @@ MAX_COND_DEPTH = 64
 TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 STATUS_BLOCK = range(400, 600)
 STATUS_REDIRECT = (301, 302, 303, 307, 308)
+STATUS_ANSWER = range(200, 600)  # a final status: the switch's answer ends the exchange
+ANSWER_NO_BODY = (204, 304)  # statuses HTTP gives no body
+ANSWER_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "\\": b"\\", '"': b'"'}
+CHECK_OPTIONS = ("interval", "timeout", "rise", "fall", "host", "expect")
+CHECK_HTTP_ONLY = ("host", "expect")
+MAX_SERVER_ID = 255
 # service limits whose default is "no limit" rather than a module default
 UNLIMITED_BY_DEFAULT = ("connections", "source-connections", "source-rate")
 
@@ -375,12 +381,36 @@ class _Compiler:
                 )
                 return None
             state = s.state.text
+        sid = ""
+        if s.id is not None:
+            if virtual:
+                self.error(
+                    s.id.pos,
+                    "id is not supported in virtual services",
+                    s.id.text,
+                    "a server id names a server for the switch's persistence; IPVS has its own",
+                )
+                return None
+            sid = s.id.text
+            if (
+                not sid
+                or len(sid.encode()) > MAX_SERVER_ID
+                or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in sid)
+            ):
+                self.error(
+                    s.id.pos,
+                    "bad server id",
+                    sid,
+                    f"1..{MAX_SERVER_ID} bytes without control characters",
+                )
+                return None
         loc = _loc(s.pos)
-        return ir.Server(ep[0], ep[1], weight, state, loc)
+        return ir.Server(ep[0], ep[1], weight, state, loc, sid)
 
     def check_servers(self, servers: list[A.Server], virtual: bool) -> tuple[ir.Server, ...]:
         out: list[ir.Server] = []
         seen: dict[tuple[ir.IPAddress, int], A.Pos] = {}
+        idents: dict[str, A.Pos] = {}
         for s in servers:
             srv = self.check_server(s, virtual)
             if srv is None:
@@ -395,6 +425,21 @@ class _Compiler:
                 )
                 continue
             seen[key] = s.endpoint.pos
+            # servers of a pool have distinct identities (what persistence
+            # remembers): two equal ids would be one server to a cookie
+            ident = srv.identity()
+            where = s.id.pos if s.id is not None else s.endpoint.pos
+            if not virtual and ident in idents:
+                self.error(
+                    where,
+                    "duplicate server id",
+                    ident,
+                    f"already the identity of the server at {idents[ident]}; a server's id "
+                    "(else its address:port) names it for persistence and must differ within "
+                    "a pool",
+                )
+                continue
+            idents[ident] = where
             out.append(srv)
         return tuple(out)
 
@@ -457,8 +502,220 @@ class _Compiler:
                     name,
                     "every server is down or has weight 0: requests get 503",
                 )
-            out[name] = ir.Pool(name, sched, servers, _loc(it.pos))
+            check = self.check_check(it)
+            persist = self.check_persist(it)
+            out[name] = ir.Pool(name, sched, servers, _loc(it.pos), check, persist)
         return out
+
+    def check_check(self, it: A.PoolDecl) -> ir.Check | None:
+        """A pool's `check tcp|http ...;` (at most one)."""
+        for extra in it.checks[1:]:
+            self.error(
+                extra.pos,
+                "duplicate 'check'",
+                extra.kind.text,
+                f"a pool has at most one check; the first is at {it.checks[0].pos}",
+            )
+        if not it.checks:
+            return None
+        c = it.checks[0]
+        kind = c.kind.text
+        if kind not in ir.CHECK_KINDS[1:]:
+            self.error(
+                c.kind.pos,
+                "unknown check kind",
+                kind,
+                _suggest(kind, list(ir.CHECK_KINDS[1:]), "kinds") + ' (check http "GET /path";)',
+            )
+            return None
+        ok = True
+        request = ""
+        if kind == "tcp" and c.request is not None:
+            self.error(
+                c.request.pos,
+                "a TCP check sends no request",
+                c.request.text,
+                'it only connects; for an HTTP request write check http "GET /health";',
+            )
+            ok = False
+        if kind == "http":
+            if c.request is None:
+                self.error(
+                    c.kind.pos,
+                    "an HTTP check needs its request",
+                    kind,
+                    'write the method and path: check http "GET /health";',
+                )
+                return None
+            request = c.request.text
+            m = re.fullmatch(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*)", request)
+            if m is None or len(request) > tables.CHECK_REQUEST_MAX:
+                self.error(
+                    c.request.pos,
+                    "bad check request",
+                    request,
+                    'a method, one space and a path starting with "/", visible ASCII only, '
+                    f'at most {tables.CHECK_REQUEST_MAX} bytes: "GET /health"',
+                )
+                ok = False
+        vals: dict[str, A.Val] = {}
+        for name, value in c.options:
+            o = name.text
+            if o not in CHECK_OPTIONS:
+                self.error(name.pos, "unknown check option", o,
+                           _suggest(o, list(CHECK_OPTIONS), "options"))  # fmt: skip
+                ok = False
+            elif o in CHECK_HTTP_ONLY and kind != "http":
+                self.error(name.pos, f"'{o}' is for HTTP checks", o,
+                           "a TCP check only connects")  # fmt: skip
+                ok = False
+            elif o in vals:
+                self.error(name.pos, f"duplicate check option '{o}'", value.text,
+                           f"first set at {vals[o].pos}")  # fmt: skip
+                ok = False
+            else:
+                vals[o] = value
+        interval = self.check_duration(
+            vals.get("interval"), ir.CHECK_INTERVAL_MS, tables.CHECK_INTERVAL_RANGE, "interval"
+        )
+        timeout = self.check_duration(
+            vals.get("timeout"),
+            min(ir.CHECK_TIMEOUT_MS, interval or ir.CHECK_TIMEOUT_MS),
+            tables.CHECK_TIMEOUT_RANGE,
+            "timeout",
+        )
+        rise = self.check_count(vals.get("rise"), ir.CHECK_RISE, "rise")
+        fall = self.check_count(vals.get("fall"), ir.CHECK_FALL, "fall")
+        if None in (interval, timeout, rise, fall):
+            ok = False
+        elif timeout is not None and interval is not None and timeout > interval:
+            v = vals.get("timeout") or vals["interval"]
+            self.error(
+                v.pos,
+                "check timeout longer than its interval",
+                v.text,
+                f"the timeout ({timeout} ms) must be at most the interval ({interval} ms)",
+            )
+            ok = False
+        host = ""
+        if "host" in vals:
+            host = vals["host"].text
+            if (
+                not host
+                or len(host) > tables.CHECK_HOST_MAX
+                or not all(0x21 <= ord(ch) <= 0x7E for ch in host)
+            ):
+                self.error(
+                    vals["host"].pos,
+                    "bad check host",
+                    host,
+                    f"a host name without spaces, visible ASCII, at most "
+                    f"{tables.CHECK_HOST_MAX} bytes",
+                )
+                ok = False
+        expect = ir.CHECK_EXPECT
+        if "expect" in vals:
+            v = vals["expect"]
+            m = re.fullmatch(r"(\d{3})(?:-(\d{3}))?", v.text)
+            lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+            if not 100 <= lo <= hi <= 599:
+                self.error(
+                    v.pos,
+                    "bad check expect",
+                    v.text,
+                    "a status or a range of statuses from 100 to 599, like 200 or 200-399",
+                )
+                ok = False
+            expect = (lo, hi)
+        if not ok:
+            return None
+        assert interval is not None and timeout is not None and rise is not None
+        assert fall is not None
+        return ir.Check(kind, interval, timeout, rise, fall, request, host,
+                        expect if kind == "http" else (0, 0))  # fmt: skip
+
+    def check_duration(
+        self, v: A.Val | None, default: int, bounds: tuple[int, int], what: str
+    ) -> int | None:
+        if v is None:
+            return default
+        ms = parse_duration_ms(v.text)
+        lo, hi = bounds
+        if ms is None or not lo <= ms <= hi:
+            self.error(
+                v.pos,
+                f"bad check {what}",
+                v.text,
+                f"a duration from {_ms_text(lo)} to {_ms_text(hi)}, like 2s or 500ms",
+            )
+            return None
+        return ms
+
+    def check_count(self, v: A.Val | None, default: int, what: str) -> int | None:
+        if v is None:
+            return default
+        if not v.text.isdigit() or not 1 <= int(v.text) <= tables.CHECK_COUNT_MAX:
+            self.error(
+                v.pos,
+                f"bad check {what}",
+                v.text,
+                f"a number of checks in a row, 1..{tables.CHECK_COUNT_MAX}",
+            )
+            return None
+        return int(v.text)
+
+    def check_persist(self, it: A.PoolDecl) -> ir.Persist | None:
+        """A pool's `persist cookie NAME;` or `persist source [DURATION];`."""
+        for extra in it.persists[1:]:
+            self.error(
+                extra.pos,
+                "duplicate 'persist'",
+                extra.kind.text,
+                f"a pool has at most one persistence; the first is at {it.persists[0].pos}",
+            )
+        if not it.persists:
+            return None
+        p = it.persists[0]
+        kind, v = p.kind.text, p.value
+        if kind == "cookie":
+            if v is None:
+                self.error(p.kind.pos, "cookie persistence needs the cookie's name", kind,
+                           "persist cookie SRVID;")  # fmt: skip
+                return None
+            if not TOKEN_RE.match(v.text) or len(v.text) > tables.COOKIE_NAME_MAX:
+                self.error(
+                    v.pos,
+                    "bad cookie name",
+                    v.text,
+                    f"a token of 1..{tables.COOKIE_NAME_MAX} letters, digits and "
+                    "!#$%&'*+-.^_`|~ (RFC 6265)",
+                )
+                return None
+            return ir.Persist("cookie", cookie=v.text)
+        if kind == "source":
+            ms = ir.PERSIST_SOURCE_MS
+            if v is not None:
+                got = parse_duration_ms(v.text)
+                lo, hi = tables.PERSIST_TIMEOUT_RANGE
+                if got is None or not lo <= got <= hi:
+                    self.error(
+                        v.pos,
+                        "bad persistence timeout",
+                        v.text,
+                        "how long a client address sticks to its server: a duration from "
+                        "1s to 24h, like 30m (default 5m, as ipvsadm -p)",
+                    )
+                    return None
+                ms = got
+            return ir.Persist("source", timeout_ms=ms)
+        self.error(
+            p.kind.pos,
+            "unknown persistence",
+            kind,
+            _suggest(kind, list(ir.PERSIST_KINDS[1:]), "kinds")
+            + " (persist cookie NAME; or persist source 30m;)",
+        )
+        return None
 
     def check_virtuals(self) -> list[ir.Virtual]:
         out: list[ir.Virtual] = []
@@ -591,6 +848,8 @@ class _Compiler:
                     opts.xff,
                     _loc(it.pos),
                     raw=opts.relay is not None,
+                    log=opts.log,
+                    log_sample=opts.log_sample,
                 )
             )
         return out
@@ -683,6 +942,38 @@ class _Compiler:
                     continue
                 if once(o, f"timeout {o.name.text}"):
                     timeouts[o.name.text] = ms
+            elif o.kind == "log":
+                mode, has_n = o.name.text, o.value.pos != o.name.pos
+                if mode not in ir.LOG_MODES:
+                    self.error(
+                        o.name.pos,
+                        "unknown log mode",
+                        mode,
+                        "log on; (every request, the default), log off; or log sample N; "
+                        "(one request in N)",
+                    )
+                    continue
+                if mode == "sample":
+                    lo, hi = tables.LOG_SAMPLE_RANGE
+                    if not has_n or not lo <= int(o.value.text) <= hi:
+                        self.error(
+                            o.value.pos,
+                            "bad log sample",
+                            o.value.text if has_n else mode,
+                            f"log sample N; logs one request in N, N from {lo} to {hi}",
+                        )
+                        continue
+                elif has_n:
+                    self.error(
+                        o.value.pos,
+                        f"'log {mode}' takes no number",
+                        o.value.text,
+                        "only 'log sample N;' has one",
+                    )
+                    continue
+                if once(o, "log"):
+                    out.log = mode
+                    out.log_sample = int(o.value.text) if mode == "sample" else 0
             elif o.kind == "relay":
                 if o.value.text not in ir.RELAY_MODES:
                     self.error(
@@ -721,6 +1012,15 @@ class _Options:
     xff: str = "off"
     relay: A.Option | None = None  # `relay raw;`
     written: list[A.Option] = field(default_factory=list)
+    log: str = "on"
+    log_sample: int = 0
+
+
+def _ms_text(ms: int) -> str:
+    for unit, n in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % n == 0:
+            return f"{ms // n}{unit}"
+    return f"{ms}ms"
 
 
 def _loc(p: A.Pos) -> ir.Loc:
@@ -760,6 +1060,11 @@ class _ServiceBuilder:
                 )
                 return
             action = ir.Action("route", pool=t.text)
+        elif r.action == "answer":
+            answer = self.answer(r)
+            if answer is None:
+                return
+            action = answer
         else:
             status = int(t.text)
             if r.action == "block" and status not in STATUS_BLOCK:
@@ -804,6 +1109,42 @@ class _ServiceBuilder:
                 return
         self.rules.append(ir.Rule(len(self.rules), action, cond, _loc(r.pos), r.text))
         self.rule_pos.append(r.pos)
+
+    def answer(self, r: A.Rule) -> ir.Action | None:
+        """`answer STATUS "BODY"`: a final status, a body of at most
+        tables.ANSWER_BODY_MAX bytes (escapes: see unescape_body)."""
+        c = self.c
+        t = r.target
+        status = int(t.text)
+        if status not in STATUS_ANSWER:
+            c.error(
+                t.pos,
+                "bad status for answer",
+                t.text,
+                "answer takes a final status, 200..599 (the switch ends the exchange with it)",
+            )
+            return None
+        assert r.location is not None
+        body = unescape_body(c, r.location)
+        if body is None:
+            return None
+        if len(body) > tables.ANSWER_BODY_MAX:
+            c.error(
+                r.location.pos,
+                "answer body too long",
+                f"{len(body)} bytes",
+                f"at most {tables.ANSWER_BODY_MAX} bytes; serve larger content from a pool",
+            )
+            return None
+        if body and status in ANSWER_NO_BODY:
+            c.error(
+                r.location.pos,
+                f"a {status} answer has no body",
+                r.location.text,
+                f'HTTP sends no body with {status}: write answer {status} "";',
+            )
+            return None
+        return ir.Action("answer", status=status, body=body)
 
     def cond(self, n: A.Cond) -> ir.Cond | None:
         if isinstance(n, A.Not):
@@ -980,6 +1321,36 @@ class _ServiceBuilder:
                         f'write it normalized: "{norm}"',
                     )
         return self.intern(ir.Predicate(fld, name, op, text.encode()), v.pos)
+
+
+def unescape_body(c: _Compiler, v: A.Val) -> bytes | None:
+    """An answer's body: the string's UTF-8 bytes with the escapes \\n \\r \\t
+    \\\\ \\" and \\xHH interpreted (other strings of the language are raw)."""
+    out = bytearray()
+    text = v.text
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\":
+            out += ch.encode()
+            i += 1
+            continue
+        nxt = text[i + 1 : i + 2]
+        if nxt in ANSWER_ESCAPES:
+            out += ANSWER_ESCAPES[nxt]
+            i += 2
+        elif nxt == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", text[i + 2 : i + 4]):
+            out.append(int(text[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            c.error(
+                v.pos_at(i, 2),
+                "unknown escape in answer body",
+                text[i : i + 2],
+                "an answer's body knows \\n \\r \\t \\\\ \\\" and \\xHH",
+            )
+            return None
+    return bytes(out)
 
 
 def cond_depth(c: ir.Cond) -> int:

@@ -90,21 +90,45 @@ class TrueCond:
 Cond = PredRef | Not | And | Or | TrueCond
 TRUE = TrueCond()
 
-ACTIONS = ("route", "block", "redirect")
+ACTIONS = ("route", "block", "redirect", "answer")
+
+
+def quote_body(body: bytes) -> str:
+    """An answer's body as the rules language writes it (escapes of
+    :func:`l7ctl.compiler.unescape_body`)."""
+    out = []
+    for b in body:
+        c = chr(b)
+        if c == "\n":
+            out.append("\\n")
+        elif c == "\r":
+            out.append("\\r")
+        elif c == "\t":
+            out.append("\\t")
+        elif c in '"\\':
+            out.append("\\" + c)
+        elif 0x20 <= b < 0x7F:
+            out.append(c)
+        else:
+            out.append(f"\\x{b:02x}")
+    return '"' + "".join(out) + '"'
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # route block redirect
+    kind: str  # route block redirect answer
     pool: str = ""  # route
-    status: int = 0  # block, redirect
+    status: int = 0  # block, redirect, answer
     location: str = ""  # redirect
+    body: bytes = b""  # answer
 
     def __str__(self) -> str:
         if self.kind == "route":
             return f"route {self.pool}"
         if self.kind == "block":
             return f"block {self.status}"
+        if self.kind == "answer":
+            return f"answer {self.status} {quote_body(self.body)}"
         return f"redirect {self.status} {self.location}"
 
 
@@ -124,11 +148,71 @@ class Server:
     weight: int = 1
     state: str = "up"
     loc: Loc | None = None
+    id: str = ""  # `id NAME`: the server's identity for persistence
 
     def endpoint(self) -> str:
         if self.addr.version == 6:
             return f"[{self.addr}]:{self.port}"
         return f"{self.addr}:{self.port}"
+
+    def identity(self) -> str:
+        """What the persistence id is derived from: the `id`, else ADDR:PORT."""
+        return self.id or self.endpoint()
+
+
+# Health checks (KT_CHECK_*), persistence (KT_PERSIST_*) and access log
+# modes (KT_LOG_*), in the kernel's order.
+CHECK_KINDS = ("none", "tcp", "http")
+PERSIST_KINDS = ("none", "cookie", "source")
+LOG_MODES = ("off", "on", "sample")
+# Defaults of a check (HAProxy's meanings): a check every interval, failed
+# after timeout; rise passes in a row bring a server up, fall failures in a
+# row take it down; an HTTP check passes on a status in expect.
+CHECK_INTERVAL_MS = 2000
+CHECK_TIMEOUT_MS = 1000
+CHECK_RISE = 2
+CHECK_FALL = 3
+CHECK_EXPECT = (200, 399)
+# `persist source;` without a duration: IPVS's default persistence (-p)
+PERSIST_SOURCE_MS = 300_000
+
+
+@dataclass(frozen=True)
+class Check:
+    """A pool's active health check."""
+
+    kind: str  # "tcp" or "http"
+    interval_ms: int = CHECK_INTERVAL_MS
+    timeout_ms: int = CHECK_TIMEOUT_MS
+    rise: int = CHECK_RISE
+    fall: int = CHECK_FALL
+    request: str = ""  # http: "METHOD /path"
+    host: str = ""  # http: the Host header to send ("": none given)
+    expect: tuple[int, int] = CHECK_EXPECT  # http: statuses that pass
+
+    def __str__(self) -> str:
+        out = f"check {self.kind}"
+        if self.kind == "http":
+            out += f' "{self.request}"' + (f' host "{self.host}"' if self.host else "")
+            out += f" expect {self.expect[0]}-{self.expect[1]}"
+        return (
+            out + f" interval {self.interval_ms}ms timeout {self.timeout_ms}ms"
+            f" rise {self.rise} fall {self.fall}"
+        )
+
+
+@dataclass(frozen=True)
+class Persist:
+    """A pool's persistence: a cookie naming the server, or the client's address."""
+
+    kind: str  # "cookie" or "source"
+    cookie: str = ""  # cookie: its name
+    timeout_ms: int = 0  # source: how long an address sticks
+
+    def __str__(self) -> str:
+        if self.kind == "cookie":
+            return f"persist cookie {self.cookie}"
+        return f"persist source {self.timeout_ms}ms"
 
 
 @dataclass(frozen=True)
@@ -137,6 +221,8 @@ class Pool:
     scheduler: str
     servers: tuple[Server, ...]
     loc: Loc | None = None
+    check: Check | None = None
+    persist: Persist | None = None
 
 
 # Service options: limits and timeouts; 0 or absent = the module's default
@@ -181,6 +267,8 @@ class Service:
     # `relay raw;`: no HTTP at all, every byte of a connection relayed to a
     # server of the one rule, an unconditional route (a benchmarking aid)
     raw: bool = False
+    log: str = "on"  # one of LOG_MODES
+    log_sample: int = 0  # "sample": log one request in this many (2..65535)
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,9 @@ class Explanation:
             "pool": None if r is None or r.action.kind != "route" else r.action.pool,
             "status": 404 if r is None else (r.action.status or None),
             "location": None if r is None or not r.action.location else r.action.location,
+            "body": r.action.body.decode("latin-1")
+            if r is not None and r.action.kind == "answer"
+            else None,
             "why": self.why(),
             "engine": self.engine,
             "agree": self.agree,
@@ -278,7 +281,36 @@ def route(c: Compiled, svc: ir.Service, req: ev.Request) -> Explanation:
     pool = None
     if rule is not None and rule.action.kind == "route":
         pool = c.config.pools[c.config.pool_index(rule.action.pool)]
-    return Explanation(svc, req, rule, sorted(preds), c.engine, ref.index, ref.index == idx, pool)
+    agree = ref.index == idx
+    if c.table is not None and rule is not None:
+        agree = agree and same_action(
+            c, c.table.result(svc_index(c, svc), *request_args(req)), rule
+        )
+    return Explanation(svc, req, rule, sorted(preds), c.engine, ref.index, agree, pool)
+
+
+def request_args(req: ev.Request) -> tuple[Any, ...]:
+    client = req.client.packed if req.client is not None else None
+    return (req.method, req.host, req.path, req.query, list(req.headers), client)
+
+
+def same_action(c: Compiled, res: dict[str, Any], rule: ir.Rule) -> bool:
+    """Whether the C matcher's result (struct kt_match_result) is what the
+    rule says: its action, pool, status, location or answer body."""
+    from l7ctl import tables
+
+    a = rule.action
+    if res["action"] != tables.ACTION[a.kind] or res["line"] != rule.loc.line:
+        return False
+    if a.kind == "route":
+        return bool(res["pool"] == c.config.pool_index(a.pool))
+    if res["status"] != a.status:
+        return False
+    if a.kind == "redirect":
+        return bool(res["location"] == a.location.encode())
+    if a.kind == "answer":
+        return bool(res["body"] == a.body and res["location"] == b"")
+    return True
 
 
 # ---- l7ctl test ---------------------------------------------------------------------
@@ -371,13 +403,15 @@ def _norm_expect(exp: str, pools: set[str], path: str, n: int) -> str:
         return f"route {w[1]}"
     if w[0] in ("block", "redirect") and len(w) >= 2 and w[1].isdigit():
         return " ".join(w[:3])
+    if w[0] == "answer" and len(w) == 2 and w[1].isdigit():
+        return f"answer {w[1]}"
     if w[0] == "none" and len(w) == 1:
         return "none"
     if len(w) == 1 and w[0] in pools:
         return f"route {w[0]}"
     raise L7ctlError(
         f"{path}:{n}: bad expectation {exp.strip()!r}: expected POOL, route POOL, block STATUS, "
-        "redirect STATUS [LOCATION] or none"
+        "redirect STATUS [LOCATION], answer STATUS or none"
     )
 
 
@@ -389,6 +423,8 @@ def _got(rule: ir.Rule | None, expect: str) -> str:
         return f"route {a.pool}"
     if a.kind == "block":
         return f"block {a.status}"
+    if a.kind == "answer":
+        return f"answer {a.status}"
     # compare the location only if the case names one
     return (
         f"redirect {a.status} {a.location}" if len(expect.split()) == 3 else f"redirect {a.status}"

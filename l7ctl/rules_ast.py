@@ -89,9 +89,9 @@ Cond = Pred | Not | And | Or
 
 @dataclass(frozen=True)
 class Rule:
-    action: str  # route block redirect
+    action: str  # route block redirect answer
     target: Val  # pool name or status
-    location: Val | None
+    location: Val | None  # redirect: the location; answer: the body
     cond: Cond | None
     pos: Pos
     text: str  # the rule as written (first line)
@@ -99,9 +99,9 @@ class Rule:
 
 @dataclass(frozen=True)
 class Option:
-    kind: str  # limit timeout x-forwarded-for relay
-    name: Val
-    value: Val
+    kind: str  # limit timeout x-forwarded-for relay log
+    name: Val  # log: the mode
+    value: Val  # log sample: N; else as name
     pos: Pos
 
 
@@ -110,6 +110,26 @@ class Server:
     endpoint: Val
     weight: Val | None
     state: Val | None
+    pos: Pos
+    id: Val | None = None
+
+
+@dataclass(frozen=True)
+class CheckDecl:
+    """`check KIND ["REQUEST"] [NAME VALUE]...;` in a pool."""
+
+    kind: Val
+    request: Val | None
+    options: tuple[tuple[Val, Val], ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class PersistDecl:
+    """`persist KIND [VALUE];` in a pool."""
+
+    kind: Val
+    value: Val | None
     pos: Pos
 
 
@@ -126,6 +146,8 @@ class PoolDecl:
     settings: list[Setting]
     servers: list[Server]
     pos: Pos
+    checks: list[CheckDecl] = field(default_factory=list)
+    persists: list[PersistDecl] = field(default_factory=list)
 
 
 @dataclass
@@ -221,6 +243,7 @@ _TOKEN_NAMES = {
     "SFIELD": "host or path",
     "NFIELD": "header, cookie or query",
     "BFIELD": "method, type or source",
+    "CVAL": "a value like 2s or 200-399",
     "OP": "an operator (exact prefix suffix contains glob regex)",
     "EXISTS": "'exists'",
 }
@@ -349,8 +372,9 @@ class _Builder(Transformer[Token, Any]):
     def _rule(self, meta: Any, action: str, ch: list[Any]) -> Rule:
         pos = self._pos(meta)
         target = self._val(ch[0])
-        loc = self._val(ch[1]) if action == "redirect" else None
-        rest = ch[2:] if action == "redirect" else ch[1:]
+        two = action in ("redirect", "answer")
+        loc = self._val(ch[1]) if two else None
+        rest = ch[2:] if two else ch[1:]
         cond = rest[0] if rest else None
         return Rule(action, target, loc, cond, pos, self._snippet(meta))
 
@@ -371,6 +395,33 @@ class _Builder(Transformer[Token, Any]):
     @v_args(meta=True)
     def redirect(self, meta: Any, ch: list[Any]) -> Rule:
         return self._rule(meta, "redirect", ch)
+
+    @v_args(meta=True)
+    def answer(self, meta: Any, ch: list[Any]) -> Rule:
+        return self._rule(meta, "answer", ch)
+
+    @v_args(meta=True)
+    def log(self, meta: Any, ch: list[Any]) -> Option:
+        mode = self._val(ch[0])
+        return Option("log", mode, self._val(ch[1]) if len(ch) > 1 else mode, self._pos(meta))
+
+    @v_args(meta=True)
+    def check(self, meta: Any, ch: list[Any]) -> CheckDecl:
+        kind = self._val(ch[0])
+        rest = ch[1:]
+        request = None
+        if rest and isinstance(rest[0], Token):
+            request = self._val(rest[0])
+            rest = rest[1:]
+        return CheckDecl(kind, request, tuple(rest), self._pos(meta))
+
+    def copt(self, ch: list[Any]) -> tuple[Val, Val]:
+        return (self._val(ch[0]), self._val(ch[1]))
+
+    @v_args(meta=True)
+    def persist(self, meta: Any, ch: list[Any]) -> PersistDecl:
+        value = self._val(ch[1]) if len(ch) > 1 else None
+        return PersistDecl(self._val(ch[0]), value, self._pos(meta))
 
     @v_args(meta=True)
     def limit(self, meta: Any, ch: list[Any]) -> Option:
@@ -408,18 +459,25 @@ class _Builder(Transformer[Token, Any]):
     def state(self, ch: list[Any]) -> tuple[str, Val]:
         return ("state", self._val(ch[0]))
 
+    def sid(self, ch: list[Any]) -> tuple[str, Val]:
+        return ("id", self._val(ch[0]))
+
     @v_args(meta=True)
     def server(self, meta: Any, ch: list[Any]) -> Server:
         opts: dict[str, Val] = {}
         for k, v in ch[1:]:
             opts[k] = v
-        return Server(self._val(ch[0]), opts.get("weight"), opts.get("state"), self._pos(meta))
+        return Server(
+            self._val(ch[0]), opts.get("weight"), opts.get("state"), self._pos(meta), opts.get("id")
+        )
 
     @v_args(meta=True)
     def pool(self, meta: Any, ch: list[Any]) -> PoolDecl:
         settings = [c for c in ch[1:] if isinstance(c, Setting)]
         servers = [c for c in ch[1:] if isinstance(c, Server)]
-        return PoolDecl(self._val(ch[0]), settings, servers, self._pos(meta))
+        checks = [c for c in ch[1:] if isinstance(c, CheckDecl)]
+        persists = [c for c in ch[1:] if isinstance(c, PersistDecl)]
+        return PoolDecl(self._val(ch[0]), settings, servers, self._pos(meta), checks, persists)
 
     @v_args(meta=True)
     def service(self, meta: Any, ch: list[Any]) -> ServiceDecl:

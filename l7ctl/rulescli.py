@@ -150,8 +150,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run request -> expected action cases against a rules file",
         description="Each line of CASES is '[METHOD] URL [-H 'N: v']... [--from ADDR] "
         "[--service NAME] => EXPECTED' where EXPECTED is POOL, route POOL, block STATUS, "
-        "redirect STATUS [LOCATION] or none. Reports failures and the rules no case "
-        "exercised. Exit 1 on any failure.",
+        "redirect STATUS [LOCATION], answer STATUS or none. Reports failures and the rules "
+        "no case exercised. Exit 1 on any failure.",
     )
     s.add_argument("file", metavar="FILE")
     s.add_argument("cases", metavar="CASES")

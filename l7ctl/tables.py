@@ -10,6 +10,7 @@ offending predicate where there is one, when one is exceeded.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import struct
 from array import array
@@ -20,7 +21,7 @@ from l7ctl import automata, ir
 from l7ctl import regex as rx
 
 MAGIC = 0x4C52544B  # "KTRL" little-endian
-VERSION = 0x00020000  # major 2, minor 0
+VERSION = 0x00030000  # major 3, minor 0
 NONE = 0xFFFFFFFF
 MAX_BLOB = 8 << 20
 MAX_DFA_STATES = 65535
@@ -42,13 +43,25 @@ LIMIT_MAX = {
 # The largest value of each namespace-wide limit (ir.NS_LIMITS).
 NS_LIMIT_MAX = {"connections": 10_000_000}
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
+# Health checks, persistence, access log and answers (KT_RULES_* in match.h)
+CHECK_INTERVAL_RANGE = (100, 3600 * 1000)  # ms
+CHECK_TIMEOUT_RANGE = (10, 60 * 1000)  # ms, and at most the interval
+CHECK_COUNT_MAX = 100  # rise, fall: 1..100
+CHECK_REQUEST_MAX = 1024
+CHECK_HOST_MAX = 255
+COOKIE_NAME_MAX = 64
+PERSIST_TIMEOUT_RANGE = (1000, 24 * 3600 * 1000)  # ms
+LOG_SAMPLE_RANGE = (2, 65535)
+ANSWER_BODY_MAX = 4096
+# the key of the persistence id's hash (persist_id)
+PERSIST_KEY = b"ktcpvs-persist"
 
 HDR_WORDS = 8
 SECTIONS = ("str", "pool", "server", "service", "rule", "pred", "field", "hash", "dfa", "words")
 REC_WORDS = {
     "str": 0,  # bytes
-    "pool": 6,
-    "server": 8,
+    "pool": 24,
+    "server": 10,
     "service": 40,
     "rule": 8,
     "pred": 1,
@@ -70,8 +83,8 @@ FIELD_KIND = {
     "query": F_QUERY,
 }
 # actions
-A_ROUTE, A_BLOCK, A_REDIRECT = 1, 2, 3
-ACTION = {"route": A_ROUTE, "block": A_BLOCK, "redirect": A_REDIRECT}
+A_ROUTE, A_BLOCK, A_REDIRECT, A_ANSWER = 1, 2, 3, 4
+ACTION = {"route": A_ROUTE, "block": A_BLOCK, "redirect": A_REDIRECT, "answer": A_ANSWER}
 # formula opcodes (insn = op << 28 | arg)
 OP_PRED, OP_TRUE, OP_NOT, OP_AND, OP_OR = range(5)
 MAX_STACK = 64
@@ -82,9 +95,13 @@ STATE = {s: i for i, s in enumerate(ir.STATES)}
 SVC_XFF = {"off": 0, "append": 1, "replace": 2}
 SVC_RAW = 4
 # service record: limits 0..3 at words 9..12, limits 4..6 at words 32..34,
-# words 35..39 reserved (0)
+# word 35 log mode, 36 log sample, words 37..39 reserved (0)
 SVC_LIMITS_LOW = 4
-SVC_RESERVED = 5
+SVC_RESERVED = 3
+POOL_RESERVED = 3  # pool record words 21..23
+CHECK_KIND = {k: i for i, k in enumerate(ir.CHECK_KINDS)}
+PERSIST_KIND = {k: i for i, k in enumerate(ir.PERSIST_KINDS)}
+LOG_MODE = {k: i for i, k in enumerate(ir.LOG_MODES)}
 
 
 class TableError(Exception):
@@ -93,6 +110,24 @@ class TableError(Exception):
         self.service = service
         self.pred = pred
         self.hint = hint
+
+
+def persist_id(pool: str, server: ir.Server) -> int:
+    """A server's persistence id: the 8-byte keyed BLAKE2b of the pool's name,
+    a NUL and the server's identity (its `id`, else ADDR:PORT as
+    ir.Server.endpoint() writes it), read as a big-endian u64 -- so a
+    persistence cookie's value, the id's 16 lower-case hex digits, is the
+    digest's hex.  Never 0 (0 becomes 1).  The same file gives the same ids
+    on every director."""
+    h = hashlib.blake2b(
+        pool.encode() + b"\0" + server.identity().encode(), digest_size=8, key=PERSIST_KEY
+    )
+    return int.from_bytes(h.digest(), "big") or 1
+
+
+def cookie_value(pool: str, server: ir.Server) -> str:
+    """The value of a persistence cookie naming ``server`` of ``pool``."""
+    return f"{persist_id(pool, server):016x}"
 
 
 def fnv1a(data: bytes, fold: bool) -> int:
@@ -384,6 +419,8 @@ def check_bounds(cfg: ir.Config) -> None:
     for k, v in cfg.limits.items():
         if k not in NS_LIMIT_MAX or not 0 <= v <= NS_LIMIT_MAX[k]:
             raise TableError("", None, f"namespace limit {k} {v} out of range")
+    for p in cfg.pools:
+        _check_pool(p)
     for svc in cfg.services:
         if svc.xff not in SVC_XFF:
             raise TableError(svc.name, None, f"bad x-forwarded-for mode {svc.xff!r}")
@@ -395,6 +432,46 @@ def check_bounds(cfg: ir.Config) -> None:
         for k, v in svc.timeouts_ms.items():
             if k not in ir.TIMEOUTS or not 0 <= v <= MAX_TIMEOUT_MS:
                 raise TableError(svc.name, None, f"timeout {k} {v}ms out of range")
+        lo, hi = LOG_SAMPLE_RANGE
+        if svc.log not in LOG_MODE or (
+            not lo <= svc.log_sample <= hi if svc.log == "sample" else svc.log_sample != 0
+        ):
+            raise TableError(svc.name, None, f"bad log mode {svc.log} {svc.log_sample}")
+        for r in svc.rules:
+            a = r.action
+            if a.kind == "answer" and (
+                not 100 <= a.status <= 599 or a.status == 101 or len(a.body) > ANSWER_BODY_MAX
+            ):
+                raise TableError(svc.name, None, f"bad answer {a.status}, {len(a.body)} bytes")
+
+
+def _check_pool(p: ir.Pool) -> None:
+    """What the validator checks in a pool's check and persistence words."""
+    c = p.check
+    if c is not None:
+        ok = (
+            c.kind in ("tcp", "http")
+            and CHECK_INTERVAL_RANGE[0] <= c.interval_ms <= CHECK_INTERVAL_RANGE[1]
+            and CHECK_TIMEOUT_RANGE[0] <= c.timeout_ms <= min(CHECK_TIMEOUT_RANGE[1], c.interval_ms)
+            and 1 <= c.rise <= CHECK_COUNT_MAX
+            and 1 <= c.fall <= CHECK_COUNT_MAX
+        )
+        if c.kind == "http":
+            lo, hi = c.expect
+            ok = ok and 0 < len(c.request.encode()) <= CHECK_REQUEST_MAX
+            ok = ok and len(c.host.encode()) <= CHECK_HOST_MAX and 100 <= lo <= hi <= 599
+        elif c.kind == "tcp":
+            ok = ok and not c.request and not c.host
+        if not ok:
+            raise TableError("", None, f"pool {p.name}: bad check: {c}")
+    q = p.persist
+    if q is not None:
+        lo, hi = PERSIST_TIMEOUT_RANGE
+        if not (
+            (q.kind == "cookie" and 0 < len(q.cookie.encode()) <= COOKIE_NAME_MAX)
+            or (q.kind == "source" and lo <= q.timeout_ms <= hi)
+        ):
+            raise TableError("", None, f"pool {p.name}: bad persistence: {q}")
 
 
 def _check_raw(svc: ir.Service) -> None:
@@ -432,9 +509,23 @@ def _encode(cfg: ir.Config) -> bytes:
         first = len(w.sec["server"]) // REC_WORDS["server"]
         for s in p.servers:
             fam, a = w.addr(s.addr)
-            w.record("server", fam, *a, s.port, s.weight, STATE[s.state])
+            sid = persist_id(p.name, s)
+            w.record(
+                "server", fam, *a, s.port, s.weight, STATE[s.state], sid & 0xFFFFFFFF, sid >> 32
+            )
         no, nl = w.string(p.name.encode())
-        pool_idx[p.name] = w.record("pool", no, nl, SCHED[p.scheduler], first, len(p.servers), 0)
+        pool_idx[p.name] = w.record(
+            "pool",
+            no,
+            nl,
+            SCHED[p.scheduler],
+            first,
+            len(p.servers),
+            0,
+            *_check_words(w, p.check),
+            *_persist_words(w, p.persist),
+            *([0] * POOL_RESERVED),
+        )
     for svc in cfg.services:
         _service(w, svc, pool_idx)
     blob = w.blob(cfg.limits.get("connections", 0))
@@ -447,6 +538,28 @@ def _encode(cfg: ir.Config) -> bytes:
             "fewer or simpler rules; long literal prefixes and regexes cost the most",
         )
     return blob
+
+
+def _check_words(w: _Writer, c: ir.Check | None) -> list[int]:
+    """Pool words 6..16: kind, interval, timeout, rise, fall, request
+    off/len, host off/len, expect low/high."""
+    if c is None:
+        return [0] * 11
+    ro, rl = w.string(c.request.encode()) if c.request else (0, 0)
+    ho, hl = w.string(c.host.encode()) if c.host else (0, 0)
+    lo, hi = c.expect if c.kind == "http" else (0, 0)
+    return [CHECK_KIND[c.kind], c.interval_ms, c.timeout_ms, c.rise, c.fall,
+            ro, rl, ho, hl, lo, hi]  # fmt: skip
+
+
+def _persist_words(w: _Writer, p: ir.Persist | None) -> list[int]:
+    """Pool words 17..20: kind, cookie name off/len, source timeout."""
+    if p is None:
+        return [0] * 4
+    if p.kind == "cookie":
+        co, cl = w.string(p.cookie.encode())
+        return [PERSIST_KIND["cookie"], co, cl, 0]
+    return [PERSIST_KIND["source"], 0, 0, p.timeout_ms]
 
 
 def _service(w: _Writer, svc: ir.Service, pool_idx: dict[str, int]) -> None:
@@ -471,7 +584,11 @@ def _service(w: _Writer, svc: ir.Service, pool_idx: dict[str, int]) -> None:
             for pid in t:
                 triggers[pid].append(r.index)
         a = r.action
-        lo, ll = w.string(a.location.encode()) if a.location else (0, 0)
+        # the location words: a redirect's location, an answer's body
+        if a.kind == "answer":
+            lo, ll = w.string(a.body) if a.body else (0, 0)
+        else:
+            lo, ll = w.string(a.location.encode()) if a.location else (0, 0)
         pool = pool_idx[a.pool] if a.kind == "route" else NONE
         w.record("rule", ACTION[a.kind], pool, a.status, lo, ll, coff, len(code), r.loc.line)
     for trig in triggers:
@@ -543,6 +660,8 @@ def _service(w: _Writer, svc: ir.Service, pool_idx: dict[str, int]) -> None:
         cn,
         qn,
         *limits[SVC_LIMITS_LOW:],
+        LOG_MODE[svc.log],
+        svc.log_sample if svc.log == "sample" else 0,
         *([0] * SVC_RESERVED),
     )
 

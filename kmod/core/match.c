@@ -29,7 +29,7 @@ enum {
 	KT_R_S_PRED, KT_R_S_FIELD, KT_R_S_HASH, KT_R_S_DFA, KT_R_S_WORDS,
 };
 
-static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 40, 8, 1, 8, 5, 6, 1 };
+static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 24, 10, 40, 8, 1, 8, 5, 6, 1 };
 
 /* pool record */
 #define KT_P_NAME_OFF	0
@@ -38,12 +38,33 @@ static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 40, 8, 1, 8, 5, 6, 1 };
 #define KT_P_FIRST	3
 #define KT_P_COUNT	4
 #define KT_P_FLAGS	5
+#define KT_P_CHECK	6	/* words 6..16: the health check */
+#define KT_P_INTERVAL	7
+#define KT_P_TIMEOUT	8
+#define KT_P_RISE	9
+#define KT_P_FALL	10
+#define KT_P_REQ_OFF	11
+#define KT_P_REQ_LEN	12
+#define KT_P_HOST_OFF	13
+#define KT_P_HOST_LEN	14
+#define KT_P_EXPECT_LO	15
+#define KT_P_EXPECT_HI	16
+#define KT_P_NCHECK	11
+#define KT_P_PERSIST	17	/* words 17..20: persistence */
+#define KT_P_COOKIE_OFF	18
+#define KT_P_COOKIE_LEN	19
+#define KT_P_SRC_TIMEOUT 20
+#define KT_P_NPERSIST	4
+#define KT_P_RSVD	21	/* 3 words, 0 */
+#define KT_P_NRSVD	3
 /* server record */
 #define KT_SV_FAMILY	0
 #define KT_SV_ADDR	1	/* 4 words */
 #define KT_SV_PORT	5
 #define KT_SV_WEIGHT	6
 #define KT_SV_STATE	7
+#define KT_SV_ID_LO	8	/* the persistence id, a u64, low word first */
+#define KT_SV_ID_HI	9
 /* service record */
 #define KT_S_NAME_OFF	0
 #define KT_S_NAME_LEN	1
@@ -69,8 +90,10 @@ static const u8 kt_rules_recw[KT_R_NSECT] = { 0, 6, 8, 40, 8, 1, 8, 5, 6, 1 };
 #define KT_S_H_COOKIE	30
 #define KT_S_H_QUERY	31
 #define KT_S_LIMITS2	32	/* 3 words: limits 4..6 */
-#define KT_S_RSVD	35	/* 5 words, 0 */
-#define KT_S_NRSVD	5
+#define KT_S_LOG_MODE	35
+#define KT_S_LOG_SAMPLE	36
+#define KT_S_RSVD	37	/* 3 words, 0 */
+#define KT_S_NRSVD	3
 /* rule record */
 #define KT_RU_ACTION	0
 #define KT_RU_POOL	1
@@ -404,8 +427,9 @@ static bool kt_rules_v_location(struct kt_rules_vctx *v, u32 off, u32 len)
 
 /*
  * A rule's action, exactly as the compiler emits it: a route has a known
- * pool and no status; a block or redirect has no pool and an allowed
- * status; only a redirect has a location.
+ * pool and no status; a block, redirect or answer has no pool and an
+ * allowed status; only a redirect has a location, only an answer a body
+ * (both in the location words; the body may be empty).
  */
 static bool kt_rules_v_action(struct kt_rules_vctx *v, const u32 *ru)
 {
@@ -427,6 +451,11 @@ static bool kt_rules_v_action(struct kt_rules_vctx *v, const u32 *ru)
 		    status != 307 && status != 308)
 			return kt_rules_bad(v, "redirect status not 301, 302, 303, 307 or 308");
 		break;
+	case KT_ACTION_ANSWER:
+		if (status < KT_RULES_ANSWER_MIN || status > KT_RULES_ANSWER_MAX ||
+		    status == 101)
+			return kt_rules_bad(v, "answer status not 100..599 (or 101)");
+		break;
 	default:
 		return kt_rules_bad(v, "bad rule action");
 	}
@@ -435,9 +464,176 @@ static bool kt_rules_v_action(struct kt_rules_vctx *v, const u32 *ru)
 	if (action == KT_ACTION_REDIRECT)
 		return kt_rules_v_location(v, ru[KT_RU_LOC_OFF],
 					   ru[KT_RU_LOC_LEN]);
+	if (action == KT_ACTION_ANSWER) {
+		if (ru[KT_RU_LOC_LEN] > KT_RULES_MAX_ANSWER_BODY)
+			return kt_rules_bad(v, "answer body over 4096 bytes");
+		return kt_rules_v_str(v, ru[KT_RU_LOC_OFF], ru[KT_RU_LOC_LEN]);
+	}
 	if (ru[KT_RU_LOC_OFF] || ru[KT_RU_LOC_LEN])
 		return kt_rules_bad(v, "rule has a location but does not redirect");
 	return true;
+}
+
+/* RFC 9110 tchar: what a method or a cookie name (RFC 6265) is made of. */
+static bool kt_rules_tchar(u8 c)
+{
+	if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	    (c >= 'A' && c <= 'Z'))
+		return true;
+	switch (c) {
+	case '!': case '#': case '$': case '%': case '&': case '\'':
+	case '*': case '+': case '-': case '.': case '^': case '_':
+	case '`': case '|': case '~':
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Visible ASCII (VCHAR, no space) */
+static inline bool kt_rules_vchar(u8 c)
+{
+	return c > 0x20 && c < 0x7f;
+}
+
+/* A string of the string section: in range, counted against the budget. */
+static const u8 *kt_rules_v_strp(struct kt_rules_vctx *v, u32 off, u32 len)
+{
+	if (!kt_rules_v_str(v, off, len))
+		return NULL;
+	v->work += len;
+	if (v->work > v->budget) {
+		kt_rules_bad(v, "table too complex to validate");
+		return NULL;
+	}
+	return v->r->str + off;
+}
+
+/*
+ * An HTTP check's request line, without the version: a method token, one
+ * space, a path that starts with '/'; visible ASCII only (it goes onto the
+ * wire as is).
+ */
+static bool kt_rules_v_check_request(struct kt_rules_vctx *v, u32 off, u32 len)
+{
+	static const char why[] =
+		"bad health check request (METHOD /path, visible ASCII, at most 1024 bytes)";
+	const u8 *p;
+	u32 i = 0;
+
+	if (!len || len > KT_RULES_CHECK_REQUEST_MAX)
+		return kt_rules_bad(v, why);
+	p = kt_rules_v_strp(v, off, len);
+	if (!p)
+		return false;
+	while (i < len && kt_rules_tchar(p[i]))
+		i++;
+	if (!i || i + 2 > len || p[i] != ' ' || p[i + 1] != '/')
+		return kt_rules_bad(v, why);
+	for (i += 1; i < len; i++)
+		if (!kt_rules_vchar(p[i]))
+			return kt_rules_bad(v, why);
+	return true;
+}
+
+/* Pool words 6..16: the health check. */
+static bool kt_rules_v_check(struct kt_rules_vctx *v, const u32 *p)
+{
+	u32 k, kind = p[KT_P_CHECK], host_len = p[KT_P_HOST_LEN];
+	const u8 *h;
+
+	if (kind > KT_CHECK_HTTP)
+		return kt_rules_bad(v, "bad health check kind");
+	if (kind == KT_CHECK_NONE) {
+		for (k = 0; k < KT_P_NCHECK; k++)
+			if (p[KT_P_CHECK + k])
+				return kt_rules_bad(v, "health check words of a pool without a check not 0");
+		return true;
+	}
+	if (p[KT_P_INTERVAL] < KT_RULES_CHECK_INTERVAL_MIN ||
+	    p[KT_P_INTERVAL] > KT_RULES_CHECK_INTERVAL_MAX)
+		return kt_rules_bad(v, "health check interval out of range (100 ms .. 1 h)");
+	if (p[KT_P_TIMEOUT] < KT_RULES_CHECK_TIMEOUT_MIN ||
+	    p[KT_P_TIMEOUT] > KT_RULES_CHECK_TIMEOUT_MAX)
+		return kt_rules_bad(v, "health check timeout out of range (10 ms .. 60 s)");
+	if (p[KT_P_TIMEOUT] > p[KT_P_INTERVAL])
+		return kt_rules_bad(v, "health check timeout longer than its interval");
+	if (!p[KT_P_RISE] || p[KT_P_RISE] > KT_RULES_CHECK_COUNT_MAX)
+		return kt_rules_bad(v, "health check rise out of range (1..100)");
+	if (!p[KT_P_FALL] || p[KT_P_FALL] > KT_RULES_CHECK_COUNT_MAX)
+		return kt_rules_bad(v, "health check fall out of range (1..100)");
+	if (kind == KT_CHECK_TCP) {
+		for (k = KT_P_REQ_OFF; k <= KT_P_EXPECT_HI; k++)
+			if (p[k])
+				return kt_rules_bad(v, "TCP health check with a request, host or expect");
+		return true;
+	}
+	if (!kt_rules_v_check_request(v, p[KT_P_REQ_OFF], p[KT_P_REQ_LEN]))
+		return false;
+	if (host_len > KT_RULES_CHECK_HOST_MAX)
+		return kt_rules_bad(v, "bad health check host (visible ASCII, at most 255 bytes)");
+	h = kt_rules_v_strp(v, p[KT_P_HOST_OFF], host_len);
+	if (!h)
+		return false;
+	for (k = 0; k < host_len; k++)
+		if (!kt_rules_vchar(h[k]))
+			return kt_rules_bad(v, "bad health check host (visible ASCII, at most 255 bytes)");
+	if (p[KT_P_EXPECT_LO] < 100 || p[KT_P_EXPECT_LO] > p[KT_P_EXPECT_HI] ||
+	    p[KT_P_EXPECT_HI] > 599)
+		return kt_rules_bad(v, "health check expect not 100 <= low <= high <= 599");
+	return true;
+}
+
+/* Pool words 17..20: persistence. */
+static bool kt_rules_v_persist(struct kt_rules_vctx *v, const u32 *p)
+{
+	u32 k, kind = p[KT_P_PERSIST], len = p[KT_P_COOKIE_LEN];
+	const u8 *c;
+
+	switch (kind) {
+	case KT_PERSIST_NONE:
+		for (k = 1; k < KT_P_NPERSIST; k++)
+			if (p[KT_P_PERSIST + k])
+				return kt_rules_bad(v, "persistence words of a pool without persistence not 0");
+		return true;
+	case KT_PERSIST_COOKIE:
+		if (p[KT_P_SRC_TIMEOUT])
+			return kt_rules_bad(v, "cookie persistence with a source timeout");
+		if (!len || len > KT_RULES_COOKIE_MAX)
+			return kt_rules_bad(v, "bad persistence cookie name (a token of 1..64 bytes)");
+		c = kt_rules_v_strp(v, p[KT_P_COOKIE_OFF], len);
+		if (!c)
+			return false;
+		for (k = 0; k < len; k++)
+			if (!kt_rules_tchar(c[k]))
+				return kt_rules_bad(v, "bad persistence cookie name (a token of 1..64 bytes)");
+		return true;
+	case KT_PERSIST_SOURCE:
+		if (p[KT_P_COOKIE_OFF] || len)
+			return kt_rules_bad(v, "source persistence with a cookie name");
+		if (p[KT_P_SRC_TIMEOUT] < KT_RULES_PERSIST_TIMEOUT_MIN ||
+		    p[KT_P_SRC_TIMEOUT] > KT_RULES_PERSIST_TIMEOUT_MAX)
+			return kt_rules_bad(v, "source persistence timeout out of range (1 s .. 24 h)");
+		return true;
+	default:
+		return kt_rules_bad(v, "bad persistence kind");
+	}
+}
+
+static bool kt_rules_v_pool(struct kt_rules_vctx *v, const u32 *p)
+{
+	const struct kt_rules *r = v->r;
+	u32 k;
+
+	if (!kt_rules_v_str(v, p[KT_P_NAME_OFF], p[KT_P_NAME_LEN]))
+		return false;
+	if (p[KT_P_SCHED] >= KT_SCHED_COUNT || p[KT_P_FLAGS] ||
+	    (u64)p[KT_P_FIRST] + p[KT_P_COUNT] > r->nservers)
+		return kt_rules_bad(v, "bad pool");
+	for (k = 0; k < KT_P_NRSVD; k++)
+		if (p[KT_P_RSVD + k])
+			return kt_rules_bad(v, "reserved pool word not 0");
+	return kt_rules_v_check(v, p) && kt_rules_v_persist(v, p);
 }
 
 static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
@@ -468,6 +664,15 @@ static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
 	for (k = 0; k < KT_TIMEOUT_COUNT; k++)
 		if (s[KT_S_TIMEOUTS + k] > KT_RULES_MAX_TIMEOUT_MS)
 			return kt_rules_bad(v, "service timeout over 24 hours");
+	if (s[KT_S_LOG_MODE] > KT_LOG_SAMPLE)
+		return kt_rules_bad(v, "bad log mode");
+	if (s[KT_S_LOG_MODE] == KT_LOG_SAMPLE) {
+		if (s[KT_S_LOG_SAMPLE] < KT_RULES_LOG_SAMPLE_MIN ||
+		    s[KT_S_LOG_SAMPLE] > KT_RULES_LOG_SAMPLE_MAX)
+			return kt_rules_bad(v, "log sample out of range (2..65535)");
+	} else if (s[KT_S_LOG_SAMPLE]) {
+		return kt_rules_bad(v, "log sample without log mode sample");
+	}
 	for (k = 0; k < KT_S_NRSVD; k++)
 		if (s[KT_S_RSVD + k])
 			return kt_rules_bad(v, "reserved service word not 0");
@@ -625,13 +830,8 @@ int kt_rules_validate(struct kt_rules *r, const void *blob, size_t len,
 
 	for (i = 0; i < r->npools; i++) {
 		p = r->pool + (size_t)i * kt_rules_recw[KT_R_S_POOL];
-		if (!kt_rules_v_str(&v, p[KT_P_NAME_OFF], p[KT_P_NAME_LEN]))
+		if (!kt_rules_v_pool(&v, p))
 			goto out;
-		if (p[KT_P_SCHED] >= KT_SCHED_COUNT || p[KT_P_FLAGS] ||
-		    (u64)p[KT_P_FIRST] + p[KT_P_COUNT] > r->nservers) {
-			kt_rules_bad(&v, "bad pool");
-			goto out;
-		}
 	}
 	for (i = 0; i < r->nservers; i++) {
 		p = r->server + (size_t)i * kt_rules_recw[KT_R_S_SERVER];
@@ -640,6 +840,10 @@ int kt_rules_validate(struct kt_rules *r, const void *blob, size_t len,
 		if (!p[KT_SV_PORT] || p[KT_SV_PORT] > 65535 ||
 		    p[KT_SV_WEIGHT] > 65535 || p[KT_SV_STATE] > KT_SERVER_DOWN) {
 			kt_rules_bad(&v, "bad server");
+			goto out;
+		}
+		if (!p[KT_SV_ID_LO] && !p[KT_SV_ID_HI]) {
+			kt_rules_bad(&v, "server persistence id is 0");
 			goto out;
 		}
 	}
@@ -704,6 +908,8 @@ void kt_rules_service(const struct kt_rules *r, u32 i,
 	for (k = 0; k < KT_TIMEOUT_COUNT; k++)
 		out->timeouts_ms[k] = s[KT_S_TIMEOUTS + k];
 	out->nrules = s[KT_S_NRULES];
+	out->log_mode = s[KT_S_LOG_MODE];
+	out->log_sample = s[KT_S_LOG_SAMPLE];
 }
 
 void kt_rules_pool(const struct kt_rules *r, u32 i,
@@ -716,6 +922,21 @@ void kt_rules_pool(const struct kt_rules *r, u32 i,
 	out->scheduler = p[KT_P_SCHED];
 	out->first_server = p[KT_P_FIRST];
 	out->nservers = p[KT_P_COUNT];
+	out->check.kind = p[KT_P_CHECK];
+	out->check.interval_ms = p[KT_P_INTERVAL];
+	out->check.timeout_ms = p[KT_P_TIMEOUT];
+	out->check.rise = p[KT_P_RISE];
+	out->check.fall = p[KT_P_FALL];
+	out->check.request.ptr = r->str + p[KT_P_REQ_OFF];
+	out->check.request.len = p[KT_P_REQ_LEN];
+	out->check.host.ptr = r->str + p[KT_P_HOST_OFF];
+	out->check.host.len = p[KT_P_HOST_LEN];
+	out->check.expect_lo = p[KT_P_EXPECT_LO];
+	out->check.expect_hi = p[KT_P_EXPECT_HI];
+	out->persist.kind = p[KT_P_PERSIST];
+	out->persist.cookie.ptr = r->str + p[KT_P_COOKIE_OFF];
+	out->persist.cookie.len = p[KT_P_COOKIE_LEN];
+	out->persist.source_timeout_ms = p[KT_P_SRC_TIMEOUT];
 }
 
 void kt_rules_server(const struct kt_rules *r, u32 i,
@@ -728,6 +949,7 @@ void kt_rules_server(const struct kt_rules *r, u32 i,
 	out->port = (u16)p[KT_SV_PORT];
 	out->weight = (u16)p[KT_SV_WEIGHT];
 	out->state = (u8)p[KT_SV_STATE];
+	out->id = (u64)p[KT_SV_ID_HI] << 32 | p[KT_SV_ID_LO];
 }
 
 u32 kt_match_scratch_words(const struct kt_rules *r)
@@ -1064,8 +1286,16 @@ u32 kt_match_trace(const struct kt_rules *r, u32 svc,
 	res->pool = ru[KT_RU_ACTION] == KT_ACTION_ROUTE ? ru[KT_RU_POOL] :
 							   KT_RULES_NONE;
 	res->status = ru[KT_RU_STATUS];
-	res->location.ptr = r->str + ru[KT_RU_LOC_OFF];
-	res->location.len = ru[KT_RU_LOC_LEN];
+	/* the location words: a redirect's location or an answer's body */
+	if (ru[KT_RU_ACTION] == KT_ACTION_ANSWER) {
+		res->body.ptr = r->str + ru[KT_RU_LOC_OFF];
+		res->body.len = ru[KT_RU_LOC_LEN];
+		res->location.ptr = r->str;
+	} else {
+		res->location.ptr = r->str + ru[KT_RU_LOC_OFF];
+		res->location.len = ru[KT_RU_LOC_LEN];
+		res->body.ptr = r->str;
+	}
 	res->line = ru[KT_RU_LINE];
 	return best;
 }

@@ -33,7 +33,7 @@
 #include "kt_compat.h"
 
 #define KT_RULES_MAGIC		0x4c52544bU	/* "KTRL" little-endian */
-#define KT_RULES_VERSION_MAJOR	2
+#define KT_RULES_VERSION_MAJOR	3
 #define KT_RULES_VERSION_MINOR	0
 #define KT_RULES_MAX_SIZE	(8U << 20)	/* bytes */
 #define KT_RULES_MAX_STATES	(1U << 20)	/* per DFA */
@@ -63,6 +63,49 @@
 #define KT_ACTION_ROUTE		1
 #define KT_ACTION_BLOCK		2
 #define KT_ACTION_REDIRECT	3
+#define KT_ACTION_ANSWER	4	/* the switch answers status + body itself */
+
+/* An answer rule's status (not 101) and largest body. */
+#define KT_RULES_ANSWER_MIN	100
+#define KT_RULES_ANSWER_MAX	599
+#define KT_RULES_MAX_ANSWER_BODY	4096	/* bytes */
+
+/*
+ * A pool's active health check (struct kt_rules_check): none, a TCP
+ * connect, or an HTTP request whose answer status must be in expect_lo..hi.
+ * Bounds the validator enforces (HAProxy's meanings: a check every
+ * interval, failed after timeout; rise successes in a row bring a server
+ * up, fall failures in a row take it down).
+ */
+#define KT_CHECK_NONE		0
+#define KT_CHECK_TCP		1
+#define KT_CHECK_HTTP		2
+#define KT_RULES_CHECK_INTERVAL_MIN	100		/* ms */
+#define KT_RULES_CHECK_INTERVAL_MAX	(3600U * 1000)	/* 1 h */
+#define KT_RULES_CHECK_TIMEOUT_MIN	10		/* ms, and <= interval */
+#define KT_RULES_CHECK_TIMEOUT_MAX	(60U * 1000)	/* 60 s */
+#define KT_RULES_CHECK_COUNT_MAX	100		/* rise, fall: 1..100 */
+#define KT_RULES_CHECK_REQUEST_MAX	1024	/* "METHOD /path" bytes */
+#define KT_RULES_CHECK_HOST_MAX		255	/* bytes */
+
+/*
+ * A pool's persistence (struct kt_rules_persist): none; a cookie the switch
+ * sets on answers (NAME=<16 hex digits of the server's id>) and follows on
+ * later requests; or client address -> server for source_timeout_ms.
+ */
+#define KT_PERSIST_NONE		0
+#define KT_PERSIST_COOKIE	1
+#define KT_PERSIST_SOURCE	2
+#define KT_RULES_COOKIE_MAX		64	/* bytes of a cookie name */
+#define KT_RULES_PERSIST_TIMEOUT_MIN	1000			/* ms */
+#define KT_RULES_PERSIST_TIMEOUT_MAX	(24U * 3600 * 1000)	/* 24 h */
+
+/* A service's access log: off, every request, or one request in log_sample. */
+#define KT_LOG_OFF		0
+#define KT_LOG_ON		1
+#define KT_LOG_SAMPLE		2
+#define KT_RULES_LOG_SAMPLE_MIN	2
+#define KT_RULES_LOG_SAMPLE_MAX	65535
 
 /* Pool schedulers, in this order (index in the blob). */
 enum kt_rules_sched {
@@ -161,9 +204,11 @@ struct kt_match_result {
 	u32 rule;		/* index in the service, KT_RULES_NONE: none */
 	u32 action;		/* KT_ACTION_* */
 	u32 pool;		/* KT_ACTION_ROUTE: index of the pool */
-	u32 status;		/* BLOCK, REDIRECT: HTTP status */
-	struct kt_match_slice location;	/* REDIRECT */
+	u32 status;		/* BLOCK, REDIRECT, ANSWER: HTTP status */
+	struct kt_match_slice location;	/* REDIRECT (else length 0) */
 	u32 line;		/* source line of the rule (for logs/stats) */
+	struct kt_match_slice body;	/* ANSWER: the answer's body, may be
+					 * empty (else length 0) */
 };
 
 /* Read-only views of the configuration, for setting services up. */
@@ -176,12 +221,37 @@ struct kt_rules_service_info {
 	u32 limits[KT_LIMIT_COUNT];	/* KT_LIMIT_*, 0 = default */
 	u32 timeouts_ms[KT_TIMEOUT_COUNT];	/* KT_TIMEOUT_*, 0 = default */
 	u32 nrules;
+	u32 log_mode;		/* KT_LOG_* */
+	u32 log_sample;		/* KT_LOG_SAMPLE: log one request in this many */
+};
+
+/* A pool's health check; every field 0 (slices empty) with KT_CHECK_NONE. */
+struct kt_rules_check {
+	u32 kind;		/* KT_CHECK_* */
+	u32 interval_ms;	/* between checks of one server */
+	u32 timeout_ms;		/* a check not done by then failed */
+	u32 rise;		/* successes in a row that bring a server up */
+	u32 fall;		/* failures in a row that take it down */
+	struct kt_match_slice request;	/* HTTP: "METHOD /path" (one SP,
+					 * visible ASCII) */
+	struct kt_match_slice host;	/* HTTP: the Host to send; empty: none
+					 * given (send the server's address) */
+	u32 expect_lo, expect_hi;	/* HTTP: statuses that pass */
+};
+
+/* A pool's persistence; every field 0 (slice empty) with KT_PERSIST_NONE. */
+struct kt_rules_persist {
+	u32 kind;		/* KT_PERSIST_* */
+	struct kt_match_slice cookie;	/* COOKIE: its name, an RFC 6265 token */
+	u32 source_timeout_ms;	/* SOURCE: how long an address sticks */
 };
 
 struct kt_rules_pool_info {
 	struct kt_match_slice name;
 	u32 scheduler;		/* enum kt_rules_sched */
 	u32 first_server, nservers;	/* into kt_rules_server() */
+	struct kt_rules_check check;
+	struct kt_rules_persist persist;
 };
 
 struct kt_rules_server_info {
@@ -190,6 +260,13 @@ struct kt_rules_server_info {
 	u16 port;
 	u16 weight;
 	u8 state;		/* KT_SERVER_* */
+	/*
+	 * The server's persistence identity, never 0: the same on every
+	 * director that applies the same file (the compiler derives it from
+	 * the pool's name and the server's `id`, or its address and port).
+	 * A persistence cookie's value is its 16 lower-case hex digits.
+	 */
+	u64 id;
 };
 
 /*

@@ -4,6 +4,9 @@
  *
  *   t = _match.Table(blob)            # validates; ValueError(why) if refused
  *   rule, preds = t.match(svc, method, host, path, query, headers, client)
+ *   t.result(svc, method, host, path, query, headers, client) -> dict:
+ *       kt_match()'s struct kt_match_result (rule, action, pool, status,
+ *       location, body, line)
  *   t.bench(svc, requests, iterations) -> nanoseconds per match
  *
  * requests/headers use bytes; client is None or the packed address (4 or
@@ -204,6 +207,37 @@ static PyObject *Table_match(TableObject *self, PyObject *args)
 	return Py_BuildValue("(lN)", rule == KT_RULES_NONE ? -1L : (long)rule, list);
 }
 
+static PyObject *Table_result(TableObject *self, PyObject *args)
+{
+	unsigned int svc;
+	PyObject *method, *host, *path, *query, *headers, *client;
+	struct req_holder h;
+	struct kt_match_result res;
+	u32 rule;
+
+	if (!PyArg_ParseTuple(args, "IOOOOOO", &svc, &method, &host, &path,
+			      &query, &headers, &client))
+		return NULL;
+	if (check_svc(self, svc))
+		return NULL;
+	if (fill_req(&h, method, host, path, query, headers, client)) {
+		free_req(&h);
+		return NULL;
+	}
+	rule = kt_match(&self->rules, svc, &h.req, self->scratch, &res);
+	free_req(&h);
+	return Py_BuildValue(
+		"{s:l,s:I,s:l,s:I,s:y#,s:y#,s:I}",
+		"rule", rule == KT_RULES_NONE ? -1L : (long)rule,
+		"action", res.action,
+		"pool", res.pool == KT_RULES_NONE ? -1L : (long)res.pool,
+		"status", res.status,
+		"location", res.location.len ? (const char *)res.location.ptr : "",
+		(Py_ssize_t)res.location.len,
+		"body", res.body.len ? (const char *)res.body.ptr : "",
+		(Py_ssize_t)res.body.len, "line", res.line);
+}
+
 static PyObject *Table_bench(TableObject *self, PyObject *args)
 {
 	unsigned int svc;
@@ -285,7 +319,7 @@ static PyObject *Table_service(TableObject *self, PyObject *args)
 	kt_rules_service(&self->rules, i, &s);
 	/* limits in KT_LIMIT_* order, timeouts in KT_TIMEOUT_* order */
 	return Py_BuildValue(
-		"{s:y#,s:i,s:N,s:i,s:I,s:(IIIIIII),s:(IIII),s:I}",
+		"{s:y#,s:i,s:N,s:i,s:I,s:(IIIIIII),s:(IIII),s:I,s:I,s:I}",
 		"name", s.name.ptr, (Py_ssize_t)s.name.len, "family", s.family,
 		"addr", addr_obj(s.family, s.addr), "port", s.port,
 		"flags", s.flags, "limits", s.limits[KT_LIMIT_REQUEST_LINE],
@@ -295,7 +329,8 @@ static PyObject *Table_service(TableObject *self, PyObject *args)
 		s.limits[KT_LIMIT_SOURCE_RATE], s.limits[KT_LIMIT_BACKLOG],
 		"timeouts_ms", s.timeouts_ms[KT_TIMEOUT_HEADER],
 		s.timeouts_ms[KT_TIMEOUT_IDLE], s.timeouts_ms[KT_TIMEOUT_CONNECT],
-		s.timeouts_ms[KT_TIMEOUT_BACKEND], "nrules", s.nrules);
+		s.timeouts_ms[KT_TIMEOUT_BACKEND], "nrules", s.nrules,
+		"log_mode", s.log_mode, "log_sample", s.log_sample);
 }
 
 static PyObject *Table_pool(TableObject *self, PyObject *args)
@@ -317,9 +352,10 @@ static PyObject *Table_pool(TableObject *self, PyObject *args)
 		PyObject *o;
 
 		kt_rules_server(&self->rules, p.first_server + k, &sv);
-		o = Py_BuildValue("{s:i,s:N,s:i,s:i,s:i}", "family", sv.family,
+		o = Py_BuildValue("{s:i,s:N,s:i,s:i,s:i,s:K}", "family", sv.family,
 				  "addr", addr_obj(sv.family, sv.addr), "port",
-				  sv.port, "weight", sv.weight, "state", sv.state);
+				  sv.port, "weight", sv.weight, "state", sv.state,
+				  "id", (unsigned long long)sv.id);
 		if (!o || PyList_Append(servers, o)) {
 			Py_XDECREF(o);
 			Py_CLEAR(servers);
@@ -329,9 +365,20 @@ static PyObject *Table_pool(TableObject *self, PyObject *args)
 	}
 	if (!servers)
 		return NULL;
-	return Py_BuildValue("{s:y#,s:I,s:N}", "name", p.name.ptr,
-			     (Py_ssize_t)p.name.len, "scheduler", p.scheduler,
-			     "servers", servers);
+	return Py_BuildValue(
+		"{s:y#,s:I,s:N,s:{s:I,s:I,s:I,s:I,s:I,s:y#,s:y#,s:I,s:I},"
+		"s:{s:I,s:y#,s:I}}",
+		"name", p.name.ptr, (Py_ssize_t)p.name.len,
+		"scheduler", p.scheduler, "servers", servers,
+		"check", "kind", p.check.kind, "interval_ms", p.check.interval_ms,
+		"timeout_ms", p.check.timeout_ms, "rise", p.check.rise,
+		"fall", p.check.fall,
+		"request", p.check.request.ptr, (Py_ssize_t)p.check.request.len,
+		"host", p.check.host.ptr, (Py_ssize_t)p.check.host.len,
+		"expect_lo", p.check.expect_lo, "expect_hi", p.check.expect_hi,
+		"persist", "kind", p.persist.kind,
+		"cookie", p.persist.cookie.ptr, (Py_ssize_t)p.persist.cookie.len,
+		"source_timeout_ms", p.persist.source_timeout_ms);
 }
 
 static PyObject *Table_get_nservices(TableObject *self, void *c)
@@ -357,6 +404,8 @@ static PyObject *Table_get_scratch(TableObject *self, void *c)
 static PyMethodDef Table_methods[] = {
 	{ "match", (PyCFunction)Table_match, METH_VARARGS,
 	  "match(svc, method, host, path, query, headers, client) -> (rule, preds)" },
+	{ "result", (PyCFunction)Table_result, METH_VARARGS,
+	  "result(svc, method, host, path, query, headers, client) -> dict" },
 	{ "bench", (PyCFunction)Table_bench, METH_VARARGS,
 	  "bench(svc, requests, iterations) -> ns per match" },
 	{ "service", (PyCFunction)Table_service, METH_VARARGS, "service(i) -> dict" },

@@ -21,9 +21,10 @@
  * read past them; after each match the scratch must be all zero again and
  * the result must make sense (rule in range, pool in range for a route,
  * statuses in their sets, a redirect location non-empty, inside the blob's
- * strings and free of control bytes and spaces), and every accepted
- * configuration must keep the validator's bounds (counts, service flags,
- * limits, timeouts).
+ * strings and free of control bytes and spaces, an answer's body at most
+ * 4096 bytes inside the blob), and every accepted configuration must keep
+ * the validator's bounds (counts, service flags, limits, timeouts, log
+ * modes; pools' health checks and persistence; servers' persistence ids).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -71,7 +72,20 @@ static void fm_check_result(const struct kt_rules *r, u32 svc, u32 rule,
 	}
 	FZ_ASSERT(rule < si.nrules);
 	FZ_ASSERT(res->action >= KT_ACTION_ROUTE &&
-		  res->action <= KT_ACTION_REDIRECT);
+		  res->action <= KT_ACTION_ANSWER);
+	/* the location words are a redirect's location or an answer's body */
+	if (res->action != KT_ACTION_REDIRECT)
+		FZ_ASSERT(res->location.len == 0);
+	if (res->action != KT_ACTION_ANSWER)
+		FZ_ASSERT(res->body.len == 0);
+	if (res->action == KT_ACTION_ANSWER) {
+		FZ_ASSERT(res->status >= KT_RULES_ANSWER_MIN &&
+			  res->status <= KT_RULES_ANSWER_MAX &&
+			  res->status != 101);
+		FZ_ASSERT(res->body.len <= KT_RULES_MAX_ANSWER_BODY);
+		FZ_ASSERT(res->body.ptr >= blob);
+		FZ_ASSERT(res->body.ptr + res->body.len <= blob + len);
+	}
 	if (res->action == KT_ACTION_ROUTE) {
 		FZ_ASSERT(res->pool < kt_rules_npools(r));
 		FZ_ASSERT(res->status == 0);
@@ -112,6 +126,92 @@ static void fm_check_service(const struct kt_rules_service_info *si)
 		FZ_ASSERT(si->limits[k] <= max[k]);
 	for (k = 0; k < KT_TIMEOUT_COUNT; k++)
 		FZ_ASSERT(si->timeouts_ms[k] <= KT_RULES_MAX_TIMEOUT_MS);
+	FZ_ASSERT(si->log_mode <= KT_LOG_SAMPLE);
+	if (si->log_mode == KT_LOG_SAMPLE)
+		FZ_ASSERT(si->log_sample >= KT_RULES_LOG_SAMPLE_MIN &&
+			  si->log_sample <= KT_RULES_LOG_SAMPLE_MAX);
+	else
+		FZ_ASSERT(si->log_sample == 0);
+}
+
+static int fm_tchar(u8 c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	       (c >= 'A' && c <= 'Z') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* A slice the kernel will read: inside the blob, of the promised bytes. */
+static void fm_check_slice(const struct kt_match_slice *sl, const uint8_t *blob,
+			   size_t len)
+{
+	u32 i;
+	volatile u8 sink = 0;
+
+	FZ_ASSERT(sl->ptr >= blob && sl->ptr + sl->len <= blob + len);
+	for (i = 0; i < sl->len; i++)
+		sink ^= sl->ptr[i];
+	(void)sink;
+}
+
+/* What the validator promises about a pool's check and persistence. */
+static void fm_check_pool(const struct kt_rules_pool_info *pi,
+			  const uint8_t *blob, size_t len)
+{
+	const struct kt_rules_check *c = &pi->check;
+	const struct kt_rules_persist *p = &pi->persist;
+	u32 i;
+
+	FZ_ASSERT(c->kind <= KT_CHECK_HTTP);
+	if (c->kind == KT_CHECK_NONE) {
+		FZ_ASSERT(!c->interval_ms && !c->timeout_ms && !c->rise &&
+			  !c->fall && !c->request.len && !c->host.len &&
+			  !c->expect_lo && !c->expect_hi);
+	} else {
+		FZ_ASSERT(c->interval_ms >= KT_RULES_CHECK_INTERVAL_MIN &&
+			  c->interval_ms <= KT_RULES_CHECK_INTERVAL_MAX);
+		FZ_ASSERT(c->timeout_ms >= KT_RULES_CHECK_TIMEOUT_MIN &&
+			  c->timeout_ms <= KT_RULES_CHECK_TIMEOUT_MAX &&
+			  c->timeout_ms <= c->interval_ms);
+		FZ_ASSERT(c->rise >= 1 && c->rise <= KT_RULES_CHECK_COUNT_MAX);
+		FZ_ASSERT(c->fall >= 1 && c->fall <= KT_RULES_CHECK_COUNT_MAX);
+	}
+	if (c->kind == KT_CHECK_TCP)
+		FZ_ASSERT(!c->request.len && !c->host.len && !c->expect_lo &&
+			  !c->expect_hi);
+	if (c->kind == KT_CHECK_HTTP) {
+		/* "METHOD /path": it goes onto the wire as is */
+		FZ_ASSERT(c->request.len >= 3 &&
+			  c->request.len <= KT_RULES_CHECK_REQUEST_MAX);
+		fm_check_slice(&c->request, blob, len);
+		for (i = 0; i < c->request.len && c->request.ptr[i] != ' '; i++)
+			FZ_ASSERT(fm_tchar(c->request.ptr[i]));
+		FZ_ASSERT(i > 0 && i + 1 < c->request.len &&
+			  c->request.ptr[i + 1] == '/');
+		for (i++; i < c->request.len; i++)
+			FZ_ASSERT(c->request.ptr[i] > 0x20 &&
+				  c->request.ptr[i] < 0x7f);
+		FZ_ASSERT(c->host.len <= KT_RULES_CHECK_HOST_MAX);
+		fm_check_slice(&c->host, blob, len);
+		for (i = 0; i < c->host.len; i++)
+			FZ_ASSERT(c->host.ptr[i] > 0x20 && c->host.ptr[i] < 0x7f);
+		FZ_ASSERT(c->expect_lo >= 100 && c->expect_lo <= c->expect_hi &&
+			  c->expect_hi <= 599);
+	}
+	FZ_ASSERT(p->kind <= KT_PERSIST_SOURCE);
+	if (p->kind != KT_PERSIST_COOKIE)
+		FZ_ASSERT(!p->cookie.len);
+	if (p->kind != KT_PERSIST_SOURCE)
+		FZ_ASSERT(!p->source_timeout_ms);
+	if (p->kind == KT_PERSIST_COOKIE) {
+		/* NAME=value goes into a Set-Cookie field */
+		FZ_ASSERT(p->cookie.len >= 1 && p->cookie.len <= KT_RULES_COOKIE_MAX);
+		fm_check_slice(&p->cookie, blob, len);
+		for (i = 0; i < p->cookie.len; i++)
+			FZ_ASSERT(fm_tchar(p->cookie.ptr[i]));
+	}
+	if (p->kind == KT_PERSIST_SOURCE)
+		FZ_ASSERT(p->source_timeout_ms >= KT_RULES_PERSIST_TIMEOUT_MIN &&
+			  p->source_timeout_ms <= KT_RULES_PERSIST_TIMEOUT_MAX);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -172,8 +272,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (i = 0; i < kt_rules_npools(&r); i++) {
 		kt_rules_pool(&r, i, &pi);
 		FZ_ASSERT(pi.scheduler < KT_SCHED_COUNT);
-		for (k = 0; k < pi.nservers; k++)
+		fm_check_pool(&pi, blob, blen);
+		for (k = 0; k < pi.nservers; k++) {
 			kt_rules_server(&r, pi.first_server + k, &sv);
+			FZ_ASSERT(sv.id != 0);
+		}
 	}
 
 	/* The request view. */
@@ -253,6 +356,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FZ_ASSERT(res2.action == res.action);
 		if (rule != KT_RULES_NONE && res.action == KT_ACTION_ROUTE)
 			FZ_ASSERT(res2.pool == res.pool);
+		if (rule != KT_RULES_NONE && res.action == KT_ACTION_ANSWER)
+			FZ_ASSERT(res2.body.ptr == res.body.ptr &&
+				  res2.body.len == res.body.len &&
+				  res2.status == res.status);
 	}
 
 	free(scratch);

@@ -50,6 +50,32 @@ service t listen [2001:db8::1]:8080 {
     route a;
 }
 """,
+    # format 3.0: health checks, persistence, server ids, access log modes, answers
+    POOLS
+    + """
+pool d {
+    scheduler rr;
+    check http "GET /health" host "d.example.com" expect 200-299 interval 500ms timeout 200ms
+        rise 3 fall 2;
+    persist cookie SRVID;
+    server 10.0.1.1:80 id d1;
+    server 10.0.1.2:80 id "d two";
+}
+pool e { check tcp interval 1h timeout 60s rise 100 fall 100; persist source 24h;
+         server [2001:db8::e]:8080; }
+pool f { check http "OPTIONS /" expect 100-599; persist source; server 10.0.1.3:80; }
+service s listen 10.0.0.100:80 {
+    log sample 65535;
+    answer 200 "ok\\n" if path exact "/healthz";
+    answer 503 "" if path prefix "/maint/";
+    answer 204 "" if method OPTIONS;
+    route d if path prefix "/d/";
+    route e if path prefix "/e/";
+    route f;
+}
+service t listen 10.0.0.100:81 { log off; answer 599 "\\x00\\xff body"; }
+service u listen 10.0.0.100:82 { log sample 2; route a; }
+""",
     POOLS
     + "service s listen 10.0.0.100:80 {\n"
     + "".join(
@@ -87,6 +113,9 @@ VIEWS = [
     view(path=b"/x/abc/y1.html", family=3, addr=bytes([192, 0, 2, 7])),
     view(host=b"shop.example", path=b"/old-catalogue/item/7", headers=((b"cookie", b"s=abc"),)),
     view(method=b"TRACE", host=b"", path=b"", query=b""),
+    view(path=b"/healthz"),
+    view(method=b"OPTIONS", path=b"/maint/x"),
+    view(path=b"/d/x", headers=((b"Cookie", b"SRVID=0123456789abcdef"),)),
 ]
 
 

@@ -111,3 +111,37 @@ def test_ir_diff_names_limits_and_x_forwarded_for(tmp_path: Path) -> None:
     # a first apply lists the namespace limit too
     empty = ir.Config((), (), ())
     assert "+ limit connections 5000" in ir_diff(empty, b)
+
+
+def test_ir_diff_names_checks_persistence_ids_and_log(tmp_path: Path) -> None:
+    a = compile_text(tmp_path, BASE).ir
+    b_text = (
+        BASE.replace(
+            "pool images { scheduler wrr;",
+            'pool images { scheduler wrr; check http "GET /health"; persist cookie SRV;',
+        )
+        .replace("server 10.0.2.11:80;", "server 10.0.2.11:80 id cgi1;")
+        .replace("    route cgi;", "    log sample 4;\n    route cgi;")
+    )
+    b = compile_text(tmp_path, b_text, "b.rules").ir
+    c_text = b_text.replace('check http "GET /health";', "check tcp interval 5s;").replace(
+        "persist cookie SRV;", ""
+    )
+    c = compile_text(tmp_path, c_text, "c.rules").ir
+    assert a is not None and b is not None and c is not None
+    lines = ir_diff(a, b)
+    check = (
+        '+ pool images: check http "GET /health" expect 200-399 interval 2000ms '
+        "timeout 1000ms rise 2 fall 3"
+    )
+    assert check in lines
+    assert "+ pool images: persist cookie SRV" in lines
+    assert "~ pool cgi: server 10.0.2.11:80 weight 1 up -> weight 1 up id cgi1" in lines
+    assert "- service web: log on" in lines and "+ service web: log sample 4" in lines
+    lines = ir_diff(b, c)
+    assert (
+        '~ pool images: check http "GET /health" expect 200-399 interval 2000ms timeout 1000ms '
+        "rise 2 fall 3 -> tcp interval 5000ms timeout 1000ms rise 2 fall 3"
+    ) in lines
+    assert "- pool images: persist cookie SRV" in lines
+    assert ir_diff(c, c) == []

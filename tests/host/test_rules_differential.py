@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rules_helpers import POOLS, _match, c_match_table, compile_ok, needs_match
 
 from l7ctl import evaluator as ev
+from l7ctl import routing
 
 pytestmark = needs_match
 
@@ -127,7 +128,12 @@ def rulesets(draw: st.DrawFn) -> str:
     n = draw(st.integers(1, 8))
     lines = []
     for _ in range(n):
-        action = draw(st.sampled_from(["route a", "route b", "block 403", 'redirect 302 "/x"']))
+        action = draw(
+            st.sampled_from(
+                ["route a", "route b", "block 403", 'redirect 302 "/x"', 'answer 200 "ok\\n"',
+                 'answer 503 ""']
+            )
+        )  # fmt: skip
         lines.append(f"{action} if {draw(conds())};")
     if draw(st.booleans()):
         lines.append("route c;")
@@ -212,12 +218,17 @@ def _agree(text: str, reqs: list[ev.Request]) -> None:
     assert res.ir is not None and res.tables is not None and _match is not None
     svc = res.ir.services[0]
     table = _match.Table(res.tables)
+    compiled = routing.Compiled(res, res.ir, res.tables, table)
     for req in reqs:
         ref = ev.evaluate(svc, req)
         rule, preds = c_match_table(table, 0, req)
         truth = {i for i, t in enumerate(ref.truth) if t}
         assert set(preds) == truth, (req, [str(svc.preds[i]) for i in set(preds) ^ truth])
         assert rule == ref.index, (req, rule, ref.index)
+        # and the action the kernel acts on: pool, status, location or answer body
+        if ref.rule is not None:
+            got = table.result(0, *routing.request_args(req))
+            assert routing.same_action(compiled, got, ref.rule), (req, got, ref.rule)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

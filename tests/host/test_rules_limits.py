@@ -41,7 +41,8 @@ service u listen 10.0.0.101:80 { route c; }
 W_FLAGS = 8
 W_LIMITS = (9, 10, 11, 12, 32, 33, 34)  # in ir.LIMITS order
 W_TIMEOUTS = (13, 14, 15, 16)
-W_RESERVED = (35, 36, 37, 38, 39)
+W_LOG = (35, 36)  # log mode, sample (format 3.0)
+W_RESERVED = (37, 38, 39)
 # rule record words
 R_ACTION, R_POOL, R_STATUS, R_LOC_OFF, R_LOC_LEN = range(5)
 
@@ -242,7 +243,7 @@ def test_compiler_bounds_match_h() -> None:
     }
     assert ours == kernel
     assert (kernel["version"], kernel["services"], kernel["pools"], kernel["servers"]) == (
-        2,
+        3,
         1024,
         16384,
         65536,
@@ -320,9 +321,9 @@ def _rule(b: bytes, i: int) -> int:
     return off + i * tables.REC_WORDS["rule"]
 
 
-def test_format_2_0_words(blob: bytes) -> None:
+def test_format_service_words(blob: bytes) -> None:
     assert tables.REC_WORDS["service"] == 40
-    assert _word(blob, 1) == 0x00020000
+    assert _word(blob, 1) == 0x00030000
     assert _word(blob, 5) == 250000 and _word(blob, 6) == _word(blob, 7) == 0
     off, n = _section(blob, "service")
     assert n == 3
@@ -332,7 +333,8 @@ def test_format_2_0_words(blob: bytes) -> None:
     assert _word(blob, s + W_FLAGS) == 2  # replace
     assert [_word(blob, s + w) for w in W_LIMITS] == [4096, 32768, 50, 1000, 20, 100, 4096]
     assert [_word(blob, s + w) for w in W_TIMEOUTS] == [5000, 60000, 250, 86_400_000]
-    assert [_word(blob, s + w) for w in W_RESERVED] == [0] * 5
+    assert [_word(blob, s + w) for w in W_LOG] == [1, 0]  # log on, the default
+    assert [_word(blob, s + w) for w in W_RESERVED] == [0] * 3
     assert _word(blob, _svc(blob, 1) + W_FLAGS) == 1  # on = append
     assert _word(blob, _svc(blob, 2) + W_FLAGS) == 0
     assert [_word(blob, _svc(blob, 2) + w) for w in W_LIMITS] == [0] * 7
@@ -397,7 +399,8 @@ def test_validator_reads_the_new_words(blob: bytes) -> None:
 @needs_match
 def test_validator_header(blob: bytes) -> None:
     assert "version" in _refused(_set(blob, 1, 0x00010000))  # a 1.0 blob
-    _accepted(_set(blob, 1, 0x00020007))  # any minor of major 2
+    assert "version" in _refused(_set(blob, 1, 0x00020000))  # a 2.0 blob
+    _accepted(_set(blob, 1, 0x00030007))  # any minor of major 3
     _accepted(_set(blob, 5, 10_000_000))
     why = _refused(_set(blob, 5, 10_000_001))
     assert why == "namespace connection limit out of range (at most 10000000)"

@@ -58,7 +58,7 @@ def blob() -> bytes:
 def test_header_and_directory(blob: bytes) -> None:
     magic, version, total, flags, nsect = struct.unpack_from("<5I", blob)
     assert magic == tables.MAGIC and blob[:4] == b"KTRL"
-    assert version >> 16 == 2 and version == tables.VERSION
+    assert version >> 16 == 3 and version == tables.VERSION
     assert total == len(blob) and len(blob) % 4 == 0
     assert flags == 0 and nsect == len(tables.SECTIONS)
 
@@ -104,7 +104,8 @@ def _section(b: bytes, name: str) -> tuple[int, int]:
 
 def test_refuses_header_problems(blob: bytes) -> None:
     assert "magic" in _refused(_set(blob, 0, 0x4B54524C))
-    assert "version" in _refused(_set(blob, 1, 3 << 16))
+    assert "version" in _refused(_set(blob, 1, 4 << 16))
+    assert "version" in _refused(_set(blob, 1, 2 << 16))
     assert "version" in _refused(_set(blob, 1, 1 << 16))
     assert "header" in _refused(_set(blob, 2, len(blob) + 4))
     assert "header" in _refused(blob[:-4])
@@ -246,15 +247,25 @@ def test_fuzz_match_harness_on_seeds(tmp_path: Path) -> None:
         "int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);\n"
         "int main(int argc, char **argv) {\n"
         "  for (int i = 1; i < argc; i++) {\n"
-        "    FILE *f = fopen(argv[i], \"rb\"); uint8_t *b = malloc(1 << 20);\n"
+        '    FILE *f = fopen(argv[i], "rb"); uint8_t *b = malloc(1 << 20);\n'
         "    size_t n = fread(b, 1, 1 << 20, f); fclose(f);\n"
         "    LLVMFuzzerTestOneInput(b, n); free(b);\n"
         "  }\n  return 0;\n}\n"
     )
     exe = tmp_path / "fuzz_match"
     subprocess.run(
-        [cc, "-O1", "-g", "-I", str(root / "kmod/core"), "-o", str(exe), str(driver),
-         str(root / "tests/fuzz/fuzz_match.c"), str(root / "kmod/core/match.c")],
+        [
+            cc,
+            "-O1",
+            "-g",
+            "-I",
+            str(root / "kmod/core"),
+            "-o",
+            str(exe),
+            str(driver),
+            str(root / "tests/fuzz/fuzz_match.c"),
+            str(root / "kmod/core/match.c"),
+        ],
         check=True,
     )
     seeds = sorted((root / "tests/fuzz/corpus/match").iterdir())
