@@ -28,14 +28,17 @@ taint but those of loading an unsigned out-of-tree module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -266,7 +269,7 @@ def main() -> int:
     ap.add_argument(
         "--timeout",
         type=int,
-        default=int(os.environ.get("VM_TIMEOUT", "3600")),
+        default=int(os.environ.get("VM_TIMEOUT", "1800")),
         help="seconds for the whole VM run (VM_TIMEOUT)",
     )
     ap.add_argument(
@@ -336,19 +339,37 @@ def main() -> int:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_before = ru.ru_utime + ru.ru_stime
     with open(out / "console.log", "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        # The bound holds even while the console is silent (a hung guest):
+        # a timer kills QEMU and vng, which ends the read below.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(args.timeout, expire)
+        timer.daemon = True
+        timer.start()
         try:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
             assert proc.stdout is not None
             for chunk in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr,attr-defined]
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
                 log.write(chunk)
-            proc.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            print(f"vm: kernel {kver}: timed out after {args.timeout}s", file=sys.stderr)
+            proc.wait()
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            print(f"vm: kernel {kver}: FAIL: timed out after {args.timeout}s", file=sys.stderr)
             return 1
     seconds = time.monotonic() - started
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -6,10 +6,13 @@ whole suite stops before a single test runs.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -20,12 +23,44 @@ from topology import Topology
 
 from l7ctl.netlink import Client
 
+# Seconds one test (its setup, body and teardown) may take before it fails
+# as hung; @pytest.mark.timeout(N) gives a longer test its own bound.  A hang
+# then costs one test, never the whole boot: the suite goes on, and where the
+# test stood is printed (faulthandler) for the report.
+TEST_TIMEOUT = float(os.environ.get("KTCPVS_TEST_TIMEOUT", "240"))
+
+
+class TestTimeout(Exception):
+    """A test ran past its bound (TEST_TIMEOUT or its timeout mark)."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("KTCPVS_IN_VM") != "1":
         pytest.exit(
             "tests/kernel run only inside the QEMU guest: use `make kernel-test`", returncode=4
         )
+    config.addinivalue_line("markers", "timeout(seconds): this test's bound instead of 240 s")
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise TestTimeout("the test ran past its time bound (hung?)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    mark = item.get_closest_marker("timeout")
+    bound = float(mark.args[0]) if mark else TEST_TIMEOUT
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, bound)
+    # Where every thread stood, should the alarm not get through (a thread
+    # blocked where Python cannot interrupt it).
+    faulthandler.dump_traceback_later(bound + 30, exit=False, file=sys.stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture
