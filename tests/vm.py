@@ -103,10 +103,18 @@ REPORTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 
+# A user-space process's fault, which the kernel reports and survives
+# (arch/x86/kernel/traps.c, arch/x86/mm/fault.c show_signal_msg): not a
+# kernel problem, though it names one of the same faults.
+USER_FAULT = re.compile(r"\btraps: \S+\[\d+\] |\S+\[\d+\]: segfault at ")
+
+
 def kernel_reports(dmesg: str) -> list[tuple[str, str]]:
     """Every line of dmesg that reports a kernel problem, with its kind."""
     found: list[tuple[str, str]] = []
     for line in dmesg.splitlines():
+        if USER_FAULT.search(line):
+            continue
         for name, rx in REPORTS:
             if rx.search(line):
                 found.append((name, line.strip()))

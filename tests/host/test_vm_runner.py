@@ -118,6 +118,11 @@ CLEAN = [
     "[    9.876543] ktcpvs: unloaded",
     "[    1.000000] rcu: Hierarchical RCU implementation.",
     "[    1.000001] rcu: \tRCU restricting CPUs from NR_CPUS=8192 to nr_cpu_ids=2.",
+    # a user-space process's fault, which the kernel only reports (show_signal)
+    "[   12.345678] traps: modprobe[1234] general protection fault ip:7f5a1b2c3d4e"
+    " sp:7ffd12345678 error:0 in libc.so.6[7f5a1b200000+155000]",
+    "[   12.345679] python3[999]: segfault at 0 ip 00007f0000001234 sp 00007ffc00000000"
+    " error 4 in libc.so.6[7f0000000000+155000] likely on CPU 1 (core 1, socket 0)",
 ]
 
 
