@@ -58,6 +58,7 @@ from demo_site import Site, read_responses
 from fault_client import Outcome, Req, Scenario, answers, generate, run_batch
 from fault_server import COMPLETE, Plan, pattern
 from nsutil import in_netns
+from topology import stop
 from vm import kernel_reports
 
 from l7ctl.apply import apply_file
@@ -192,7 +193,7 @@ def env(site_session: Site) -> Iterator[Env]:
         e.baseline = e.counts()[1]
         yield e
     finally:
-        proc.kill()
+        stop(proc)
         proc.wait()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from demo_site import RULES, Site, get, read_responses
 from nsutil import in_netns
-from topology import wait_port
+from topology import stop, wait_port
 
 from l7ctl import ipvs
 from l7ctl.apply import ApplyResult, RolledBack, apply_file
@@ -206,7 +206,7 @@ def test_l7_failure_leaves_ipvs_untouched(lvs_site: Site) -> None:
         (site.tmp / "bad7.rules").write_text(bad)
         out = site.director(attempt)
     finally:
-        hold.kill()
+        stop(hold)
         hold.wait()
     assert "applying the configuration failed" in out, out
     assert ipvs_state(site) == good_ipvs

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from demo_site import read_responses, wait_for
 from nsutil import in_netns
+from topology import stop
 
 from l7ctl.apply import apply_file
 from l7ctl.netlink import Client
@@ -62,7 +63,7 @@ class Ns:
 
     def delete(self) -> None:
         for p in self.procs:
-            p.kill()
+            stop(p)
             p.wait()
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
@@ -108,7 +109,7 @@ def test_services_are_per_namespace_and_ipv6_works(two_ns: tuple[Ns, Ns]) -> Non
          "time.sleep(600)"],
     )  # fmt: skip
     assert wait_for(lambda: in_netns(b.name, lambda: Client().info().connections) == 50, 120)
-    holder.kill()
+    stop(holder)
     holder.wait()
     b.delete()
     assert wait_for(lambda: allocations() == base, 60)

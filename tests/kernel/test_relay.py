@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from bulk_server import CHUNKS, pattern
 from demo_site import Site, connect, read_responses, wait_for
-from topology import wait_port
+from topology import stop, wait_port
 
 from l7ctl.netlink import Client, Counters
 
@@ -38,7 +38,7 @@ def bulk(site: Site) -> Iterator[None]:
     p = site.topo.spawn(ns, [sys.executable, script, "--listen", f"{FLAKY}:80"], "bulk.out")
     wait_port(ns, FLAKY, 80)
     yield
-    p.kill()
+    stop(p)
     p.wait()
 
 

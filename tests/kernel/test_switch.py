@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from demo_site import Response, Site, connect, exchange, get, read_responses, wait_for
+from topology import stop
 
 from l7ctl.netlink import Client, Counters
 
@@ -211,7 +212,7 @@ def test_backend_that_resets_mid_response(site: Site) -> None:
             return len(data), data
 
     _, data = site.client(run)
-    srv.kill()
+    stop(srv)
     assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"partial")
 
 
@@ -235,7 +236,7 @@ def test_backend_that_stalls_gets_504(site: Site) -> None:
     try:
         r = site.client(lambda: get("/flaky/stall"))
     finally:
-        srv.kill()
+        stop(srv)
     assert r.status == 504
 
 
@@ -275,7 +276,7 @@ def test_unload_with_live_connections(site: Site) -> None:
         subprocess.run(["rmmod", "ktcpvs"], check=True)
         subprocess.run(["insmod", KO], check=True)
     finally:
-        holder.kill()
+        stop(holder)
     info = site.director(lambda: Client().info())
     assert info.connections == 0 and info.allocations == 0
 
@@ -389,7 +390,7 @@ def test_upgrade_becomes_a_two_way_tunnel(site: Site) -> None:
     try:
         head, echoes = site.client(run)
     finally:
-        srv.kill()
+        stop(srv)
     assert head.startswith(b"HTTP/1.1 101 ")
     assert echoes == [b"HELLO", b"TUNNEL " * 3000]
 
@@ -460,6 +461,6 @@ def test_client_close_with_a_server_that_says_keep_alive(site: Site) -> None:
     try:
         answers = [site.client(run) for _ in range(3)]
     finally:
-        srv.kill()
+        stop(srv)
     for a in answers:
         assert a == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"

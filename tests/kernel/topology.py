@@ -218,6 +218,20 @@ http {{
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def stop(p: subprocess.Popen[bytes]) -> None:
+    """Kill a process a test started, with its children (nginx's workers), and
+    wait for it: once this returns, its sockets are closed, and a server
+    started next on the same port binds it itself rather than finding the
+    old one still listening."""
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(p.pid) == p.pid:  # its own group (spawn): all of it
+                os.killpg(p.pid, signal.SIGKILL)
+            else:
+                p.kill()
+    p.wait()
+
+
 def read_log(logfile: Path) -> list[dict[str, object]]:
     """The requests an echo server logged, oldest first."""
     if not logfile.exists():
