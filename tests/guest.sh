@@ -45,7 +45,7 @@ record() {
 
 # What memory debugging this boot really runs with (tests/vm.py compares it
 # with what it asked for): the command line, SLUB's debug flags on a
-# kmalloc cache (F sanity_checks, Z red_zone, P poison, U store_user) and
+# kmalloc cache (F sanity_checks, Z red_zone, P poison; U store_user, not asked for) and
 # KFENCE's sample interval where the kernel has KFENCE.
 {
 	echo "cmdline=$(cat /proc/cmdline)"

@@ -15,7 +15,7 @@ a git worktree, so that concurrent runs do not share one), runs pytest (or
 the script), unloads the module and saves dmesg, the taint flags and what
 memory debugging the guest runs with.
 
-The guest boots with the kernel's memory debugging (slub_debug=FZPU,
+The guest boots with the kernel's memory debugging (slub_debug=FZP,
 page_poison=1, KFENCE where the kernel has it; --no-memdebug or
 VM_MEMDEBUG=0 turns it off, to measure what it costs).  Back on the host
 this runner fails unless pytest passed, the module unloaded, memory
@@ -28,6 +28,7 @@ taint but those of loading an unsigned out-of-tree module.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -54,10 +55,10 @@ TAINT_NAMES = "PFSRMBUDAWCIOELKXT"
 # KFENCE samples one allocation every this many milliseconds (the kernel's
 # default, CONFIG_KFENCE_SAMPLE_INTERVAL, is 0 = off in Debian's 6.12).
 KFENCE_INTERVAL_MS = 10
-SLUB_DEBUG = "slub_debug=FZPU"
+SLUB_DEBUG = "slub_debug=FZP"
 PAGE_POISON = "page_poison=1"
 # SLUB debug flags as /sys/kernel/slab/CACHE/ shows them: F, Z, P, U.
-SLAB_FLAGS = ("sanity_checks", "red_zone", "poison", "store_user")
+SLAB_FLAGS = ("sanity_checks", "red_zone", "poison")
 
 # What the kernel prints when something went wrong, each with the source
 # that prints it (read in Debian's 6.1 and 6.12 trees).  One line is
@@ -306,6 +307,12 @@ def main() -> int:
         sys.exit(f"vm: cannot read {kernel}: run make setup")
     module = Path(os.environ.get("KTCPVS_KO") or ROOT / "build" / kver / "ktcpvs.ko").resolve()
     check_module(module, kver)
+    # The guest reads the project over 9p and may not write to it: every
+    # Python process there (the tests start hundreds: l7ctl, servers,
+    # clients) would compile the project's modules anew.  Compiled here once,
+    # they are read like the packages' own.
+    for tree in ("l7ctl", "tests"):
+        compileall.compile_dir(ROOT / tree, quiet=1)
     vng = shutil.which("vng", path=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
     if not vng:
         sys.exit("vm: vng (virtme-ng) not found: run make setup")
