@@ -14,9 +14,15 @@
 static const char *kt_status_text(unsigned int status)
 {
 	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 300: return "Multiple Choices";
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 303: return "See Other";
+	case 304: return "Not Modified";
 	case 307: return "Temporary Redirect";
 	case 308: return "Permanent Redirect";
 	case 400: return "Bad Request";
@@ -36,7 +42,7 @@ static const char *kt_status_text(unsigned int status)
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
 	case 505: return "HTTP Version Not Supported";
-	default: return status < 400 ? "Redirect" : "Error";
+	default: return status < 300 ? "OK" : status < 400 ? "Redirect" : "Error";
 	}
 }
 
@@ -61,6 +67,69 @@ static void kt_conn_drop_exchange(struct kt_conn *c, bool keep)
 }
 
 /*
+ * The head of an answer of the switch's own into @buf (@cap bytes, enough
+ * for KT_ANSWER_HEAD plus @location_len): Content-Length @body_len (none
+ * with 204 and 304), a Location if given, Connection: close if @close.
+ */
+#define KT_ANSWER_HEAD	256
+
+static int kt_answer_head(char *buf, size_t cap, unsigned int status,
+			  const char *type, u32 body_len, const u8 *location,
+			  u32 location_len, bool close)
+{
+	int n = scnprintf(buf, cap, "HTTP/1.1 %u %s\r\nServer: ktcpvs\r\n",
+			  status, kt_status_text(status));
+
+	if (status != 204 && status != 304)
+		n += scnprintf(buf + n, cap - n,
+			       "Content-Type: %s\r\nContent-Length: %u\r\n",
+			       type, body_len);
+	if (location)
+		n += scnprintf(buf + n, cap - n, "Location: %.*s\r\n",
+			       (int)location_len, (const char *)location);
+	if (status == 429)
+		n += scnprintf(buf + n, cap - n, "Retry-After: 1\r\n");
+	n += scnprintf(buf + n, cap - n, "%s\r\n",
+		       close ? "Connection: close\r\n" : "");
+	return n;
+}
+
+/* Whether an answer to the current request carries its body. */
+static bool kt_answer_has_body(const struct kt_conn *c, unsigned int status)
+{
+	return status != 204 && status != 304 &&
+	       c->req_method != KT_HTTP_M_HEAD;
+}
+
+/*
+ * Send @skip.. of the answer @head + @body from c->ebuf, then close: the
+ * bytes are copied, the exchange dropped (CS_ANSWER, kt_step_answer).
+ */
+static void kt_conn_answer_rest(struct kt_conn *c, const char *head,
+				u32 head_len, const u8 *body, u32 body_len,
+				u32 skip)
+{
+	kt_conn_drop_exchange(c, false);
+	if (c->resp_started || (c->svc && (c->svc->flags & KT_SERVICE_RAW))) {
+		kt_conn_close(c);
+		return;
+	}
+	c->ebuf = kmalloc(head_len + body_len, KT_GFP);
+	if (!c->ebuf) {
+		kt_conn_close(c);
+		return;
+	}
+	kt_alloc_inc();
+	memcpy(c->ebuf, head, head_len);
+	if (body_len)
+		memcpy(c->ebuf + head_len, body, body_len);
+	c->elen = head_len + body_len;
+	c->esent = min(skip, c->elen);
+	c->cs = KT_CS_ANSWER;
+	c->deadline = jiffies + KT_LINGER;
+}
+
+/*
  * Answer the client ourselves and close: a small well-formed response with
  * Connection: close.  Once response bytes of a backend went out, the only
  * honest thing left is to cut the connection.
@@ -68,35 +137,72 @@ static void kt_conn_drop_exchange(struct kt_conn *c, bool keep)
 void kt_conn_answer(struct kt_conn *c, unsigned int status,
 		    const char *reason, const u8 *location, u32 location_len)
 {
-	const char *text = kt_status_text(status);
-	size_t cap;
+	char line[96];
+	u32 body_len = scnprintf(line, sizeof(line), "%s\n", reason);
+	size_t cap = KT_ANSWER_HEAD + location_len;
+	char *head = kmalloc(cap, KT_GFP);
 	int n;
 
-	kt_conn_drop_exchange(c, false);
-	if (c->resp_started || (c->svc && (c->svc->flags & KT_SERVICE_RAW))) {
+	if (!head) {
+		kt_conn_drop_exchange(c, false);
 		kt_conn_close(c);
 		return;
 	}
-	cap = 256 + strlen(text) + 2 * strlen(reason) + location_len;
-	c->ebuf = kmalloc(cap, KT_GFP);
-	if (!c->ebuf) {
+	n = kt_answer_head(head, cap, status, "text/plain", body_len, location,
+			   location_len, true);
+	kt_conn_answer_rest(c, head, n, line,
+			    kt_answer_has_body(c, status) ? body_len : 0, 0);
+	kfree(head);
+}
+
+/*
+ * An answer rule: its status and body, served without any backend.  A
+ * request without a body on a keep-alive connection is answered in place
+ * and the connection stays for the next request, as for a backend's
+ * answer; if the socket does not take the whole answer at once, the rest
+ * goes from a copy and the connection closes after it.  A request with a
+ * body is answered with Connection: close (its body is never read).
+ */
+void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
+			 const u8 *body, u32 body_len)
+{
+	const char *type = "text/plain; charset=utf-8";
+	bool ka = c->client_ka && c->up.msg.framing == KT_HTTP_FR_NONE &&
+		  !c->resp_started;
+	u32 content = kt_answer_has_body(c, status) ? body_len : 0;
+	char head[KT_ANSWER_HEAD];
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct kvec iov[2];
+	int hlen, n;
+
+	kt_conn_count_error(c, KT_E_ANSWERED);
+	hlen = kt_answer_head(head, sizeof(head), status, type, body_len,
+			      NULL, 0, !ka);
+	if (!ka) {
+		kt_conn_answer_rest(c, head, hlen, body, content, 0);
+		return;
+	}
+	iov[0] = (struct kvec){ .iov_base = head, .iov_len = hlen };
+	iov[1] = (struct kvec){ .iov_base = (void *)body, .iov_len = content };
+	n = kernel_sendmsg(c->csk, &msg, iov, content ? 2 : 1, hlen + content);
+	if (n == -EAGAIN)
+		n = 0;
+	if (n < 0) {
+		kt_conn_drop_exchange(c, false);
 		kt_conn_close(c);
 		return;
 	}
-	kt_alloc_inc();
-	n = scnprintf(c->ebuf, cap,
-		      "HTTP/1.1 %u %s\r\nServer: ktcpvs\r\n"
-		      "Content-Type: text/plain\r\nContent-Length: %zu\r\n"
-		      "%s%.*s%s%sConnection: close\r\n\r\n%s\n",
-		      status, text, strlen(reason) + 1,
-		      location ? "Location: " : "", (int)location_len,
-		      location ? (const char *)location : "",
-		      location ? "\r\n" : "",
-		      status == 429 ? "Retry-After: 1\r\n" : "", reason);
-	c->elen = n;
-	c->esent = 0;
-	c->cs = KT_CS_ANSWER;
-	c->deadline = jiffies + KT_LINGER;
+	kt_stat_add(c->svc->st, bytes_out, n);
+	if (n < hlen + content) {
+		kt_conn_answer_rest(c, head, hlen, body, content, n);
+		return;
+	}
+	/* answered: the head leaves the buffer, a pipelined request stays */
+	c->up.sent = c->up.msg.head_len;
+	kt_buf_drop_sent(&c->up);
+	c->first = false;
+	kt_conn_start_request(c);
+	c->park_at = c->up.len ? 0 : jiffies + KT_PARK_DELAY;
 }
 
 void kt_conn_fail(struct kt_conn *c, int kind, unsigned int status,

@@ -239,6 +239,8 @@ void kt_idle_retire(struct kt_config *cfg);
 /* kt_answer.c */
 void kt_conn_answer(struct kt_conn *c, unsigned int status,
 		    const char *reason, const u8 *location, u32 location_len);
+void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
+			 const u8 *body, u32 body_len);
 void kt_conn_fail(struct kt_conn *c, int kind, unsigned int status,
 		  const char *reason);
 void kt_conn_linger(struct kt_conn *c);

@@ -309,6 +309,10 @@ static void kt_route(struct kt_conn *c, const struct kt_match_result *res)
 		kt_conn_answer(c, res->status, "redirected", res->location.ptr,
 			       res->location.len);
 		return;
+	case KT_ACTION_ANSWER:
+		kt_conn_answer_rule(c, res->status, res->body.ptr,
+				    res->body.len);
+		return;
 	default:
 		kt_conn_fail(c, KT_E_NO_ROUTE, 404, "no rule matches");
 		return;
