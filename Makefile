@@ -112,6 +112,7 @@ demo: $(SETUP_STAMP)
 
 lint:
 	$(VENV)/bin/ruff check l7ctl tests bench scripts setup.py
+	$(VENV)/bin/ruff format --check l7ctl tests bench scripts setup.py
 	$(VENV)/bin/mypy
 
 # Packages and install: scripts/deb.sh, scripts/install.sh (docs/kernels.md).

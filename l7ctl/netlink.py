@@ -110,8 +110,7 @@ class PermissionDenied(L7ctlError):
 
     def __init__(self, what: str) -> None:
         super().__init__(
-            f"permission denied: {what} needs CAP_NET_ADMIN in this network namespace "
-            "(run as root)"
+            f"permission denied: {what} needs CAP_NET_ADMIN in this network namespace (run as root)"
         )
 
 

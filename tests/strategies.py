@@ -81,8 +81,9 @@ def requests(draw: st.DrawFn) -> bytes:
         pos = draw(st.integers(0, len(fields)))
         fields.insert(pos, (draw(st.sampled_from([b"Host", b"host", b"HOST"])), draw(hosts)))
     body = b""
-    kind = draw(st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else
-                                ["none", "length"]))
+    kind = draw(
+        st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else ["none", "length"])
+    )
     if kind == "length":
         body = draw(st.binary(max_size=40))
         fields.append((b"Content-Length", b"%d" % len(body)))
@@ -95,8 +96,28 @@ def requests(draw: st.DrawFn) -> bytes:
     return head + b"\r\n" + body
 
 
-INTERESTING = [b"\r", b"\n", b" ", b"\t", b"\x00", b":", b"%", b"/", b".", b"0", b"a",
-               b"\x7f", b"\xe9", b",", b";", b"\r\n", b"\r\n ", b"?", b"#", b"\\"]
+INTERESTING = [
+    b"\r",
+    b"\n",
+    b" ",
+    b"\t",
+    b"\x00",
+    b":",
+    b"%",
+    b"/",
+    b".",
+    b"0",
+    b"a",
+    b"\x7f",
+    b"\xe9",
+    b",",
+    b";",
+    b"\r\n",
+    b"\r\n ",
+    b"?",
+    b"#",
+    b"\\",
+]
 
 
 @st.composite

@@ -37,10 +37,8 @@ REQUESTS = [
     b"GET http://[2001:db8::1]:80/x?q HTTP/1.1\r\nHost: other\r\n\r\n",
     b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
     # refused: CONNECT has no content
-    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nContent-Length: 5\r\n\r\n"
-    b"hello",
-    b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"0\r\n\r\n",
+    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nContent-Length: 5\r\n\r\nhello",
+    b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
     b"\r\nGET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n",
     b"PROPFIND /dav HTTP/1.1\r\nHost: a\r\nX-N:\t caf\xe9 \t\r\nContent-Length: 003, 3\r\n\r\nabc",

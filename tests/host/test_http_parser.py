@@ -239,7 +239,7 @@ def test_empty_field_name() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [b"X(a)", b"X/a", b"X@a", b"X\"a", b"X{a}", b"X\xe9", b"X\x00a", b"X[a]", b"X=a"]
+    "name", [b"X(a)", b"X/a", b"X@a", b'X"a', b"X{a}", b"X\xe9", b"X\x00a", b"X[a]", b"X=a"]
 )
 def test_non_token_field_name(name: bytes) -> None:
     refused(get(b"/", name + b": v"), 400, "field name")
@@ -313,7 +313,7 @@ def test_h2_preface_is_505() -> None:
     "target",
     [
         b"/a\\b",
-        b"/a\"b",
+        b'/a"b',
         b"/a<b",
         b"/a>b",
         b"/a{b",
@@ -526,7 +526,7 @@ def test_empty_value() -> None:
 
 def test_chunk_extensions_and_trailers() -> None:
     body = (
-        b"5;name=val;flag ; q=\"a \\\"b\\\" c\"\r\nhello\r\n"
+        b'5;name=val;flag ; q="a \\"b\\" c"\r\nhello\r\n'
         b"6 ; x = y\r\n world\r\n"
         b"0;last\r\nX-Trailer: t\r\nX-Other:\tv\r\n\r\n"
     )
@@ -536,7 +536,7 @@ def test_chunk_extensions_and_trailers() -> None:
 
 @pytest.mark.parametrize(
     "ext",
-    [b";", b"; ", b";=v", b";a=", b";a=\"x", b";a=b c", b";a b", b";a=\"\x01\"", b";a;", b"; a"],
+    [b";", b"; ", b";=v", b";a=", b';a="x', b";a=b c", b";a b", b';a="\x01"', b";a;", b"; a"],
 )
 def test_invalid_chunk_extension(ext: bytes) -> None:
     body = b"5" + ext + b"\r\nhello\r\n0\r\n\r\n"
@@ -754,7 +754,9 @@ def test_trailer_limits() -> None:
     )
     long_tr = b"0\r\nX: " + b"v" * 100 + b"\r\n\r\n"
     refused(
-        post([b"Transfer-Encoding: chunked"], long_tr), 431, "trailer line too long",
+        post([b"Transfer-Encoding: chunked"], long_tr),
+        431,
+        "trailer line too long",
         limits=Limits(header_line=64),
     )
 
@@ -762,7 +764,9 @@ def test_trailer_limits() -> None:
 def test_chunk_line_limit() -> None:
     body = b"5;" + b"a" * 100 + b"\r\nhello\r\n0\r\n\r\n"
     refused(
-        post([b"Transfer-Encoding: chunked"], body), 400, "chunk line too long",
+        post([b"Transfer-Encoding: chunked"], body),
+        400,
+        "chunk line too long",
         limits=Limits(header_line=64),
     )
 
@@ -785,7 +789,11 @@ def resp_ok(data: bytes, **kw: object) -> Response:
 def test_response_content_length() -> None:
     r = resp_ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
     assert (r.status, r.reason, r.framing, r.body_length, r.keep_alive) == (
-        200, b"OK", "length", 5, True,
+        200,
+        b"OK",
+        "length",
+        5,
+        True,
     )
 
 
@@ -830,8 +838,7 @@ def test_interim_responses() -> None:
 
 def test_switching_protocols_is_a_tunnel() -> None:
     data = (
-        b"HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-        b"\x81\x05hello"
+        b"HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello"
     )
     out = resps(data)
     assert len(out) == 1
@@ -886,8 +893,10 @@ def test_response_reason_obs_text() -> None:
         (b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", "bare LF"),
         (b"HTTP/1.1 200 O\x01K\r\n\r\n", "invalid character in reason phrase"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "malformed Content-Length"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-         "Content-Length with Transfer-Encoding"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "Content-Length with Transfer-Encoding",
+        ),
         (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.0"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "unknown transfer coding"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", "incomplete body"),
@@ -915,7 +924,7 @@ def test_header_lookup_case_insensitive() -> None:
     [
         ([b"Cookie: a=1; b=2"], b"b", b"2"),
         ([b"Cookie: a=1; b=2"], b"a", b"1"),
-        ([b"Cookie: a=1;b=2 ;c=\"q\""], b"c", b"\"q\""),
+        ([b'Cookie: a=1;b=2 ;c="q"'], b"c", b'"q"'),
         ([b"Cookie: a=1", b"Cookie: sid=xyz"], b"sid", b"xyz"),
         ([b"Cookie: ab=1; a=2"], b"a", b"2"),
         ([b"Cookie: a=; b=2"], b"a", b""),
@@ -941,8 +950,18 @@ def test_run_json_lines() -> None:
     assert httpparse.run(data, buf) == 0
     lines = [json.loads(x) for x in buf.getvalue().splitlines()]
     assert list(lines[0]) == [
-        "ok", "method", "target", "path", "query", "host", "version", "headers",
-        "framing", "body_length", "keep_alive", "consumed",
+        "ok",
+        "method",
+        "target",
+        "path",
+        "query",
+        "host",
+        "version",
+        "headers",
+        "framing",
+        "body_length",
+        "keep_alive",
+        "consumed",
     ]
     assert lines[0]["path"] == "/b~" and lines[0]["host"] == "ex.com"
     assert lines[0]["headers"][1] == ["X", "caf\u00e9"]

@@ -54,9 +54,7 @@ from strategies import (
 from l7ctl import httpparse
 from l7ctl.httpparse import Limits, Refusal, Request, Response
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------- split invariance
 
@@ -189,8 +187,11 @@ def responses(draw: st.DrawFn) -> tuple[bytes, int]:
     version = draw(st.sampled_from([b"1.0", b"1.1"]))
     fields = draw(st.lists(st.tuples(names, values), max_size=5))
     body = b""
-    kind = draw(st.sampled_from(["length", "chunked", "close"] if version == b"1.1" else
-                                ["length", "close"]))
+    kind = draw(
+        st.sampled_from(
+            ["length", "chunked", "close"] if version == b"1.1" else ["length", "close"]
+        )
+    )
     blen = 0
     if kind == "length":
         body = draw(st.binary(max_size=40))
@@ -247,8 +248,9 @@ def test_h11_agrees_on_valid_responses(resp: tuple[bytes, int], split: st.DataOb
 
 
 @SETTINGS
-@given(st.one_of(responses().map(lambda r: r[0]), mutated(responses().map(lambda r: r[0]))),
-       st.data())
+@given(
+    st.one_of(responses().map(lambda r: r[0]), mutated(responses().map(lambda r: r[0]))), st.data()
+)
 def test_response_split_invariance(data: bytes, split: st.DataObject) -> None:
     whole = httpparse.parse_responses(data)
     assert httpparse.parse_responses(data, split=split.draw(cuts(len(data)))) == whole
@@ -307,8 +309,25 @@ def ref_normalize(path: bytes, merge: bool = True) -> bytes:
 
 ref_paths = st.lists(
     st.lists(
-        st.sampled_from([b"a", b"B", b".", b"..", b"%2e", b"%2E", b"%2f", b"%41", b"%7e",
-                         b"%c3%a9", b"%20", b"~", b":", b"@", b"+"]),
+        st.sampled_from(
+            [
+                b"a",
+                b"B",
+                b".",
+                b"..",
+                b"%2e",
+                b"%2E",
+                b"%2f",
+                b"%41",
+                b"%7e",
+                b"%c3%a9",
+                b"%20",
+                b"~",
+                b":",
+                b"@",
+                b"+",
+            ]
+        ),
         max_size=3,
     ).map(b"".join),
     min_size=1,
