@@ -533,7 +533,7 @@ static enum kt_step kt_rq_tunnel(struct kt_conn *c)
 	case KT_IO_AGAIN:
 		return KT_BLOCKED;
 	case KT_IO_SRC_EOF:
-		kernel_sock_shutdown(c->bsk, SHUT_WR);
+		kernel_sock_shutdown(kt_bsk(c), SHUT_WR);
 		c->rq = KT_RQ_DONE;
 		return KT_PROGRESS;
 	default:

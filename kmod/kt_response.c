@@ -13,7 +13,7 @@
 
 static enum kt_step kt_rs_connect(struct kt_conn *c)
 {
-	struct sock *sk = c->bsk->sk;
+	struct sock *sk = kt_bsk(c)->sk;
 
 	if (sk->sk_state == TCP_ESTABLISHED) {
 		if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
@@ -188,7 +188,7 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 		}
 	}
 	/* the response buffer is taken only when the server has sent something */
-	if (!kt_sk_readable(c->bsk->sk))
+	if (!kt_sk_readable(kt_bsk(c)->sk))
 		return KT_BLOCKED;
 	if (kt_buf_get(d)) {
 		kt_conn_fail(c, KT_E_LOCAL, 503, "the switch is out of memory");
@@ -199,7 +199,7 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 			     "the server's response head is too large");
 		return KT_PROGRESS;
 	}
-	n = kt_recv(c->bsk, d->buf + d->len, d->cap - d->len);
+	n = kt_recv(kt_bsk(c), d->buf + d->len, d->cap - d->len);
 	if (n == -EAGAIN)
 		return KT_BLOCKED;
 	if (n <= 0) {
