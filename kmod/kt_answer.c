@@ -77,6 +77,7 @@ void kt_conn_answer(struct kt_conn *c, unsigned int status,
 		kt_conn_close(c);
 		return;
 	}
+	kt_alog_status(c, status);
 	cap = 256 + strlen(text) + 2 * strlen(reason) + location_len;
 	c->ebuf = kmalloc(cap, KT_GFP);
 	if (!c->ebuf) {
@@ -113,6 +114,8 @@ void kt_conn_fail(struct kt_conn *c, int kind, unsigned int status,
  */
 void kt_conn_linger(struct kt_conn *c)
 {
+	/* an answer of the switch went out, or a tunnel ended */
+	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_NORMAL));
 	kt_conn_drop_exchange(c, true);
 	kernel_sock_shutdown(c->csk, SHUT_WR);
 	c->cs = KT_CS_LINGER;
@@ -130,6 +133,7 @@ enum kt_step kt_step_answer(struct kt_conn *c)
 		return KT_PROGRESS;
 	}
 	kt_stat_add(c->svc_st, bytes_out, n);
+	c->rq_out += n;
 	c->esent += n;
 	if (c->esent == c->elen) {
 		kfree(c->ebuf);
