@@ -15,9 +15,11 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -319,10 +321,22 @@ def test_sample_logs_about_one_request_in_n(site: Site) -> None:
 # ---- through the CLI -------------------------------------------------------------------------
 
 
+ROOT = Path(__file__).resolve().parents[2]
+# The CLI starts slowly in the guest: its imports come over 9p from the host.
+CLI_START = 180.0
+
+
 def l7ctl_argv(site: Site, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", site.topo.director.ns, "l7ctl", *args]
+    """`l7ctl ARGS` of this tree (not whichever l7ctl is installed), in the
+    director's namespace."""
+    return ["ip", "netns", "exec", site.topo.director.ns, sys.executable, "-m", "l7ctl.cli", *args]
 
 
+def cli_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+@pytest.mark.timeout(400)
 def test_l7ctl_log_json(site: Site) -> None:
     tag = token()
     raw = f"GET /img/{tag}/c.jpg HTTP/1.1\r\nHost: img.example.com\r\nConnection: close\r\n\r\n"
@@ -331,8 +345,9 @@ def test_l7ctl_log_json(site: Site) -> None:
     )
     tagged(site, tag)  # it is there
     out = subprocess.run(
-        l7ctl_argv(site, "log", "--json"), capture_output=True, text=True, timeout=60, check=True
-    ).stdout
+        l7ctl_argv(site, "log", "--json"), capture_output=True, text=True, timeout=CLI_START,
+        check=True, env=cli_env(),
+    ).stdout  # fmt: skip
     mine = [json.loads(ln) for ln in out.splitlines() if tag in ln]
     assert len(mine) == 1, out[-2000:]
     j = mine[0]
@@ -348,12 +363,13 @@ def test_l7ctl_log_json(site: Site) -> None:
     assert (j["bytes_in"], j["bytes_out"], j["version"]) == (sent, len(got), "HTTP/1.1")
 
 
+@pytest.mark.timeout(400)
 def test_l7ctl_log_follow_prints_new_records(site: Site) -> None:
     first, second = token(), token()
     site.apply_text(rules())
     proc = subprocess.Popen(
         l7ctl_argv(site, "log", "--follow", "--json"), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, env=cli_env(),
     )  # fmt: skip
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -374,7 +390,7 @@ def test_l7ctl_log_follow_prints_new_records(site: Site) -> None:
         on_client(site, lambda: keep_alive_gets([f"/img/{first}/x.png"]))
         tagged(site, first)
         # (the dump may run before the record is in: then it comes by multicast)
-        assert seen(first, 20), bytes(out[-2000:])
+        assert seen(first, CLI_START), bytes(out[-2000:])
         on_client(site, lambda: keep_alive_gets([f"/img/{second}/y.png"]))
         assert seen(second, 20), bytes(out[-2000:])
         line = next(ln for ln in bytes(out).splitlines() if second.encode() in ln)
@@ -403,6 +419,10 @@ def test_a_listener_that_does_not_read_costs_drops_not_memory(site: Site) -> Non
     paths = [f"/img/{tag}/{i:04d}/{'p' * 100}.png" for i in range(600)]
 
     def run() -> tuple[int, int, int, int]:
+        # the same traffic first, so that the servers' idle connections it
+        # leaves (module allocations too) are there before the count
+        assert in_netns(site.topo.client.ns, lambda: keep_alive_gets(paths[:50])) == 50
+        time.sleep(1.0)
         with Client() as c:
             gid = c.group_id(netlink.MCGRP_LOG)
             info = c.info()
@@ -414,7 +434,7 @@ def test_a_listener_that_does_not_read_costs_drops_not_memory(site: Site) -> Non
             s.setsockopt(SOL_NETLINK, NETLINK_BROADCAST_ERROR, 1)
             assert in_netns(site.topo.client.ns, lambda: keep_alive_gets(paths)) == len(paths)
             # the connection's release and the last batch are moments behind
-            wait_for(lambda: Client().info().allocations <= info.allocations, 10)
+            wait_for(lambda: Client().info().allocations <= info.allocations, 5)
             after = Client().info()
         finally:
             s.close()
@@ -424,7 +444,8 @@ def test_a_listener_that_does_not_read_costs_drops_not_memory(site: Site) -> Non
     # 600 records of ~230 bytes are ~17 batches of 8 KiB: the socket takes the
     # first, the others find it full
     assert drop1 - drop0 >= 300, (drop0, drop1)
-    assert alloc1 <= alloc0, (alloc0, alloc1)  # nothing piled up in the module
+    # nothing piled up in the module: the ~17 batches the listener missed are gone
+    assert alloc1 - alloc0 <= 2, (alloc0, alloc1)
     # the ring has them all the same
     assert len(tagged(site, tag, len(paths))) >= 600 - 5
     assert dropped(site) >= drop1
