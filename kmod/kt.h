@@ -37,11 +37,14 @@
  *   2. kt_net->lock        mutex, per namespace: configuration changes,
  *                          listeners, the transaction; pernet exit
  *   2a. kt_net->log.mutex  mutex, per namespace: the access log's ring and
- *                          the order of its batches (the flush work,
- *                          GET_LOG under genl_mutex, module exit)
+ *                          the order of its batches: the flush work, GET_LOG
+ *                          (under genl_mutex), a commit (under ktn->lock:
+ *                          the ring comes and goes with the configuration),
+ *                          the module's exit (under net_rwsem, read)
  *   2b. kt_mc_sem          rwsem (kt_netlink.c): read around a multicast
- *                          from a work or the module's exit, write once
- *                          when the family goes; only netlink's own locks
+ *                          from a work, GET_LOG or the module's exit (under
+ *                          log.mutex), write once when the family goes
+ *                          (holding nothing else); only netlink's own locks
  *                          are taken under it
  *   3. socket lock         lock_sock(), one socket at a time: taken by the
  *                          socket calls (kernel_bind/listen/accept/connect,
@@ -60,7 +63,9 @@
  *      kt_srctab->lock     spinlock (BH): the per-source table
  *      kt_pool->lock       spinlock (BH): wrr, lblc and lblcr state
  *      kt_server->idle_lock spinlock (BH): a server's idle connections
- *      kt_net->log.lock    spinlock (BH): the access log's batch
+ *      kt_net->log.lock    spinlock (BH): the access log's batch; taken by
+ *                          kt_log_submit() from the connection's work, where
+ *                          an exchange ends, holding no other lock
  *   Locks of level 5 are never held together.  queue_work(),
  *   queue_delayed_work() and mod_timer() take workqueue and timer
  *   internals below all of these (under levels 4 and 5).
@@ -410,11 +415,14 @@ int kt_multicast(struct net *net, struct sk_buff *skb, unsigned int group);
 bool kt_log_listened(struct net *net);
 
 /*
- * kt_log.c: the access log.  The data path calls kt_log_active() and, when
- * it is true, kt_log_submit() once per exchange (process or softirq
- * context, never under another level-5 lock); the rest is for the
- * namespace's life (kt_main.c), its configuration (kt_config.c) and
- * KTCPVS_CMD_GET_LOG / GET_INFO (kt_netlink.c).
+ * kt_log.c: the access log's transport.  The data path (kt_access.c) calls
+ * kt_log_active() and, when it is true, kt_log_submit() once per exchange
+ * (process or softirq context, never under another level-5 lock; in fact
+ * the connection's work); kt_log_drop() counts a record it could not
+ * build.  The rest is for the namespace's life (kt_main.c), its
+ * configuration (kt_config.c: kt_log_prepare() before a commit's swap,
+ * kt_log_config() at it, both under ktn->lock) and KTCPVS_CMD_GET_LOG /
+ * GET_INFO (kt_netlink.c).
  */
 struct ktcpvs_log_rec;
 bool kt_log_active(struct kt_net *ktn);
