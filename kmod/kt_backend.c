@@ -96,6 +96,7 @@ static void kt_backend_assign(struct kt_conn *c, struct kt_server *srv)
 		atomic_dec(&c->srv->st->active);
 	c->srv = srv;
 	atomic_inc(&srv->st->active);
+	kt_alog_server(c, srv);
 }
 
 /* A response is awaited on the backend connection. */

@@ -29,6 +29,10 @@ void kt_conn_cache_exit(void)
 
 void kt_conn_count_error(struct kt_conn *c, int kind)
 {
+	u8 end = kt_alog_end_of(kind);
+
+	if (end != KT_ALOG_NO_HINT)
+		c->alog_hint = end;	/* how the exchange ends, for its record */
 	if (c->svc)
 		kt_stat_inc(c->svc->st, errors[kind]);
 	else if (c->svc_st)
@@ -104,6 +108,7 @@ void kt_conn_close(struct kt_conn *c)
 {
 	if (c->cs == KT_CS_CLOSED)
 		return;
+	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_CLIENT_ABORT));
 	c->cs = KT_CS_CLOSED;
 	kt_sk_restore(c->csk->sk, &c->csaved);
 	kt_conn_drop_backend(c);
@@ -138,6 +143,7 @@ static void kt_conn_release(struct work_struct *w)
 		kfree(c->ebuf);
 		kt_alloc_dec();
 	}
+	kt_alog_free(c);
 	mem_cgroup_put(c->memcg);
 	kmem_cache_free(kt_conn_cache, c);
 	kt_alloc_dec();
@@ -252,6 +258,8 @@ static void kt_conn_work(struct work_struct *w)
 	if (c->cs == KT_CS_CLOSED)
 		goto out;
 	if (test_and_clear_bit(KT_CF_KILL, &c->flags)) {
+		/* the switch ends it: its service or namespace is going */
+		c->alog_hint = kt_alog_end_or(c, KTCPVS_END_LOCAL);
 		kt_conn_close(c);
 		goto out;
 	}

@@ -65,6 +65,7 @@
 #include <linux/skbuff.h>
 
 #include "kt.h"
+#include "uapi/ktcpvs.h"
 
 #define KT_BUF_PAGE		PAGE_SIZE	/* first buffer of a direction */
 #define KT_PIPE_BYTES		(256 * 1024)	/* zero-copy relay, per direction */
@@ -150,6 +151,28 @@ struct kt_bconn {
 	struct kt_sk_saved saved;	/* the socket's own callbacks */
 };
 
+/*
+ * The access log record of a connection's current request (kt_access.c):
+ * filled in as the exchange goes, handed to kt_log_submit() when it ends.
+ * Allocated with the connection's first logged request and kept for its
+ * life: no allocation per request.  str[] holds the host, the path and an
+ * extension method's name, captured at routing time (the head leaves the
+ * buffer once it is sent).
+ */
+#define KT_ALOG_HOST_MAX	KT_HTTP_HOST_MAX
+#define KT_ALOG_METHOD_MAX	32
+#define KT_ALOG_STR_MAX		(KT_ALOG_HOST_MAX + KTCPVS_LOG_PATH_MAX + \
+				 KT_ALOG_METHOD_MAX)
+
+struct kt_alog {
+	struct ktcpvs_log_rec rec;	/* lengths: of the strings in str[] */
+	u64 t0;				/* ktime_get_ns() at the first byte */
+	const struct kt_pool *pool;	/* the rule's pool, or NULL */
+	u8 str[KT_ALOG_STR_MAX];
+};
+
+#define KT_ALOG_NO_HINT		0xff	/* c->alog_hint: no error counted */
+
 struct kt_conn {
 	struct list_head node;		/* ktn->conns, under conns_lock */
 	struct kt_net *ktn;
@@ -183,6 +206,13 @@ struct kt_conn {
 	bool retried;			/* ... and was retried once */
 	bool counted;			/* the request was counted as forwarded */
 	u32 req_flags;			/* KT_HTTP_* of the request */
+
+	/* the access log (kt_access.c) */
+	bool alog_decided;		/* this request's log decision is made */
+	bool alog_on;			/* ... and a record is pending in alog */
+	u8 alog_hint;			/* KTCPVS_END_* of the last error counted */
+	struct kt_alog *alog;		/* or NULL: no request was logged yet */
+	u64 rq_in, rq_out;		/* bytes from / to the client, this request */
 
 	/* the current request */
 	struct kt_config *cfg;		/* referenced */
@@ -262,6 +292,37 @@ void kt_conn_linger(struct kt_conn *c);
 enum kt_step kt_step_answer(struct kt_conn *c);
 enum kt_step kt_step_linger(struct kt_conn *c);
 void kt_refuse(struct socket *sock, unsigned int status);
+
+/* kt_access.c: the access log's data path side */
+void kt_alog_begin(struct kt_conn *c);
+void kt_alog_route(struct kt_conn *c, const struct kt_match_req *mr,
+		   const struct kt_match_result *res);
+void kt_alog_server(struct kt_conn *c, const struct kt_server *srv);
+void kt_alog_mark(struct kt_conn *c, u32 *us);
+void kt_alog_emit(struct kt_conn *c, unsigned int end);
+u8 kt_alog_end_of(int kind);
+void kt_alog_free(struct kt_conn *c);
+
+/* The request's record, if it has one, ends as @end. */
+static inline void kt_alog_done(struct kt_conn *c, unsigned int end)
+{
+	if (c->alog_on)
+		kt_alog_emit(c, end);
+}
+
+/* The end the last error counted says, or @dflt when none was counted. */
+static inline unsigned int kt_alog_end_or(const struct kt_conn *c,
+					  unsigned int dflt)
+{
+	return c->alog_hint == KT_ALOG_NO_HINT ? dflt : c->alog_hint;
+}
+
+/* The status the client gets for this request. */
+static inline void kt_alog_status(struct kt_conn *c, unsigned int status)
+{
+	if (c->alog_on)
+		c->alog->rec.status = status;
+}
 
 /* kt_conn.c */
 void kt_conn_new(struct kt_listener *l, struct socket *sock,
