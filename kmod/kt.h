@@ -36,6 +36,16 @@
  *                          family is not parallel_ops)
  *   2. kt_net->lock        mutex, per namespace: configuration changes,
  *                          listeners, the transaction; pernet exit
+ *   2a. kt_net->log.mutex  mutex, per namespace: the access log's ring and
+ *                          the order of its batches: the flush work, GET_LOG
+ *                          (under genl_mutex), a commit (under ktn->lock:
+ *                          the ring comes and goes with the configuration),
+ *                          the module's exit (under net_rwsem, read)
+ *   2b. kt_mc_sem          rwsem (kt_netlink.c): read around a multicast
+ *                          from a work, GET_LOG or the module's exit (under
+ *                          log.mutex), write once when the family goes
+ *                          (holding nothing else); only netlink's own locks
+ *                          are taken under it
  *   3. socket lock         lock_sock(), one socket at a time: taken by the
  *                          socket calls (kernel_bind/listen/accept/connect,
  *                          kernel_recvmsg/sendmsg, sock_release, shutdown)
@@ -53,6 +63,9 @@
  *      kt_srctab->lock     spinlock (BH): the per-source table
  *      kt_pool->lock       spinlock (BH): wrr, lblc and lblcr state
  *      kt_server->idle_lock spinlock (BH): a server's idle connections
+ *      kt_net->log.lock    spinlock (BH): the access log's batch; taken by
+ *                          kt_log_submit() from the connection's work, where
+ *                          an exchange ends, holding no other lock
  *   Locks of level 5 are never held together.  queue_work(),
  *   queue_delayed_work() and mod_timer() take workqueue and timer
  *   internals below all of these (under levels 4 and 5).
@@ -83,6 +96,7 @@
 #include <linux/percpu.h>
 #include <linux/percpu-refcount.h>
 #include <linux/refcount.h>
+#include <linux/skbuff.h>
 #include <linux/socket.h>
 #include <linux/spinlock.h>
 #include <linux/timer.h>
@@ -230,6 +244,8 @@ struct kt_service {
 	u32 src_rate;		/* requests/s per client address, 0: unlimited */
 	u32 backlog;
 	unsigned long t_header, t_idle, t_connect, t_backend;	/* jiffies */
+	u32 log_mode;		/* KT_LOG_*: its requests' access log */
+	u32 log_sample;		/* KT_LOG_SAMPLE: one request in this many */
 	struct kt_stats *st;
 	struct kt_listener *listener;	/* set at commit, under ktn->lock */
 };
@@ -296,6 +312,29 @@ struct kt_txn {
 
 struct kt_srctab;
 
+/* ---- access log (kt_log.c) ------------------------------------------------- */
+
+/* The strings of an access log record, as the data path has them. */
+struct kt_log_strings {
+	struct kt_match_slice service, pool, host, path;
+	struct kt_match_slice method;	/* an extension method's name, or empty */
+};
+
+/* A namespace's access log: the batch being filled, full ones, the ring. */
+struct kt_log {
+	struct kt_net *ktn;
+	spinlock_t lock;		/* level 5: batch, started, ready, dead */
+	struct sk_buff *batch;		/* being filled, or NULL */
+	unsigned long started;		/* jiffies of the batch's first record */
+	struct sk_buff_head ready;	/* full batches (its own lock unused) */
+	bool dead;			/* the namespace is going: take nothing */
+	bool keep;			/* READ_ONCE: keep a ring (the config logs) */
+	atomic64_t dropped;		/* records that never reached a reader */
+	struct delayed_work flush;	/* sends batches: full, or KT_LOG_AGE old */
+	struct mutex mutex;		/* level 2a: the ring, the order of batches */
+	struct kt_log_ring *ring;	/* under mutex; while the config logs */
+};
+
 struct kt_net {
 	struct net *net;
 	struct mutex lock;		/* configuration changes, listeners */
@@ -323,6 +362,7 @@ struct kt_net {
 	struct list_head listen_wait;	/* listeners paused at max_conns */
 
 	struct kt_srctab *srctab;	/* per-source limits */
+	struct kt_log log;		/* access log (kt_log.c) */
 };
 
 struct kt_net *kt_net(const struct net *net);
@@ -366,9 +406,36 @@ void kt_server_failed(struct kt_server *s);
 void kt_server_ok(struct kt_server *s);
 
 /* kt_netlink.c */
+enum { KT_MCGRP_CONFIG, KT_MCGRP_LOG };	/* the family's multicast groups */
 int kt_netlink_init(void);
 void kt_netlink_exit(void);
 void kt_txn_free(struct kt_net *ktn);
+void *kt_genl_put(struct sk_buff *skb, u32 portid, u32 seq, int flags, u8 cmd);
+int kt_multicast(struct net *net, struct sk_buff *skb, unsigned int group);
+bool kt_log_listened(struct net *net);
+
+/*
+ * kt_log.c: the access log's transport.  The data path (kt_access.c) calls
+ * kt_log_active() and, when it is true, kt_log_submit() once per exchange
+ * (process or softirq context, never under another level-5 lock; in fact
+ * the connection's work); kt_log_drop() counts a record it could not
+ * build.  The rest is for the namespace's life (kt_main.c), its
+ * configuration (kt_config.c: kt_log_prepare() before a commit's swap,
+ * kt_log_config() at it, both under ktn->lock) and KTCPVS_CMD_GET_LOG /
+ * GET_INFO (kt_netlink.c).
+ */
+struct ktcpvs_log_rec;
+bool kt_log_active(struct kt_net *ktn);
+void kt_log_submit(struct kt_net *ktn, const struct ktcpvs_log_rec *rec,
+		   const struct kt_log_strings *s);
+int kt_log_prepare(struct kt_net *ktn, const struct kt_config *cfg);
+void kt_log_config(struct kt_net *ktn, const struct kt_config *cfg);
+void kt_log_drop(struct kt_net *ktn);
+u64 kt_log_dropped(struct kt_net *ktn);
+int kt_log_dump(struct sk_buff *skb, struct netlink_callback *cb);
+void kt_log_init(struct kt_net *ktn);
+void kt_log_flush_all(void);
+void kt_log_exit(struct kt_net *ktn);
 
 /* kt_main.c: namespace objects (connections, idle entries) */
 bool kt_net_obj_get(struct kt_net *ktn);

@@ -105,15 +105,16 @@ static bool kt_answer_has_body(const struct kt_conn *c, unsigned int status)
  * Send @skip.. of the answer @head + @body from c->ebuf, then close: the
  * bytes are copied, the exchange dropped (CS_ANSWER, kt_step_answer).
  */
-static void kt_conn_answer_rest(struct kt_conn *c, const char *head,
-				u32 head_len, const u8 *body, u32 body_len,
-				u32 skip)
+static void kt_conn_answer_rest(struct kt_conn *c, unsigned int status,
+				const char *head, u32 head_len, const u8 *body,
+				u32 body_len, u32 skip)
 {
 	kt_conn_drop_exchange(c, false);
 	if (c->resp_started || (c->svc && (c->svc->flags & KT_SERVICE_RAW))) {
 		kt_conn_close(c);
 		return;
 	}
+	kt_alog_status(c, status);
 	c->ebuf = kmalloc(head_len + body_len, KT_GFP);
 	if (!c->ebuf) {
 		kt_conn_close(c);
@@ -150,7 +151,7 @@ void kt_conn_answer(struct kt_conn *c, unsigned int status,
 	}
 	n = kt_answer_head(head, cap, status, "text/plain", body_len, location,
 			   location_len, true);
-	kt_conn_answer_rest(c, head, n, line,
+	kt_conn_answer_rest(c, status, head, n, line,
 			    kt_answer_has_body(c, status) ? body_len : 0, 0);
 	kfree(head);
 }
@@ -179,11 +180,13 @@ void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
 	hlen = kt_answer_head(head, sizeof(head), status, type, body_len,
 			      NULL, 0, !ka);
 	if (!ka) {
-		kt_conn_answer_rest(c, head, hlen, body, content, 0);
+		kt_conn_answer_rest(c, status, head, hlen, body, content,
+				    0);
 		return;
 	}
 	iov[0] = (struct kvec){ .iov_base = head, .iov_len = hlen };
 	iov[1] = (struct kvec){ .iov_base = (void *)body, .iov_len = content };
+	kt_alog_status(c, status);
 	n = kernel_sendmsg(c->csk, &msg, iov, content ? 2 : 1, hlen + content);
 	if (n == -EAGAIN)
 		n = 0;
@@ -193,8 +196,10 @@ void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
 		return;
 	}
 	kt_stat_add(c->svc->st, bytes_out, n);
+	c->rq_out += n;
 	if (n < hlen + content) {
-		kt_conn_answer_rest(c, head, hlen, body, content, n);
+		kt_conn_answer_rest(c, status, head, hlen, body, content,
+				    n);
 		return;
 	}
 	/* answered: the head leaves the buffer, a pipelined request stays */
@@ -219,6 +224,8 @@ void kt_conn_fail(struct kt_conn *c, int kind, unsigned int status,
  */
 void kt_conn_linger(struct kt_conn *c)
 {
+	/* an answer of the switch went out, or a tunnel ended */
+	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_NORMAL));
 	kt_conn_drop_exchange(c, true);
 	kernel_sock_shutdown(c->csk, SHUT_WR);
 	c->cs = KT_CS_LINGER;
@@ -236,6 +243,7 @@ enum kt_step kt_step_answer(struct kt_conn *c)
 		return KT_PROGRESS;
 	}
 	kt_stat_add(c->svc_st, bytes_out, n);
+	c->rq_out += n;
 	c->esent += n;
 	if (c->esent == c->elen) {
 		kfree(c->ebuf);

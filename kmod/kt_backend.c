@@ -17,9 +17,9 @@ bool kt_backend_reusable(struct kt_conn *c, struct kt_server *srv)
 {
 	struct sock *sk;
 
-	if (!c->bsk || c->bsrv != srv)
+	if (!c->b || c->b->srv != srv)
 		return false;
-	sk = c->bsk->sk;
+	sk = c->b->sock->sk;
 	return sk->sk_state == TCP_ESTABLISHED && !sk->sk_err &&
 	       !(sk->sk_shutdown & RCV_SHUTDOWN) &&
 	       skb_queue_empty_lockless(&sk->sk_receive_queue);
@@ -28,13 +28,9 @@ bool kt_backend_reusable(struct kt_conn *c, struct kt_server *srv)
 /* Close the backend connection and drop what was on its way to or from it. */
 void kt_conn_release_backend(struct kt_conn *c)
 {
-	if (!c->bsk)
+	if (!c->b)
 		return;
-	kt_sk_restore(c->bsk->sk, &c->bsaved);
-	kernel_sock_shutdown(c->bsk, SHUT_RDWR);
-	sock_release(c->bsk);
-	c->bsk = NULL;
-	c->bsrv = NULL;
+	kt_bconn_close(c);
 	kt_pipe_purge(&c->up.pipe);
 	kt_pipe_purge(&c->down.pipe);
 	kt_buf_put(&c->down);
@@ -43,11 +39,12 @@ void kt_conn_release_backend(struct kt_conn *c)
 /* Between requests: keep c's backend connection for reuse; else close it. */
 void kt_conn_drop_backend(struct kt_conn *c)
 {
-	if (c->bsk && c->rs == KT_RS_IDLE && c->bsrv &&
-	    kt_backend_reusable(c, c->bsrv))
-		kt_idle_park(c);
-	else
+	if (c->b && c->rs == KT_RS_IDLE && kt_backend_reusable(c, c->b->srv)) {
+		kt_bconn_park(c);
+		kt_buf_put(&c->down);
+	} else {
 		kt_conn_release_backend(c);
+	}
 }
 
 /*
@@ -73,22 +70,13 @@ static bool kt_err_local(int err)
 /* Start a nonblocking connect to @srv; 0 or -errno. */
 static int kt_backend_connect(struct kt_conn *c, struct kt_server *srv)
 {
-	struct socket *sock;
-	struct sock *sk;
 	int err;
 
-	err = sock_create_kern(c->ktn->net, srv->addr.ss_family, SOCK_STREAM,
-			       IPPROTO_TCP, &sock);
+	err = kt_bconn_new(c, srv);
 	if (err)
 		return err;
-	sk = sock->sk;
-	tcp_sock_set_nodelay(sk);
-	kt_sk_save(sk, &c->bsaved);
-	kt_sk_set(sk, c, kt_sk_event, kt_sk_write_space, kt_sk_event);
-	c->bsk = sock;
-	c->bsrv = srv;
 	c->b_reused = false;
-	err = kernel_connect(sock, (struct sockaddr_unsized *)&srv->addr,
+	err = kernel_connect(c->b->sock, (struct sockaddr_unsized *)&srv->addr,
 			     srv->addrlen, O_NONBLOCK);
 	if (err && err != -EINPROGRESS) {
 		kt_conn_release_backend(c);
@@ -108,9 +96,10 @@ static void kt_backend_assign(struct kt_conn *c, struct kt_server *srv)
 		atomic_dec(&c->srv->st->active);
 	c->srv = srv;
 	atomic_inc(&srv->st->active);
+	kt_alog_server(c, srv);
 }
 
-/* A response is awaited on bsk. */
+/* A response is awaited on the backend connection. */
 static void kt_backend_ready(struct kt_conn *c, bool connecting)
 {
 	kt_http_resp_init(&c->down.msg, NULL, NULL, 0, c->req_method);
@@ -155,7 +144,7 @@ void kt_backend_pick(struct kt_conn *c)
 			return;
 		}
 		kt_conn_drop_backend(c);
-		if (kt_idle_pop(c, srv)) {
+		if (kt_bconn_pop(c, srv)) {
 			c->b_reused = true;
 			kt_backend_ready(c, false);
 			return;

@@ -496,6 +496,8 @@ static int kt_config_service_build(struct kt_config *cfg, u32 i,
 	svc->src_conns = si.limits[KT_LIMIT_SOURCE_CONNECTIONS];
 	svc->src_rate = si.limits[KT_LIMIT_SOURCE_RATE];
 	svc->backlog = si.limits[KT_LIMIT_BACKLOG] ?: KT_DEF_BACKLOG;
+	svc->log_mode = si.log_mode;		/* validated: KT_LOG_* */
+	svc->log_sample = si.log_sample;
 	svc->t_header = kt_timeout(si.timeouts_ms[KT_TIMEOUT_HEADER],
 				   KT_DEF_T_HEADER);
 	svc->t_idle = kt_timeout(si.timeouts_ms[KT_TIMEOUT_IDLE], KT_DEF_T_IDLE);
@@ -669,6 +671,9 @@ int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 				goto undo;
 		}
 	}
+	err = kt_log_prepare(ktn, cfg);	/* the access log's ring */
+	if (err)
+		goto undo;
 
 	if (cfg) {
 		cfg->ktn = ktn;
@@ -678,6 +683,7 @@ int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 		ktn->generation++;
 	}
 	WRITE_ONCE(ktn->max_conns, cfg ? cfg->max_conns : 0);
+	kt_log_config(ktn, cfg);
 	old = rcu_replace_pointer(ktn->cfg, cfg, lockdep_is_held(&ktn->lock));
 	kt_listeners_sweep(ktn);
 	for (i = 0; cfg && i < cfg->nservices; i++)

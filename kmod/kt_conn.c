@@ -29,6 +29,10 @@ void kt_conn_cache_exit(void)
 
 void kt_conn_count_error(struct kt_conn *c, int kind)
 {
+	u8 end = kt_alog_end_of(kind);
+
+	if (end != KT_ALOG_NO_HINT)
+		c->alog_hint = end;	/* how the exchange ends, for its record */
 	if (c->svc)
 		kt_stat_inc(c->svc->st, errors[kind]);
 	else if (c->svc_st)
@@ -59,13 +63,12 @@ static void kt_conn_check(const struct kt_conn *c)
 		WARN_ON_ONCE(c->rs == KT_RS_IDLE &&
 			     (c->srv || c->up.pipe.bytes || c->down.pipe.bytes ||
 			      c->down.len));
-		WARN_ON_ONCE(exchange && (!c->bsk || !c->srv || !c->pool ||
+		WARN_ON_ONCE(exchange && (!c->b || !c->srv || !c->pool ||
 					  !c->svc || !c->cfg));
 		WARN_ON_ONCE(c->rq == KT_RQ_TUNNEL && c->rs != KT_RS_TUNNEL &&
 			     c->rs != KT_RS_CONNECT);
 		WARN_ON_ONCE(c->rs == KT_RS_TUNNEL && c->rq != KT_RQ_TUNNEL &&
 			     c->rq != KT_RQ_DONE);
-		WARN_ON_ONCE(c->bsk && !c->bsrv);
 		WARN_ON_ONCE(c->up.pipe.bytes &&
 			     ((c->rq != KT_RQ_BODY && c->rq != KT_RQ_TUNNEL) ||
 			      c->hold));
@@ -75,7 +78,7 @@ static void kt_conn_check(const struct kt_conn *c)
 		break;
 	case KT_CS_ANSWER:
 	case KT_CS_LINGER:
-		WARN_ON_ONCE(c->bsk || c->srv || c->up.pipe.bytes ||
+		WARN_ON_ONCE(c->b || c->srv || c->up.pipe.bytes ||
 			     c->down.pipe.bytes || c->up.buf || c->down.buf);
 		WARN_ON_ONCE(c->cs == KT_CS_ANSWER && !c->ebuf);
 		break;
@@ -86,19 +89,31 @@ static void kt_conn_check(const struct kt_conn *c)
 
 /* ---- closing ------------------------------------------------------------------ */
 
+/* Context: softirq (RCU callback). */
+static void kt_conn_release_rcu(struct rcu_head *rcu)
+{
+	struct kt_conn *c = container_of(rcu, struct kt_conn, rcu);
+
+	queue_work(kt_wq, &c->release_work);
+}
+
 /*
  * Stop everything that could reach the connection -- its callbacks, its
- * timer -- and hand it to its release work.  Called from its own work.
+ * backend connection, its timer -- and hand it to its release work after
+ * an RCU grace period: a backend connection's callback that still saw it
+ * as owner has queued its work by then, and the release work cancels it.
+ * Called from its own work.
  */
 void kt_conn_close(struct kt_conn *c)
 {
 	if (c->cs == KT_CS_CLOSED)
 		return;
+	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_CLIENT_ABORT));
 	c->cs = KT_CS_CLOSED;
 	kt_sk_restore(c->csk->sk, &c->csaved);
 	kt_conn_drop_backend(c);
 	timer_delete_sync(&c->timer);
-	queue_work(kt_wq, &c->release_work);
+	call_rcu(&c->rcu, kt_conn_release_rcu);
 }
 
 static void kt_conn_release(struct work_struct *w)
@@ -128,6 +143,7 @@ static void kt_conn_release(struct work_struct *w)
 		kfree(c->ebuf);
 		kt_alloc_dec();
 	}
+	kt_alog_free(c);
 	mem_cgroup_put(c->memcg);
 	kmem_cache_free(kt_conn_cache, c);
 	kt_alloc_dec();
@@ -242,6 +258,8 @@ static void kt_conn_work(struct work_struct *w)
 	if (c->cs == KT_CS_CLOSED)
 		goto out;
 	if (test_and_clear_bit(KT_CF_KILL, &c->flags)) {
+		/* the switch ends it: its service or namespace is going */
+		c->alog_hint = kt_alog_end_or(c, KTCPVS_END_LOCAL);
 		kt_conn_close(c);
 		goto out;
 	}

@@ -18,7 +18,7 @@
  *                     plan the head's edits (X-Forwarded-For, a lone
  *                     Connection: close), then kt_backend_pick
  *                     (kt_backend.c): schedule a server, reuse a kept or
- *                     idle connection to it (kt_idle.c) or connect.
+ *                     idle connection to it (kt_bconn.c) or connect.
  *            RQ_SEND  kt_rq_send: the head goes out.
  *            RQ_BODY  kt_rq_body: the body by its framing (kt_dir_step,
  *                     kt_relay.c): buffered bytes are sent, opaque body
@@ -43,21 +43,21 @@
  *   cs == CS_OPEN:
  *     rq == RQ_HEAD  <=>  rs == RS_IDLE     (between requests)
  *     rs == RS_IDLE   =>  srv == NULL, up and down pipes empty, down.len == 0
- *     rq in {SEND, BODY, TUNNEL} or rs != RS_IDLE  =>  bsk != NULL, srv,
+ *     rq in {SEND, BODY, TUNNEL} or rs != RS_IDLE  =>  b != NULL, srv,
  *                        pool, svc and cfg set
  *     rq == RQ_TUNNEL  =>  rs == RS_TUNNEL, or RS_CONNECT (a raw service)
  *     rs == RS_TUNNEL  =>  rq in {RQ_TUNNEL, RQ_DONE}
- *     bsk != NULL     =>  bsrv != NULL
  *     up.pipe non-empty   => rq in {BODY, TUNNEL}; not holding for a retry
  *     down.pipe non-empty => rs in {BODY, TUNNEL}
  *     hold (request kept for a retry) => no response byte yet
  *   cs in {CS_ANSWER, CS_LINGER}:
- *     bsk == NULL, srv == NULL, both pipes empty, no buffers;
+ *     b == NULL, srv == NULL, both pipes empty, no buffers;
  *     CS_ANSWER: ebuf set
  *   cs == CS_CLOSED: no step runs again.
  *   srv is the server the current request is scheduled on (its active
- *   count includes this request); bsrv the server bsk is connected to.
- *   They differ only between requests, while a kept connection waits.
+ *   count includes this request); b->srv the server the backend
+ *   connection goes to.  They differ only between requests, while a kept
+ *   connection waits.
  */
 #ifndef KT_CONN_H
 #define KT_CONN_H
@@ -65,6 +65,7 @@
 #include <linux/skbuff.h>
 
 #include "kt.h"
+#include "uapi/ktcpvs.h"
 
 #define KT_BUF_PAGE		PAGE_SIZE	/* first buffer of a direction */
 #define KT_PIPE_BYTES		(256 * 1024)	/* zero-copy relay, per direction */
@@ -136,14 +137,50 @@ struct kt_sk_saved {
 };
 
 struct kt_src;
+struct kt_conn;
+
+/* A backend connection (kt_bconn.c): its socket's callbacks point here. */
+struct kt_bconn {
+	struct socket *sock;
+	struct kt_server *srv;		/* the server it is connected to */
+	struct kt_net *ktn;
+	struct kt_conn __rcu *owner;	/* the client connection, NULL if parked */
+	struct list_head node;		/* srv->idle while parked, under idle_lock */
+	bool parked;			/* under idle_lock; READ_ONCE elsewhere */
+	struct delayed_work idle_work;	/* parked: its timeout or an event closes it */
+	struct kt_sk_saved saved;	/* the socket's own callbacks */
+};
+
+/*
+ * The access log record of a connection's current request (kt_access.c):
+ * filled in as the exchange goes, handed to kt_log_submit() when it ends.
+ * Allocated with the connection's first logged request and kept for its
+ * life: no allocation per request.  str[] holds the host, the path and an
+ * extension method's name, captured at routing time (the head leaves the
+ * buffer once it is sent).
+ */
+#define KT_ALOG_HOST_MAX	KT_HTTP_HOST_MAX
+#define KT_ALOG_METHOD_MAX	32
+#define KT_ALOG_STR_MAX		(KT_ALOG_HOST_MAX + KTCPVS_LOG_PATH_MAX + \
+				 KT_ALOG_METHOD_MAX)
+
+struct kt_alog {
+	struct ktcpvs_log_rec rec;	/* lengths: of the strings in str[] */
+	u64 t0;				/* ktime_get_ns() at the first byte */
+	const struct kt_pool *pool;	/* the rule's pool, or NULL */
+	u8 str[KT_ALOG_STR_MAX];
+};
+
+#define KT_ALOG_NO_HINT		0xff	/* c->alog_hint: no error counted */
 
 struct kt_conn {
 	struct list_head node;		/* ktn->conns, under conns_lock */
 	struct kt_net *ktn;
 	struct socket *csk;		/* the client's */
-	struct socket *bsk;		/* the backend's, or NULL */
+	struct kt_bconn *b;		/* the backend connection, or NULL */
 	struct work_struct work;	/* every step and state change */
 	struct work_struct release_work;
+	struct rcu_head rcu;		/* kt_conn_close() to its release */
 	struct timer_list timer;
 	unsigned long deadline;		/* timeout of the current state */
 	unsigned long park_at;		/* 0, or when to park the kept backend */
@@ -164,18 +201,24 @@ struct kt_conn {
 	bool resp_started;		/* response bytes went to the client */
 	bool parsing;			/* the request's parser is set up */
 	u8 parse_calls;			/* reads of the head parsed so far */
-	bool b_reused;			/* bsk served an earlier request */
+	bool b_reused;			/* b served an earlier request */
 	bool hold;			/* the request is kept for a retry */
 	bool retried;			/* ... and was retried once */
 	bool counted;			/* the request was counted as forwarded */
 	u32 req_flags;			/* KT_HTTP_* of the request */
+
+	/* the access log (kt_access.c) */
+	bool alog_decided;		/* this request's log decision is made */
+	bool alog_on;			/* ... and a record is pending in alog */
+	u8 alog_hint;			/* KTCPVS_END_* of the last error counted */
+	struct kt_alog *alog;		/* or NULL: no request was logged yet */
+	u64 rq_in, rq_out;		/* bytes from / to the client, this request */
 
 	/* the current request */
 	struct kt_config *cfg;		/* referenced */
 	struct kt_service *svc;
 	struct kt_pool *pool;
 	struct kt_server *srv;
-	struct kt_server *bsrv;
 	u32 tried[KT_MAX_TRIES];
 	u32 ntried;
 	u32 dest_hash;
@@ -186,7 +229,7 @@ struct kt_conn {
 	char *ebuf;
 	u32 elen, esent;
 
-	struct kt_sk_saved csaved, bsaved;
+	struct kt_sk_saved csaved;	/* the client socket's own callbacks */
 };
 
 /* kt_io.c: callbacks, socket calls, buffers */
@@ -231,9 +274,11 @@ bool kt_backend_reusable(struct kt_conn *c, struct kt_server *srv);
 void kt_conn_release_backend(struct kt_conn *c);
 void kt_conn_drop_backend(struct kt_conn *c);
 
-/* kt_idle.c */
-void kt_idle_park(struct kt_conn *c);
-bool kt_idle_pop(struct kt_conn *c, struct kt_server *srv);
+/* kt_bconn.c */
+int kt_bconn_new(struct kt_conn *c, struct kt_server *srv);
+void kt_bconn_close(struct kt_conn *c);
+void kt_bconn_park(struct kt_conn *c);
+bool kt_bconn_pop(struct kt_conn *c, struct kt_server *srv);
 void kt_idle_retire(struct kt_config *cfg);
 
 /* kt_answer.c */
@@ -247,6 +292,37 @@ void kt_conn_linger(struct kt_conn *c);
 enum kt_step kt_step_answer(struct kt_conn *c);
 enum kt_step kt_step_linger(struct kt_conn *c);
 void kt_refuse(struct socket *sock, unsigned int status);
+
+/* kt_access.c: the access log's data path side */
+void kt_alog_begin(struct kt_conn *c);
+void kt_alog_route(struct kt_conn *c, const struct kt_match_req *mr,
+		   const struct kt_match_result *res);
+void kt_alog_server(struct kt_conn *c, const struct kt_server *srv);
+void kt_alog_mark(struct kt_conn *c, u32 *us);
+void kt_alog_emit(struct kt_conn *c, unsigned int end);
+u8 kt_alog_end_of(int kind);
+void kt_alog_free(struct kt_conn *c);
+
+/* The request's record, if it has one, ends as @end. */
+static inline void kt_alog_done(struct kt_conn *c, unsigned int end)
+{
+	if (c->alog_on)
+		kt_alog_emit(c, end);
+}
+
+/* The end the last error counted says, or @dflt when none was counted. */
+static inline unsigned int kt_alog_end_or(const struct kt_conn *c,
+					  unsigned int dflt)
+{
+	return c->alog_hint == KT_ALOG_NO_HINT ? dflt : c->alog_hint;
+}
+
+/* The status the client gets for this request. */
+static inline void kt_alog_status(struct kt_conn *c, unsigned int status)
+{
+	if (c->alog_on)
+		c->alog->rec.status = status;
+}
 
 /* kt_conn.c */
 void kt_conn_new(struct kt_listener *l, struct socket *sock,
@@ -268,16 +344,22 @@ bool kt_src_request(struct kt_net *ktn, struct kt_src *e,
 int kt_srctab_init(struct kt_net *ktn);
 void kt_srctab_exit(struct kt_net *ktn);
 
+/* The backend connection's socket, or NULL. */
+static inline struct socket *kt_bsk(const struct kt_conn *c)
+{
+	return c->b ? c->b->sock : NULL;
+}
+
 static inline struct socket *kt_dir_src(const struct kt_conn *c,
 					const struct kt_dir *d)
 {
-	return d == &c->up ? c->csk : c->bsk;
+	return d == &c->up ? c->csk : kt_bsk(c);
 }
 
 static inline struct socket *kt_dir_dst(const struct kt_conn *c,
 					const struct kt_dir *d)
 {
-	return d == &c->up ? c->bsk : c->csk;
+	return d == &c->up ? kt_bsk(c) : c->csk;
 }
 
 #endif /* KT_CONN_H */

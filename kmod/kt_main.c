@@ -112,6 +112,7 @@ static int __net_init kt_net_init(struct net *net)
 	init_waitqueue_head(&ktn->objs_wait);
 	spin_lock_init(&ktn->listen_lock);
 	INIT_LIST_HEAD(&ktn->listen_wait);
+	kt_log_init(ktn);
 	return 0;
 }
 
@@ -119,7 +120,7 @@ static int __net_init kt_net_init(struct net *net)
  * Kernel sockets do not pin their namespace, so everything of a namespace
  * is closed here: listeners and idle backend connections (the flush), then
  * every connection, waiting until the last object holding one of its
- * sockets is gone.
+ * sockets is gone.  The access log goes last: connections log as they end.
  */
 static void __net_exit kt_net_exit(struct net *net)
 {
@@ -135,6 +136,7 @@ static void __net_exit kt_net_exit(struct net *net)
 	spin_unlock_bh(&ktn->conns_lock);
 	kt_conns_kill(ktn, NULL);
 	wait_event(ktn->objs_wait, kt_net_objs_gone(ktn));
+	kt_log_exit(ktn);
 	kt_srctab_exit(ktn);
 	mutex_destroy(&ktn->lock);
 }
@@ -181,7 +183,11 @@ err_cache:
 
 static void __exit ktcpvs_exit(void)
 {
-	/* No new requests once the family is gone; then drop every namespace. */
+	/*
+	 * The access log's pending batches go out while the family exists; no
+	 * new requests once it is gone; then drop every namespace.
+	 */
+	kt_log_flush_all();
 	kt_netlink_exit();
 	unregister_pernet_subsys(&kt_net_ops);
 	destroy_workqueue(kt_wq);	/* drains the last release works */

@@ -77,11 +77,67 @@ static const struct nla_policy kt_txn_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_TXN_ID] = { .type = NLA_U32 },
 };
 
-enum { KT_MCGRP_CONFIG };
+/*
+ * The "log" group carries client addresses and paths: only an admin of the
+ * namespace may listen.  A kernel without the flag (before 6.7, unless its
+ * stable series took it, as 6.1.y and 6.6.y did) would let anyone: refused.
+ */
+#ifndef GENL_MCAST_CAP_NET_ADMIN
+#error "the access log needs GENL_MCAST_CAP_NET_ADMIN (linux 6.7, 6.6.y, 6.1.y)"
+#endif
 
 static const struct genl_multicast_group kt_mcgrps[] = {
 	[KT_MCGRP_CONFIG] = { .name = KTCPVS_MCGRP_CONFIG },
+	[KT_MCGRP_LOG] = { .name = KTCPVS_MCGRP_LOG,
+			   .flags = GENL_MCAST_CAP_NET_ADMIN },
 };
+
+/*
+ * Multicasts from works (the access log's flush, health check changes)
+ * take kt_mc_sem for reading; kt_netlink_exit() takes it for writing
+ * before the family goes, so none is sent on group numbers the family no
+ * longer owns.  Doits and dumpits run under genl_mutex, which the family's
+ * unregistration takes: they send directly.
+ */
+static DECLARE_RWSEM(kt_mc_sem);
+static bool kt_mc_closed;	/* under kt_mc_sem */
+
+/*
+ * Send @skb (consumed) to @group of the family in @net.  0, -ESRCH when
+ * nobody there listens, -ENOBUFS when a listener had no room, -ESHUTDOWN
+ * when the family is going.  Context: process; takes kt_mc_sem.
+ */
+int kt_multicast(struct net *net, struct sk_buff *skb, unsigned int group)
+{
+	int err;
+
+	down_read(&kt_mc_sem);
+	if (kt_mc_closed) {
+		nlmsg_free(skb);
+		err = -ESHUTDOWN;
+	} else {
+		err = genlmsg_multicast_netns(&kt_genl_family, net, skb, 0, group,
+					      GFP_KERNEL);
+	}
+	up_read(&kt_mc_sem);
+	return err;
+}
+
+/* A message header of the family; NULL when @skb has no room. */
+void *kt_genl_put(struct sk_buff *skb, u32 portid, u32 seq, int flags, u8 cmd)
+{
+	return genlmsg_put(skb, portid, seq, &kt_genl_family, flags, cmd);
+}
+
+/*
+ * Does some socket listen on the "log" group?  netlink keeps one map for
+ * all namespaces: a listener in another namespace counts too.  Context:
+ * any.
+ */
+bool kt_log_listened(struct net *net)
+{
+	return genl_has_listeners(&kt_genl_family, net, KT_MCGRP_LOG) > 0;
+}
 
 /*
  * Tell listeners of the "config" group that the namespace's configuration
@@ -125,7 +181,9 @@ static int kt_fill_info(struct sk_buff *msg, struct kt_net *ktn)
 			      KTCPVS_A_PAD) ||
 	    nla_put_u32(msg, KTCPVS_A_CONNECTIONS, atomic_read(&ktn->nconns)) ||
 	    nla_put_u32(msg, KTCPVS_A_ALLOCS, kt_allocs_sum()) ||
-	    nla_put_u32(msg, KTCPVS_A_MAX_CONNECTIONS, READ_ONCE(ktn->max_conns)))
+	    nla_put_u32(msg, KTCPVS_A_MAX_CONNECTIONS, READ_ONCE(ktn->max_conns)) ||
+	    nla_put_u64_64bit(msg, KTCPVS_A_LOG_DROPPED, kt_log_dropped(ktn),
+			      KTCPVS_A_PAD))
 		err = -EMSGSIZE;
 	if (!err && cfg && nla_put_string(msg, KTCPVS_A_SOURCE, cfg->source))
 		err = -EMSGSIZE;
@@ -643,6 +701,13 @@ static const struct genl_ops kt_genl_ops[] = {
 		.maxattr = KTCPVS_A_MAX,
 		.flags = GENL_UNS_ADMIN_PERM,
 	},
+	{
+		.cmd = KTCPVS_CMD_GET_LOG,
+		.dumpit = kt_log_dump,
+		.policy = kt_noattr_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
 };
 
 static struct genl_family kt_genl_family __ro_after_init = {
@@ -665,5 +730,8 @@ int kt_netlink_init(void)
 
 void kt_netlink_exit(void)
 {
+	down_write(&kt_mc_sem);
+	kt_mc_closed = true;
+	up_write(&kt_mc_sem);
 	genl_unregister_family(&kt_genl_family);
 }

@@ -136,6 +136,7 @@ static void kt_dir_sent(struct kt_conn *c, struct kt_dir *d, int n,
 		kt_stat_add(c->pool->st, bytes_in, n);
 	} else {
 		c->resp_started = true;
+		c->rq_out += n;
 		kt_stat_add(svc, bytes_out, n);
 		if (c->srv) {
 			kt_stat_add(c->srv->st, bytes_out, n);
@@ -154,8 +155,10 @@ static void kt_dir_sent(struct kt_conn *c, struct kt_dir *d, int n,
 /* Count @n bytes read from @d's source. */
 static void kt_dir_read_count(struct kt_conn *c, struct kt_dir *d, int n)
 {
-	if (d == &c->up)
+	if (d == &c->up) {
+		c->rq_in += n;
 		kt_stat_add(c->svc ? c->svc->st : c->svc_st, bytes_in, n);
+	}
 }
 
 static enum kt_io kt_io_of(int n)

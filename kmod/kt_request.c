@@ -15,6 +15,12 @@
 /* Prepare for the next request; its head may already wait in up.buf. */
 void kt_conn_start_request(struct kt_conn *c)
 {
+	/* an exchange that ended some other way than kt_exchange_done's */
+	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_NORMAL));
+	c->alog_decided = false;
+	c->alog_hint = KT_ALOG_NO_HINT;
+	c->rq_in = c->up.len;	/* bytes of it read with the last request */
+	c->rq_out = 0;
 	c->rq = KT_RQ_HEAD;
 	c->rs = KT_RS_IDLE;
 	c->resp_started = false;
@@ -203,6 +209,7 @@ static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
 		memcpy(mr.addr, &((struct sockaddr_in6 *)&c->peer)->sin6_addr, 16);
 	}
 	kt_match(&c->cfg->rules, c->svc->idx, &mr, s->match, res);
+	kt_alog_route(c, &mr, res);	/* before the edits move the head */
 	if (res->action == KT_ACTION_ROUTE &&
 	    kt_sched_uses_dest(&c->cfg->pools[res->pool]))
 		c->dest_hash = jhash(mr.path.ptr, mr.path.len,
@@ -430,6 +437,8 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 			return KT_PROGRESS;
 	}
 	if (d->len) {
+		if (!c->alog_decided)
+			kt_alog_begin(c);
 		r = kt_rq_parse(c, &res);
 		if (r == KT_HTTP_ERROR) {
 			kt_conn_fail(c, KT_E_PARSE, d->msg.status, d->msg.reason);
@@ -465,6 +474,7 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 	if (!d->len && !c->first)	/* a new request starts: header timeout */
 		c->deadline = jiffies + c->svc->t_header;
 	d->len += n;
+	c->rq_in += n;
 	kt_stat_add(c->svc->st, bytes_in, n);
 	return KT_PROGRESS;
 }
@@ -533,7 +543,7 @@ static enum kt_step kt_rq_tunnel(struct kt_conn *c)
 	case KT_IO_AGAIN:
 		return KT_BLOCKED;
 	case KT_IO_SRC_EOF:
-		kernel_sock_shutdown(c->bsk, SHUT_WR);
+		kernel_sock_shutdown(kt_bsk(c), SHUT_WR);
 		c->rq = KT_RQ_DONE;
 		return KT_PROGRESS;
 	default:

@@ -13,9 +13,11 @@
 
 static enum kt_step kt_rs_connect(struct kt_conn *c)
 {
-	struct sock *sk = c->bsk->sk;
+	struct sock *sk = kt_bsk(c)->sk;
 
 	if (sk->sk_state == TCP_ESTABLISHED) {
+		if (c->alog_on)
+			kt_alog_mark(c, &c->alog->rec.connect_us);
 		if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
 			c->rs = KT_RS_TUNNEL;
 			c->deadline = jiffies + c->svc->t_idle;
@@ -103,6 +105,7 @@ static void kt_rs_head_done(struct kt_conn *c)
 		kt_http_resp_init(m, NULL, NULL, 0, c->req_method);
 		return;
 	}
+	kt_alog_status(c, st);		/* the final answer */
 	if (m->framing == KT_HTTP_FR_TUNNEL) {
 		/*
 		 * 101 only answers a request that asked to upgrade; a 2xx to
@@ -188,7 +191,7 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 		}
 	}
 	/* the response buffer is taken only when the server has sent something */
-	if (!kt_sk_readable(c->bsk->sk))
+	if (!kt_sk_readable(kt_bsk(c)->sk))
 		return KT_BLOCKED;
 	if (kt_buf_get(d)) {
 		kt_conn_fail(c, KT_E_LOCAL, 503, "the switch is out of memory");
@@ -199,7 +202,7 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 			     "the server's response head is too large");
 		return KT_PROGRESS;
 	}
-	n = kt_recv(c->bsk, d->buf + d->len, d->cap - d->len);
+	n = kt_recv(kt_bsk(c), d->buf + d->len, d->cap - d->len);
 	if (n == -EAGAIN)
 		return KT_BLOCKED;
 	if (n <= 0) {
@@ -208,6 +211,8 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 		return KT_PROGRESS;
 	}
 	kt_up_release_hold(c);		/* the answer has started */
+	if (c->alog_on && !d->len)
+		kt_alog_mark(c, &c->alog->rec.first_byte_us);
 	d->len += n;
 	c->deadline = jiffies + c->svc->t_backend;
 	return KT_PROGRESS;
@@ -223,6 +228,12 @@ static void kt_exchange_done(struct kt_conn *c)
 		kt_server_ok(c->srv);
 	kt_conn_end_request(c);
 	kt_up_release_hold(c);
+	if (c->alog_on) {
+		/* what is left in up.buf was read ahead: the next request's */
+		if (c->rq == KT_RQ_DONE)
+			c->rq_in -= min_t(u64, c->rq_in, c->up.len);
+		kt_alog_emit(c, KTCPVS_END_NORMAL);
+	}
 	/* bytes after the response: the server's connection is not kept */
 	if (!ka || c->down.len)
 		kt_conn_release_backend(c);

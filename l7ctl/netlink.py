@@ -328,6 +328,7 @@ class Client(GenlClient):
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_BROADCAST_ERROR = 4
 SO_RCVBUFFORCE = 33
 NLMSG_MIN_TYPE = 0x10  # below: NOOP, ERROR, DONE, OVERRUN
 
@@ -369,6 +370,10 @@ class Subscription:
             except PermissionError:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, gid)
+            if group == MCGRP_LOG:
+                # the kernel learns when this reader had no room, and counts
+                # the records it missed as dropped (KTCPVS_A_LOG_DROPPED)
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_BROADCAST_ERROR, 1)
         except PermissionError:
             self.sock.close()
             raise PermissionDenied(what) from None
