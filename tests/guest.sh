@@ -70,7 +70,7 @@ if [ "${KTCPVS_GUEST_STAGE:-1}" = 1 ]; then
 		--exclude='./matplotlib*' --exclude=./mpl_toolkits --exclude='./fontTools*' \
 		--exclude='./mypy*' --exclude='./*__mypyc*' --exclude='./PIL' \
 		--exclude='./pillow*' --exclude='./pip' --exclude='./pip-*' \
-		--exclude='./pygments*' --exclude='./kiwisolver*' --exclude='./contourpy*' \
+		--exclude='./kiwisolver*' --exclude='./contourpy*' \
 		--exclude='./virtme*' --exclude='./ruff*' --exclude='./setuptools' \
 		--exclude='./pkg_resources' --exclude='*.opt-?.pyc'
 	echo "guest: Python staged in memory ($(du -sh /tmp/stage | cut -f1), $((SECONDS - staged_at)) s)"
