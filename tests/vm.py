@@ -278,7 +278,7 @@ def main() -> int:
     ap.add_argument(
         "--timeout",
         type=int,
-        default=int(os.environ.get("VM_TIMEOUT", "3000")),
+        default=int(os.environ.get("VM_TIMEOUT", "3300")),
         help="seconds for the whole VM run (VM_TIMEOUT)",
     )
     ap.add_argument(
