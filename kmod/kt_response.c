@@ -334,7 +334,8 @@ enum kt_step kt_step_response(struct kt_conn *c)
  * The client has sent nothing since its last response for KT_PARK_DELAY:
  * its backend connection goes to the server's idle pool (or is closed when
  * the pool is full), where any client connection can use it, and it lets
- * go of its buffers and of the configuration until its next request.
+ * go of its buffers, its access log record buffer and of the configuration
+ * until its next request.
  */
 void kt_conn_park_idle(struct kt_conn *c)
 {
@@ -347,6 +348,8 @@ void kt_conn_park_idle(struct kt_conn *c)
 	kt_conn_drop_backend(c);
 	kt_buf_put(&c->up);
 	kt_buf_put(&c->down);
+	if (!c->alog_on)	/* no record pending: the next request takes one */
+		kt_alog_free(c);
 	if (c->cfg) {
 		kt_config_put(c->cfg);
 		c->cfg = NULL;
