@@ -231,8 +231,17 @@ def test_idle_connections_hold_no_buffers(site: Site) -> None:
     assert wait_for(lambda: site.director(lambda: Client().info().connections) == 0, 30)
     site.apply(header_timeout="11s")  # a new configuration retires idle backend connections
 
+    def allocations() -> int:
+        return int(site.director(lambda: Client().info().allocations))
+
     def run() -> list[int]:
-        base = site.director(lambda: Client().info().allocations)
+        # what the apply let go of after an RCU grace period is gone first
+        base = allocations()
+        for _ in range(20):
+            time.sleep(0.5)
+            if (now := allocations()) == base:
+                break
+            base = now
         fresh = [connect() for _ in range(n)]
         assert wait_for(lambda: site.director(lambda: Client().info().connections) == n, 30)
         held = [site.director(lambda: Client().info().allocations) - base]
