@@ -110,6 +110,15 @@ for t in "${tails[@]}"; do
 	wait "$t" 2>/dev/null || true
 done
 
+# The installation goes before the summary, so that the summary is the
+# last thing printed (where a CI log's tail shows it).
+if [ "${INSTALL_TEST:-0}" = 1 ]; then
+	trap - EXIT
+	undo_test_install >build/vm/uninstall.log 2>&1 ||
+		{ cat build/vm/uninstall.log; echo "kernel-test: make uninstall failed" >&2; failed=1; }
+	echo "kernel-test: test installation undone (build/vm/uninstall.log)"
+fi
+
 echo
 echo "kernel-test: summary"
 $py - "${kvers[@]}" <<'EOF'
@@ -131,6 +140,8 @@ for kv in sys.argv[1:]:
     cpu = f" ({s['cpu_seconds']} s CPU)" if "cpu_seconds" in s else ""
     print(f"  kernel {kv}: {s['seconds']} s{cpu}, {debug}; {verdict}")
     print(f"{kv}: {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped")
+    for f in s.get("failures", []):
+        print(f"    FAILED {f}")
 print(f"total: {total[0]} passed, {total[1]} failed, {total[2]} skipped")
 EOF
 exit $failed

@@ -192,6 +192,7 @@ class Counts:
     failed: int
     skipped: int
     seconds: float
+    failures: list[str]  # "file::test: first line of the message"
 
 
 def junit_counts(path: Path) -> Counts | None:
@@ -202,12 +203,18 @@ def junit_counts(path: Path) -> Counts | None:
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     tests = failed = skipped = 0
     seconds = 0.0
+    failures = []
     for s in suites:
         tests += int(s.get("tests", 0))
         failed += int(s.get("failures", 0)) + int(s.get("errors", 0))
         skipped += int(s.get("skipped", 0))
         seconds += float(s.get("time", 0))
-    return Counts(tests - failed - skipped, failed, skipped, seconds)
+        for case in s.iter("testcase"):
+            for bad in (*case.findall("failure"), *case.findall("error")):
+                name = f"{case.get('classname', '')}::{case.get('name', '')}"
+                msg = (bad.get("message") or "").strip().splitlines()
+                failures.append(f"{name}: {msg[0][:200] if msg else bad.tag}")
+    return Counts(tests - failed - skipped, failed, skipped, seconds, failures)
 
 
 def resolve_kernel(name: str) -> str:
@@ -400,7 +407,12 @@ def main() -> int:
         "ok": not problems,
         "problems": problems,
         **(
-            {"passed": counts.passed, "failed": counts.failed, "skipped": counts.skipped}
+            {
+                "passed": counts.passed,
+                "failed": counts.failed,
+                "skipped": counts.skipped,
+                "failures": counts.failures,
+            }
             if counts
             else {}
         ),

@@ -193,10 +193,27 @@ def test_junit_counts(tmp_path: Path) -> None:
     xml.write_text(
         '<?xml version="1.0" encoding="utf-8"?><testsuites>'
         '<testsuite name="pytest" errors="1" failures="2" skipped="3" tests="20" time="12.5">'
+        '<testcase classname="tests.kernel.test_a" name="test_one" time="1">'
+        '<failure message="AssertionError: assert 1 == 2&#10;more">trace</failure></testcase>'
+        '<testcase classname="tests.kernel.test_a" name="test_two" time="1">'
+        '<failure message="">trace</failure></testcase>'
+        '<testcase classname="tests.kernel.test_b" name="test_three" time="1">'
+        '<error message="failed on setup with X">trace</error></testcase>'
+        '<testcase classname="tests.kernel.test_b" name="test_ok" time="1"/>'
         "</testsuite></testsuites>"
     )
     c = vm.junit_counts(xml)
-    assert c == vm.Counts(passed=14, failed=3, skipped=3, seconds=12.5)
+    assert c == vm.Counts(
+        passed=14,
+        failed=3,
+        skipped=3,
+        seconds=12.5,
+        failures=[
+            "tests.kernel.test_a::test_one: AssertionError: assert 1 == 2",
+            "tests.kernel.test_a::test_two: failure",
+            "tests.kernel.test_b::test_three: failed on setup with X",
+        ],
+    )
     assert vm.junit_counts(tmp_path / "missing.xml") is None
 
 

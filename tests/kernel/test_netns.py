@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +43,21 @@ class Ns:
             subprocess.Popen([*argv, "--name", tag, "--listen", listen, "--log", log])
         )
 
+    def listening(self, host: str, port: int) -> bool:
+        """Does a server accept on host:port in this namespace?"""
+
+        def probe() -> bool:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family) as s:
+                s.settimeout(2)
+                try:
+                    s.connect((host, port))
+                except OSError:
+                    return False
+                return True
+
+        return in_netns(self.name, probe)
+
     def apply(self, extra: str = "") -> None:
         path = self.tmp / f"{self.name}.rules"
         path.write_text(RULES.format(extra=extra))
@@ -75,7 +89,12 @@ def two_ns(tmp_path: Path) -> Iterator[tuple[Ns, Ns]]:
         for ns in (a, b):
             ns.echo(f"{ns.name}-v4", "127.0.0.1:9000")
             ns.echo(f"{ns.name}-v6", "[::1]:9001")
-        time.sleep(3)  # the echo servers start (Python under emulation)
+        # The echo servers start (Python under emulation: seconds when the
+        # guest is busy): every one accepts before the test begins.
+        for ns in (a, b):
+            for host, port in (("127.0.0.1", 9000), ("::1", 9001)):
+                up = wait_for(lambda ns=ns, h=host, p=port: ns.listening(h, p), 60)
+                assert up, f"{ns.name}: no echo server on port {port}"
         yield a, b
     finally:
         a.delete()
