@@ -26,6 +26,11 @@
  * struct kt_conn      a client connection and its current backend
  *                     connection (kt_conn.h).
  * struct kt_idle      a parked backend connection any client may reuse.
+ * struct kt_check     a checked server's active health check: a delayed
+ *                     work on kt_check_wq and, while a check runs, its
+ *                     socket; belongs to a configuration, started when it
+ *                     becomes the running one and stopped (synchronously)
+ *                     when it is replaced (kt_check.c).
  *
  * Locking
  * -------
@@ -79,6 +84,9 @@
  *   it once it is published, and a work item never runs concurrently with
  *   itself.  Before publication only the accept work touches it; after
  *   kt_conn_close() only its release work does, after cancelling c->work.
+ * - A health check's work touches its server's check fields only (the
+ *   schedulers and dumps read them with READ_ONCE) and takes no lock of
+ *   the module but kt_mc_sem (read) to notify.
  * - Work items never take genl_mutex or kt_net->lock.  Paths that hold
  *   them wait for works (cancel_work_sync of a listener's accept work,
  *   cancel_delayed_work_sync of idle entries, flush of the namespace's
@@ -185,6 +193,8 @@ void kt_stats_sum(const struct kt_stats *st, struct kt_pcpu_stats *sum);
 
 /* ---- configuration objects (kt_config.c) ------------------------------------ */
 
+struct kt_check;
+
 struct kt_server {
 	struct sockaddr_storage addr;
 	int addrlen;
@@ -204,6 +214,13 @@ struct kt_server {
 	struct list_head idle;	/* struct kt_idle, under idle_lock */
 	u32 nidle;		/* under idle_lock */
 	bool idle_closed;	/* retired configuration: park no more */
+	/* active health check (kt_check.c), if its pool has one */
+	u64 id;			/* persistence identity (the compiler's) */
+	struct kt_check *check;	/* or NULL */
+	u8 check_state;		/* KTCPVS_CHECK_*, READ_ONCE */
+	u32 check_last;		/* last result: HTTP status or KT_CK_* */
+	u32 check_changes;	/* times the check changed check_state */
+	struct kt_server *carried;	/* build to commit: the old server */
 };
 
 #define KT_LBLC_SETS_MAX 256	/* lblc/lblcr table: at most this many sets of ... */
@@ -218,6 +235,18 @@ struct kt_lblc_entry {
 	unsigned long grown;	/* jiffies of last change of the set */
 };
 
+/* A client address remembered by `persist source` (kt_persist.c). */
+#define KT_PSRC_SETS	4096	/* per pool: 16,384 clients, 512 KiB */
+#define KT_PSRC_WAYS	4
+
+struct kt_psrc {
+	u32 key;		/* hash of the address | 1, 0 = empty */
+	u16 srv;		/* index into the pool */
+	u8 family;		/* KT_MATCH_AF_* */
+	u8 addr[16];
+	unsigned long last;	/* jiffies of last use */
+};
+
 struct kt_pool {
 	const char *name;	/* into the blob */
 	u32 name_len;
@@ -229,6 +258,10 @@ struct kt_pool {
 	spinlock_t lock;	/* wrr, lblc and lblcr state */
 	struct kt_lblc_entry *lblc;	/* lblc/lblcr with servers: nsets * WAYS */
 	u32 nsets;
+	struct kt_rules_check check;	/* kind KT_CHECK_NONE: none */
+	struct kt_rules_persist persist;	/* kind KT_PERSIST_NONE: none */
+	struct kt_psrc *psrc;	/* persist source: SETS * WAYS, under lock */
+	unsigned long psrc_timeout;	/* persist source: jiffies */
 };
 
 struct kt_service {
@@ -282,6 +315,9 @@ struct kt_config {
 	u32 max_fields, out_cap;	/* sizes of the parse scratch */
 	struct kt_scratch *scratch;	/* nr_cpu_ids */
 	struct mem_cgroup *memcg;	/* of who applied it: charged for it */
+	struct kt_check *checks;	/* nchecks: one per checked server */
+	u32 nchecks;
+	bool checks_live;	/* started, not stopped (under ktn->lock) */
 };
 
 struct kt_net;
@@ -383,6 +419,7 @@ int kt_sockaddr(struct sockaddr_storage *ss, u8 family, const u8 *addr,
 bool kt_addr_equal(const struct sockaddr_storage *a,
 		   const struct sockaddr_storage *b);
 u32 kt_addr_hash(const struct sockaddr_storage *a);
+void kt_addr_bytes(const struct sockaddr_storage *a, u8 *family, u8 addr[16]);
 
 /* kt_listen.c */
 int kt_listener_open(struct kt_net *ktn, struct kt_service *svc,
@@ -398,12 +435,68 @@ struct kt_sched_in {
 	u32 dest_hash;		/* hash of host and path */
 	const u32 *tried;	/* indices into the pool already tried */
 	u32 ntried;
+	u64 cookie_id;		/* persist cookie: the server it names, or 0 */
+	u8 family;		/* the client's address (KT_MATCH_AF_*) */
+	u8 addr[16];
 };
 
 int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in);
+bool kt_sched_usable(const struct kt_pool *p, u32 i,
+		     const struct kt_sched_in *in, unsigned long now);
 bool kt_sched_uses_dest(const struct kt_pool *p);
 void kt_server_failed(struct kt_server *s);
 void kt_server_ok(struct kt_server *s);
+
+/* kt_persist.c: persistence (cookie, source) */
+int kt_persist_pick(struct kt_pool *p, const struct kt_sched_in *in,
+		    unsigned long now);
+void kt_persist_note(struct kt_pool *p, const struct kt_sched_in *in, u32 i,
+		     unsigned long now);
+int kt_pool_server_by_id(const struct kt_pool *p, u64 id);
+u64 kt_persist_cookie(const struct kt_pool *p, const u8 *b,
+		      const struct kt_http_field *fields, u32 nfields);
+
+/*
+ * kt_check.c: active health checks.  A check's result: an HTTP status
+ * (100..599), or one of these.
+ */
+enum {
+	KT_CK_NONE = 0,		/* no check done yet */
+	KT_CK_CONNECTED = 1000,	/* TCP check: the connect completed */
+	KT_CK_REFUSED,
+	KT_CK_RESET,
+	KT_CK_TIMEOUT,
+	KT_CK_UNREACHABLE,
+	KT_CK_CLOSED,		/* closed before answering */
+	KT_CK_BAD_ANSWER,	/* no HTTP status line */
+	KT_CK_ERROR,		/* the switch's own: memory, sockets */
+};
+
+/* an HTTP check's request: line, Host, User-Agent, Connection */
+#define KT_CHECK_REQ_MAX	(KT_RULES_CHECK_REQUEST_MAX + \
+				 KT_RULES_CHECK_HOST_MAX + 128)
+
+struct kt_check {
+	struct delayed_work work;	/* one check, which queues the next */
+	struct kt_net *ktn;		/* set by kt_checks_start() */
+	struct kt_pool *pool;		/* pool->check says what to do */
+	struct kt_server *srv;
+	wait_queue_head_t wq;		/* socket events and a stop wake it */
+	bool stopping;			/* WRITE_ONCE by kt_checks_stop() */
+	u8 ok_run, fail_run;		/* passes, failures in a row */
+	char *req;			/* HTTP: the request, or NULL */
+	u32 req_len;
+};
+
+extern struct workqueue_struct *kt_check_wq;
+int kt_check_init(struct kt_check *ck, struct kt_config *cfg,
+		  struct kt_pool *p, struct kt_server *s);
+void kt_check_free(struct kt_check *ck);
+void kt_checks_start(struct kt_config *cfg);
+void kt_checks_stop(struct kt_config *cfg);
+void kt_check_result_name(u32 res, char *buf, size_t len);
+int kt_check_wq_init(void);
+void kt_check_wq_exit(void);
 
 /* kt_netlink.c */
 enum { KT_MCGRP_CONFIG, KT_MCGRP_LOG };	/* the family's multicast groups */
@@ -413,6 +506,8 @@ void kt_txn_free(struct kt_net *ktn);
 void *kt_genl_put(struct sk_buff *skb, u32 portid, u32 seq, int flags, u8 cmd);
 int kt_multicast(struct net *net, struct sk_buff *skb, unsigned int group);
 bool kt_log_listened(struct net *net);
+void kt_notify_check(struct kt_net *ktn, const struct kt_pool *p,
+		     const struct kt_server *s);
 
 /*
  * kt_log.c: the access log's transport.  The data path (kt_access.c) calls

@@ -123,11 +123,13 @@ void kt_backend_pick(struct kt_conn *c)
 		.client_hash = c->client_hash,
 		.dest_hash = c->dest_hash,
 		.tried = c->tried,
+		.cookie_id = c->persist_id,
 	};
 	bool local = false;
 	struct kt_server *srv;
 	int i, err;
 
+	kt_addr_bytes(&c->peer, &in.family, in.addr);
 	for (;;) {
 		in.ntried = c->ntried;
 		i = kt_schedule(c->pool, &in);

@@ -106,6 +106,19 @@ u32 kt_addr_hash(const struct sockaddr_storage *a)
 	return 0;
 }
 
+/* @a's family (KT_MATCH_AF_*) and address bytes (IPv4 in the first 4). */
+void kt_addr_bytes(const struct sockaddr_storage *a, u8 *family, u8 addr[16])
+{
+	memset(addr, 0, 16);
+	if (a->ss_family == AF_INET) {
+		*family = KT_MATCH_AF_INET;
+		memcpy(addr, &((const struct sockaddr_in *)a)->sin_addr, 4);
+	} else {
+		*family = KT_MATCH_AF_INET6;
+		memcpy(addr, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+	}
+}
+
 /* ---- hashed indexes: open addressing of index + 1 (0 = empty) --------------- */
 
 struct kt_hidx {
@@ -155,6 +168,10 @@ static void kt_config_free(struct kt_config *cfg)
 {
 	u32 i;
 
+	WARN_ON_ONCE(cfg->checks_live);	/* kt_checks_stop() first */
+	for (i = 0; i < cfg->nchecks; i++)
+		kt_check_free(&cfg->checks[i]);
+	kvfree(cfg->checks);
 	if (cfg->servers)
 		for (i = 0; i < cfg->nservers; i++)
 			kt_stats_put(cfg->servers[i].st);
@@ -162,6 +179,7 @@ static void kt_config_free(struct kt_config *cfg)
 		for (i = 0; i < cfg->npools; i++) {
 			kt_stats_put(cfg->pools[i].st);
 			kvfree(cfg->pools[i].lblc);
+			kvfree(cfg->pools[i].psrc);
 		}
 	if (cfg->svc)
 		for (i = 0; i < cfg->nservices; i++)
@@ -284,8 +302,28 @@ static size_t kt_config_cost(const struct kt_config *cfg)
 	for (p = 0; p < cfg->npools; p++) {
 		kt_rules_pool(&cfg->rules, p, &pi);
 		sum += sizeof(struct kt_lblc_entry) * KT_LBLC_WAYS * kt_lblc_sets(&pi);
+		if (pi.persist.kind == KT_PERSIST_SOURCE)
+			sum += sizeof(struct kt_psrc) * KT_PSRC_SETS * KT_PSRC_WAYS;
+		if (pi.check.kind != KT_CHECK_NONE)
+			sum += (size_t)pi.nservers * (sizeof(struct kt_check) +
+				(pi.check.kind == KT_CHECK_HTTP ?
+				 KT_CHECK_REQ_MAX : 0));
 	}
 	return sum;
+}
+
+/* Checked servers of @cfg: those of pools with a health check. */
+static u32 kt_config_checked(const struct kt_config *cfg)
+{
+	struct kt_rules_pool_info pi;
+	u32 p, n = 0;
+
+	for (p = 0; p < cfg->npools; p++) {
+		kt_rules_pool(&cfg->rules, p, &pi);
+		if (pi.check.kind != KT_CHECK_NONE)
+			n += pi.nservers;
+	}
+	return n;
 }
 
 static int kt_config_scratch(struct kt_config *cfg)
@@ -386,22 +424,23 @@ static struct kt_pool *kt_carry_pool(struct kt_carry *k, const char *name,
 	return NULL;
 }
 
-static struct kt_stats *kt_carry_server(struct kt_carry *k,
-					const struct kt_pool *opool,
-					const struct sockaddr_storage *addr)
+/* The server of @opool (of the old configuration) at @addr, or NULL. */
+static struct kt_server *kt_carry_server(struct kt_carry *k,
+					 const struct kt_pool *opool,
+					 const struct sockaddr_storage *addr)
 {
 	u32 i, idx, op;
 
 	if (opool) {
 		op = opool - k->old->pools;
 		kt_hidx_for_each(&k->server, kt_addr_hash(addr) ^ op, i, idx) {
-			const struct kt_server *o = &k->old->servers[idx];
+			struct kt_server *o = &k->old->servers[idx];
 
 			if (o->pool == op && kt_addr_equal(&o->addr, addr))
-				return kt_stats_carry(o->st);
+				return o;
 		}
 	}
-	return kt_stats_new();
+	return NULL;
 }
 
 static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
@@ -419,6 +458,15 @@ static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
 	pool->sched = pi.scheduler;
 	pool->nservers = pi.nservers;
 	pool->servers = &cfg->servers[pi.first_server];
+	pool->check = pi.check;		/* its slices point into the blob */
+	pool->persist = pi.persist;	/* likewise */
+	if (pi.persist.kind == KT_PERSIST_SOURCE) {
+		pool->psrc = kvcalloc(KT_PSRC_SETS * KT_PSRC_WAYS,
+				      sizeof(*pool->psrc), KT_GFP);
+		if (!pool->psrc)
+			return -ENOMEM;
+		pool->psrc_timeout = msecs_to_jiffies(pi.persist.source_timeout_ms);
+	}
 	spin_lock_init(&pool->lock);
 	pool->nsets = kt_lblc_sets(&pi);
 	if (pool->nsets) {
@@ -442,6 +490,7 @@ static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
 			return -EINVAL;
 		}
 		s->port = si.port;
+		s->id = si.id;
 		s->weight = si.weight;
 		s->state = si.state;
 		s->pool = p;
@@ -450,9 +499,18 @@ static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
 		s->fail_start = jiffies;
 		spin_lock_init(&s->idle_lock);
 		INIT_LIST_HEAD(&s->idle);
-		s->st = kt_carry_server(k, opool, &s->addr);
+		s->carried = kt_carry_server(k, opool, &s->addr);
+		s->st = s->carried ? kt_stats_carry(s->carried->st) :
+				     kt_stats_new();
 		if (!s->st)
 			return -ENOMEM;
+		if (pool->check.kind != KT_CHECK_NONE) {
+			int err = kt_check_init(&cfg->checks[cfg->nchecks++],
+						cfg, pool, s);
+
+			if (err)
+				return err;
+		}
 	}
 	return 0;
 }
@@ -547,7 +605,7 @@ struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
 	struct kt_config *cfg;
 	const char *why = NULL;
 	int err = -ENOMEM;
-	u32 i;
+	u32 i, n;
 
 	cfg = kzalloc(sizeof(*cfg), KT_GFP);
 	if (!cfg) {
@@ -587,7 +645,9 @@ struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
 			      KT_GFP);
 	cfg->servers = kvcalloc(max(cfg->nservers, 1U), sizeof(*cfg->servers),
 				KT_GFP);
-	if (!cfg->svc || !cfg->pools || !cfg->servers ||
+	n = kt_config_checked(cfg);
+	cfg->checks = n ? kvcalloc(n, sizeof(*cfg->checks), KT_GFP) : NULL;
+	if (!cfg->svc || !cfg->pools || !cfg->servers || (n && !cfg->checks) ||
 	    kt_hidx_init(&svc_hash, cfg->nservices) ||
 	    kt_carry_init(&carry, old) || kt_config_scratch(cfg))
 		goto err;
@@ -691,9 +751,13 @@ int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 	kt_listeners_kick(ktn);		/* the limit may have changed */
 	kt_listeners_start(ktn);	/* accept what waited for this commit */
 	if (old) {
+		kt_checks_stop(old);	/* before the new ones take their state */
 		kt_idle_retire(old);
-		percpu_ref_kill(&old->ref);
 	}
+	if (cfg)
+		kt_checks_start(cfg);
+	if (old)
+		percpu_ref_kill(&old->ref);
 	return 0;
 
 undo:

@@ -222,6 +222,7 @@ struct kt_conn {
 	u32 tried[KT_MAX_TRIES];
 	u32 ntried;
 	u32 dest_hash;
+	u64 persist_id;			/* persist cookie: the server named, or 0 */
 
 	struct kt_dir up, down;
 
@@ -256,6 +257,10 @@ enum kt_io kt_dir_send(struct kt_conn *c, struct kt_dir *d);
 enum kt_io kt_dir_step(struct kt_conn *c, struct kt_dir *d);
 enum kt_io kt_dir_tunnel(struct kt_conn *c, struct kt_dir *d);
 void kt_dir_reset(struct kt_dir *d);
+
+/* kt_persist.c (and kt_response.c) */
+int kt_persist_set_cookie(struct kt_conn *c);
+int kt_resp_add_line(struct kt_conn *c, const char *line, u32 n);
 
 /* kt_request.c */
 void kt_conn_start_request(struct kt_conn *c);

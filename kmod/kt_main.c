@@ -162,9 +162,12 @@ static int __init ktcpvs_init(void)
 		err = -ENOMEM;
 		goto err_cache;
 	}
-	err = register_pernet_subsys(&kt_net_ops);
+	err = kt_check_wq_init();
 	if (err)
 		goto err_wq;
+	err = register_pernet_subsys(&kt_net_ops);
+	if (err)
+		goto err_check;
 	err = kt_netlink_init();
 	if (err)
 		goto err_pernet;
@@ -174,6 +177,8 @@ static int __init ktcpvs_init(void)
 
 err_pernet:
 	unregister_pernet_subsys(&kt_net_ops);
+err_check:
+	kt_check_wq_exit();
 err_wq:
 	destroy_workqueue(kt_wq);
 err_cache:
@@ -189,7 +194,8 @@ static void __exit ktcpvs_exit(void)
 	 */
 	kt_log_flush_all();
 	kt_netlink_exit();
-	unregister_pernet_subsys(&kt_net_ops);
+	unregister_pernet_subsys(&kt_net_ops);	/* stops every check */
+	kt_check_wq_exit();
 	destroy_workqueue(kt_wq);	/* drains the last release works */
 	rcu_barrier();			/* retired configurations' last callbacks */
 	kt_conn_cache_exit();

@@ -521,6 +521,22 @@ static int kt_put_stats(struct sk_buff *msg, const struct kt_stats *st)
 	return 0;
 }
 
+/* A checked server's check state, last result and changes. */
+static int kt_put_check(struct sk_buff *msg, const struct kt_server *s)
+{
+	char last[16];
+
+	if (!s->check)
+		return 0;
+	kt_check_result_name(READ_ONCE(s->check_last), last, sizeof(last));
+	if (nla_put_u8(msg, KTCPVS_A_CHECK_STATE, READ_ONCE(s->check_state)) ||
+	    (last[0] && nla_put_string(msg, KTCPVS_A_CHECK_LAST, last)) ||
+	    nla_put_u64_64bit(msg, KTCPVS_A_CHECK_CHANGES,
+			      READ_ONCE(s->check_changes), KTCPVS_A_PAD))
+		return -EMSGSIZE;
+	return 0;
+}
+
 /* Object @i of @cfg: services, then pools, then servers. */
 static int kt_fill_obj(struct sk_buff *msg, struct kt_config *cfg, u32 i)
 {
@@ -554,10 +570,36 @@ static int kt_fill_obj(struct sk_buff *msg, struct kt_config *cfg, u32 i)
 		    nla_put_u32(msg, KTCPVS_A_WEIGHT, READ_ONCE(s->weight)) ||
 		    nla_put_u8(msg, KTCPVS_A_STATE, READ_ONCE(s->state)) ||
 		    nla_put_u8(msg, KTCPVS_A_COOLDOWN,
-			       time_before(jiffies, READ_ONCE(s->down_until))))
+			       time_before(jiffies, READ_ONCE(s->down_until))) ||
+		    kt_put_check(msg, s))
 			return -EMSGSIZE;
 		return kt_put_stats(msg, s->st);
 	}
+}
+
+/*
+ * Tell listeners of the "config" group that server @s of pool @p changed
+ * its check state.  Best effort.  Context: the check's work (process).
+ */
+void kt_notify_check(struct kt_net *ktn, const struct kt_pool *p,
+		     const struct kt_server *s)
+{
+	struct sk_buff *msg;
+	void *hdr;
+
+	msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+	if (!msg)
+		return;
+	hdr = genlmsg_put(msg, 0, 0, &kt_genl_family, 0, KTCPVS_CMD_CHECK);
+	if (!hdr ||
+	    nla_put_u8(msg, KTCPVS_A_OBJ_KIND, KTCPVS_OBJ_SERVER) ||
+	    nla_put(msg, KTCPVS_A_OBJ_POOL, p->name_len, p->name) ||
+	    kt_put_addr(msg, &s->addr) || kt_put_check(msg, s)) {
+		nlmsg_free(msg);
+		return;
+	}
+	genlmsg_end(msg, hdr);
+	kt_multicast(ktn->net, msg, KT_MCGRP_CONFIG);
 }
 
 static int kt_nl_dump_stats(struct sk_buff *skb, struct netlink_callback *cb)

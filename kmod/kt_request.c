@@ -201,19 +201,18 @@ static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
 	}
 	mr.headers = s->mh;
 	mr.nheaders = m->nfields;
-	if (c->peer.ss_family == AF_INET) {
-		mr.family = KT_MATCH_AF_INET;
-		memcpy(mr.addr, &((struct sockaddr_in *)&c->peer)->sin_addr, 4);
-	} else {
-		mr.family = KT_MATCH_AF_INET6;
-		memcpy(mr.addr, &((struct sockaddr_in6 *)&c->peer)->sin6_addr, 16);
-	}
+	kt_addr_bytes(&c->peer, &mr.family, mr.addr);
 	kt_match(&c->cfg->rules, c->svc->idx, &mr, s->match, res);
 	kt_alog_route(c, &mr, res);	/* before the edits move the head */
-	if (res->action == KT_ACTION_ROUTE &&
-	    kt_sched_uses_dest(&c->cfg->pools[res->pool]))
-		c->dest_hash = jhash(mr.path.ptr, mr.path.len,
-				     jhash(mr.host.ptr, mr.host.len, 0));
+	c->persist_id = 0;
+	if (res->action == KT_ACTION_ROUTE) {
+		const struct kt_pool *p = &c->cfg->pools[res->pool];
+
+		if (kt_sched_uses_dest(p))
+			c->dest_hash = jhash(mr.path.ptr, mr.path.len,
+					     jhash(mr.host.ptr, mr.host.len, 0));
+		c->persist_id = kt_persist_cookie(p, b, s->fields, m->nfields);
+	}
 	kt_head_edit(c);
 }
 

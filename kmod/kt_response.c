@@ -57,7 +57,7 @@ static int kt_close_response(struct kt_conn *c)
 {
 	static const char line[] = "Connection: close\r\n";
 	struct kt_dir *d = &c->down;
-	u32 n = sizeof(line) - 1, at, i = 0, start, gone;
+	u32 n = sizeof(line) - 1, i = 0, start, gone;
 	u8 *b = d->buf;
 
 	while (i < d->msg.head_len && b[i] != '\n')	/* the status line */
@@ -77,7 +77,18 @@ static int kt_close_response(struct kt_conn *c)
 		d->msg.head_len -= gone;
 		i = start;
 	}
-	at = d->msg.head_len - 2;
+	return kt_resp_add_line(c, line, n);
+}
+
+/*
+ * Add @line (@n bytes, ending in CRLF) to the complete response head in
+ * c->down, before its final CRLF.  0 or -ENOMEM.
+ */
+int kt_resp_add_line(struct kt_conn *c, const char *line, u32 n)
+{
+	struct kt_dir *d = &c->down;
+	u32 at = d->msg.head_len - 2;
+
 	if (d->len + n > d->cap && kt_buf_grow(d, d->len + n))
 		return -ENOMEM;
 	memmove(d->buf + at + n, d->buf + at, d->len - at);
@@ -125,8 +136,10 @@ static void kt_rs_head_done(struct kt_conn *c)
 		c->deadline = jiffies + c->svc->t_idle;
 		return;
 	}
-	if (!c->client_ka && (m->flags & KT_HTTP_KEEP_ALIVE) &&
-	    kt_close_response(c)) {
+	if ((!c->client_ka && (m->flags & KT_HTTP_KEEP_ALIVE) &&
+	     kt_close_response(c)) ||
+	    (c->pool->persist.kind == KT_PERSIST_COOKIE &&
+	     c->srv->id != c->persist_id && kt_persist_set_cookie(c))) {
 		kt_conn_count_error(c, KT_E_LOCAL);
 		kt_conn_close(c);
 		return;

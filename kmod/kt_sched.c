@@ -27,25 +27,28 @@
  * KT_LBLC_SETS_MAX); a new key replaces the least recently used key of its
  * set.
  *
- * A server is available when its state is up, its weight is above zero and
- * it is not in a failure cool-down.  Callers pass servers already tried for
+ * A server is available when its state is up, its weight is above zero, it
+ * is not in a failure cool-down and its health check (if any) does not say
+ * down.  Callers pass servers already tried for
  * this request in @tried so a retry picks another one.
  */
 
 #include <linux/jhash.h>
 
 #include "kt.h"
+#include "uapi/ktcpvs.h"
 
 #define KT_LBLCR_TRIM	(360 * HZ)	/* LVS: 6 minutes */
 
 static bool kt_srv_available(const struct kt_server *s, unsigned long now)
 {
 	return READ_ONCE(s->state) == KT_SERVER_UP && READ_ONCE(s->weight) &&
-	       !time_before(now, READ_ONCE(s->down_until));
+	       !time_before(now, READ_ONCE(s->down_until)) &&
+	       READ_ONCE(s->check_state) != KTCPVS_CHECK_DOWN;
 }
 
-static bool kt_sched_ok(const struct kt_pool *p, u32 i,
-			const struct kt_sched_in *in, unsigned long now)
+bool kt_sched_usable(const struct kt_pool *p, u32 i,
+		     const struct kt_sched_in *in, unsigned long now)
 {
 	u32 k;
 
@@ -66,7 +69,7 @@ static int kt_sched_rr(struct kt_pool *p, const struct kt_sched_in *in,
 	for (k = 0; k < p->nservers; k++) {
 		u32 i = (start + k) % p->nservers;
 
-		if (kt_sched_ok(p, i, in, now))
+		if (kt_sched_usable(p, i, in, now))
 			return i;
 	}
 	return -1;
@@ -103,7 +106,7 @@ static int kt_swrr_locked(struct kt_pool *p, const struct kt_sched_in *in,
 		struct kt_server *s = &p->servers[i];
 		int w = READ_ONCE(s->weight);
 
-		if (!kt_sched_ok(p, i, in, now) ||
+		if (!kt_sched_usable(p, i, in, now) ||
 		    (tie && kt_load_cmp(s, tie, weighted)))
 			continue;
 		s->wrr_current += w;
@@ -135,7 +138,7 @@ static int kt_least(struct kt_pool *p, const struct kt_sched_in *in,
 	u32 i;
 
 	for (i = 0; i < p->nservers; i++) {
-		if (!kt_sched_ok(p, i, in, now))
+		if (!kt_sched_usable(p, i, in, now))
 			continue;
 		if (least < 0 ||
 		    kt_load_cmp(&p->servers[i], &p->servers[least], weighted) < 0)
@@ -177,7 +180,7 @@ static int kt_rendezvous(struct kt_pool *p, const struct kt_sched_in *in,
 		const struct kt_server *s = &p->servers[i];
 		u32 score;
 
-		if (!kt_sched_ok(p, i, in, now) ||
+		if (!kt_sched_usable(p, i, in, now) ||
 		    (tie && kt_load_cmp(s, tie, true)))
 			continue;
 		score = jhash_2words(s->key, key, 0);
@@ -282,7 +285,7 @@ static int kt_sched_lblc(struct kt_pool *p, const struct kt_sched_in *in,
 	for (k = 0; k < e->n; k++) {
 		u32 i = e->srv[k];
 
-		if (!kt_sched_ok(p, i, in, now))
+		if (!kt_sched_usable(p, i, in, now))
 			continue;
 		if (best < 0 || kt_load_cmp(&p->servers[i], &p->servers[best], true) < 0)
 			best = i;
@@ -327,16 +330,10 @@ bool kt_sched_uses_dest(const struct kt_pool *p)
 	       p->sched == KT_SCHED_LBLCR;
 }
 
-/*
- * Pick a server of @p for a request; -1 when none is available.  Context:
- * process or softirq; takes the pool's lock for wrr, lc ties, lblc, lblcr.
- */
-int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
+/* The pool's scheduler's choice; -1 when no server is usable. */
+static int kt_sched_pick(struct kt_pool *p, const struct kt_sched_in *in,
+			 unsigned long now)
 {
-	unsigned long now = jiffies;
-
-	if (!p->nservers)
-		return -1;
 	switch (p->sched) {
 	case KT_SCHED_WRR:
 		return kt_swrr(p, in, now, NULL, false);
@@ -356,6 +353,30 @@ int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
 	default:
 		return kt_sched_rr(p, in, now);
 	}
+}
+
+/*
+ * Pick a server of @p for a request; -1 when none is available.  The
+ * server persistence prefers, if it is usable; else the scheduler's choice
+ * (which persistence then remembers).  Context: process or softirq; takes
+ * the pool's lock for wrr, lc ties, lblc, lblcr and the source table.
+ */
+int kt_schedule(struct kt_pool *p, const struct kt_sched_in *in)
+{
+	unsigned long now = jiffies;
+	int i;
+
+	if (!p->nservers)
+		return -1;
+	if (p->persist.kind != KT_PERSIST_NONE) {
+		i = kt_persist_pick(p, in, now);
+		if (i >= 0)
+			return i;
+	}
+	i = kt_sched_pick(p, in, now);
+	if (i >= 0 && p->persist.kind == KT_PERSIST_SOURCE)
+		kt_persist_note(p, in, i, now);
+	return i;
 }
 
 /* Passive failure marking: KT_MAX_FAILS within KT_FAIL_WINDOW: cool down. */

@@ -504,22 +504,6 @@ class _Compiler:
                 )
             check = self.check_check(it)
             persist = self.check_persist(it)
-            # The table carries both; the module of this release does not act on them.
-            if check is not None:
-                self.warn(
-                    it.checks[0].pos,
-                    "health checks are not run yet",
-                    "check",
-                    "ktcpvs 0.3.0 compiles them but does not run them: a server leaves "
-                    "rotation only when connects to it fail (passive marking)",
-                )
-            if persist is not None:
-                self.warn(
-                    it.persists[0].pos,
-                    "persistence is not applied yet",
-                    "persist",
-                    "ktcpvs 0.3.0 compiles it but schedules every request as if it were absent",
-                )
             out[name] = ir.Pool(name, sched, servers, _loc(it.pos), check, persist)
         return out
 

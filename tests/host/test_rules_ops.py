@@ -102,18 +102,16 @@ def err(
     return e.message, e.pos.line, e.pos.col
 
 
-def test_checks_and_persistence_warn_that_the_module_does_not_act_on_them() -> None:
+def test_checks_and_persistence_compile_without_warnings() -> None:
     text = (
         POOLS.replace("pool a {", "pool a { check tcp;").replace(
             "pool b {", "pool b { persist source;"
         )
-        + "service s listen 1.2.3.4:80 { route a; route b; route c; }"
+        + 'service s listen 1.2.3.4:80 { route a if path prefix "/a";'
+        + ' route b if path prefix "/b"; route c; }'
     )
     res = compile_ok(text)
-    got = [d.message for d in res.warnings]
-    assert "health checks are not run yet" in got, got
-    assert "persistence is not applied yet" in got, got
-    assert all(d.pos.file == "t.rules" for d in res.warnings)
+    assert [d.message for d in res.warnings] == []
 
 
 @pytest.mark.parametrize(

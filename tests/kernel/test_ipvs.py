@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from demo_site import RULES, Site, get, read_responses
+from demo_site import RULES, Response, Site, get, read_responses
 from nsutil import in_netns
 from topology import stop, wait_port
 
@@ -279,10 +279,10 @@ def two_tier(site: Site) -> Iterator[tuple[Site, list[str]]]:
         site.apply()
 
 
-def test_two_tier_ipvs_over_two_ktcpvs_directors(two_tier: tuple[Site, list[str]]) -> None:
-    site, l7 = two_tier
+def tier_up(site: Site, l7: list[str], rules: str) -> None:
+    """The same rules file on both L7 directors; IPVS rr over them at 10.0.0.1:8000."""
     path = site.tmp / "tier.rules"
-    path.write_text(TIER_RULES)
+    path.write_text(rules)
     for ns in l7:
         assert in_netns(ns, lambda: apply_file(path)).changed
     lvs = site.tmp / "lvs-tier.rules"
@@ -292,16 +292,54 @@ def test_two_tier_ipvs_over_two_ktcpvs_directors(two_tier: tuple[Site, list[str]
     )
     assert in_netns(site.topo.director.ns, lambda: apply_file(lvs)).changed
 
+
+def tier_get(path: str, headers: str = "") -> Response:
+    """One request through the tier, on a new connection."""
+    with socket.create_connection(("10.0.0.1", 8000), timeout=20) as s:
+        raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+        s.sendall(raw.encode())
+        (r,) = read_responses(s, 1)
+    return r
+
+
+def served_by_each(l7: list[str]) -> list[int]:
+    """Client connections each L7 director's services accepted."""
+    return [in_netns(ns, lambda: sum(o.conns for o in Client().stats() if o.kind == "service"))
+            for ns in l7]  # fmt: skip
+
+
+def test_two_tier_ipvs_over_two_ktcpvs_directors(two_tier: tuple[Site, list[str]]) -> None:
+    site, l7 = two_tier
+    tier_up(site, l7, TIER_RULES)
+
     def one(path: str) -> str:
-        with socket.create_connection(("10.0.0.1", 8000), timeout=20) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            (r,) = read_responses(s, 1)
-        return r.backend or "?"
+        return tier_get(path).backend or "?"
 
     got = [site.client(lambda i=i: one(f"/img/{i}.png")) for i in range(4)]
     assert set(got) == {"img1", "img2"}, got
     assert {site.client(lambda: one("/cgi-bin/t")) for _ in range(2)} == {"cgi"}
     # each L7 director served half of the six connections (IPVS rr)
-    served = [in_netns(ns, lambda: sum(o.conns for o in Client().stats() if o.kind == "service"))
-              for ns in l7]  # fmt: skip
-    assert served == [3, 3], served
+    assert served_by_each(l7) == [3, 3]
+
+
+def test_persistence_cookie_holds_across_both_directors(two_tier: tuple[Site, list[str]]) -> None:
+    """`persist cookie`: the value one director sets is followed by the other
+    (both applied the same file), so a client keeps its server whichever
+    director IPVS hands its connections to."""
+    site, l7 = two_tier
+    tier_up(
+        site, l7, TIER_RULES.replace("{ scheduler rr;", "{ scheduler rr; persist cookie SRVID;")
+    )
+    first = site.client(lambda: tier_get("/img/a.png"))
+    name, _, value = first.headers["set-cookie"].split(";")[0].partition("=")
+    assert name == "SRVID" and first.backend in ("img1", "img2")
+
+    def run() -> list[tuple[str | None, str | None]]:
+        out = []
+        for i in range(6):
+            r = tier_get(f"/img/{i}.png", f"Cookie: SRVID={value}\r\n")
+            out.append((r.backend, r.headers.get("set-cookie")))
+        return out
+
+    assert site.client(run) == [(first.backend, None)] * 6
+    assert sorted(served_by_each(l7)) == [3, 4]  # IPVS rr: both directors served

@@ -1,0 +1,150 @@
+"""Persistence, applied by the module (kmod/kt_persist.c; docs/rules.md
+"Persistence"), through the live switch: `persist cookie` and `persist source`
+on the demo site's img1 (10.0.1.11) and img2 (10.0.1.12), echo servers that
+name themselves in X-Backend.  Both pools schedule rr, so without
+persistence consecutive requests alternate; `plain` is the control.  Across
+both directors of the two-tier topology: tests/kernel/test_ipvs.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from demo_site import VIP, Site
+
+from l7ctl import tables
+from l7ctl.apply import apply_file
+from l7ctl.compiler import compile_text
+from l7ctl.netlink import Client
+
+RULES = """
+pool sticky { scheduler rr; persist cookie SRVID; server 10.0.1.11:80 id img1;
+              server 10.0.1.12:80; }
+pool src { scheduler rr; persist source 2s; server 10.0.1.11:80; server 10.0.1.12:80; }
+pool plain { scheduler rr; server 10.0.1.11:80; server 10.0.1.12:80; }
+service web listen 10.0.0.1:80 {
+    route sticky if path prefix "/sticky/";
+    route src if path prefix "/src/";
+    route plain;
+}
+"""
+ADDRS = {"img1": "10.0.1.11:80", "img2": "10.0.1.12:80"}
+
+
+@pytest.fixture
+def persist(site: Site) -> Iterator[Site]:
+    path = site.tmp / "persist.rules"
+    path.write_text(RULES)
+    site.director(lambda: apply_file(path))
+    try:
+        yield site
+    finally:
+        site.apply()
+
+
+def cookie_of(pool: str, addr: str) -> str:
+    """The cookie value the compiler gives the server at addr of pool."""
+    cfg = compile_text(RULES, "persist.rules").ir
+    assert cfg is not None
+    p = cfg.pools[cfg.pool_index(pool)]
+    return tables.cookie_value(pool, next(s for s in p.servers if s.endpoint() == addr))
+
+
+def request(path: str, headers: str = "") -> tuple[int, str | None, list[str]]:
+    """One request on a new connection: status, X-Backend, Set-Cookie values."""
+    raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+    with socket.create_connection((VIP, 80), timeout=20) as s:
+        s.sendall(raw.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    backend, cookies = None, []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.lower() == "x-backend":
+            backend = value.strip()
+        elif name.lower() == "set-cookie":
+            cookies.append(value.strip())
+    return int(lines[0].split()[1]), backend, cookies
+
+
+def test_cookie_names_the_server_and_keeps_the_client_there(persist: Site) -> None:
+    def run() -> list[tuple[int, str | None, list[str]]]:
+        first = request("/sticky/a")
+        value = first[2][0].split(";")[0].split("=", 1)[1]
+        # the cookie among others, on new connections each time
+        cookie = f"Cookie: theme=dark; SRVID={value}; lang=en\r\n"
+        return [first] + [request(f"/sticky/{i}", cookie) for i in range(8)]
+
+    first, *rest = persist.client(run)
+    status, backend, cookies = first
+    assert status == 200 and backend in ADDRS
+    # the value is the compiler's id of that server (the same on every director)
+    assert cookies == [f"SRVID={cookie_of('sticky', ADDRS[backend])}; Path=/; HttpOnly"]
+    # every later request goes to it, and no answer sets the cookie again
+    assert rest == [(200, backend, [])] * 8
+    # the control: rr alternates
+    got = persist.client(lambda: [request(f"/plain/{i}")[1] for i in range(4)])
+    assert set(got) == {"img1", "img2"}
+
+
+def test_cookie_of_a_drained_server_goes_elsewhere_and_is_replaced(persist: Site) -> None:
+    img1 = cookie_of("sticky", ADDRS["img1"])
+    img2 = cookie_of("sticky", ADDRS["img2"])
+    persist.director(lambda: Client().server_set("sticky", ADDRS["img1"], state="drain"))
+    try:
+        got = persist.client(lambda: request("/sticky/x", f"Cookie: SRVID={img1}\r\n"))
+        assert got == (200, "img2", [f"SRVID={img2}; Path=/; HttpOnly"])
+    finally:
+        persist.director(lambda: Client().server_set("sticky", ADDRS["img1"], state="up"))
+    assert persist.client(lambda: request("/sticky/x", f"Cookie: SRVID={img1}\r\n"))[1] == "img1"
+
+
+@pytest.mark.parametrize(
+    "value", ["0123456789abcdef", "zz", "", "0123456789ABCDEF0", "0123456789abcde"]
+)
+def test_a_forged_cookie_gets_a_normal_choice(persist: Site, value: str) -> None:
+    ids = {cookie_of("sticky", a): n for n, a in ADDRS.items()}
+    assert value.lower() not in ids
+
+    def run() -> list[tuple[int, str | None, list[str]]]:
+        return [request(f"/sticky/{i}", f"Cookie: SRVID={value}\r\n") for i in range(4)]
+
+    got = persist.client(run)
+    # rr as without the cookie, and each answer names its server afresh
+    assert {b for _, b, _ in got} == {"img1", "img2"}
+    for status, backend, cookies in got:
+        assert status == 200 and backend
+        value_set = cookies[0].split(";")[0].split("=", 1)[1]
+        assert ids[value_set] == backend
+
+
+def test_source_keeps_a_client_on_its_server_until_it_is_unavailable(persist: Site) -> None:
+    got = persist.client(lambda: [request(f"/src/{i}")[1] for i in range(6)])
+    assert len(set(got)) == 1, got
+    first = got[0]
+    assert first is not None
+    other = "img2" if first == "img1" else "img1"
+    persist.director(lambda: Client().server_set("src", ADDRS[first], state="drain"))
+    try:
+        again = persist.client(lambda: [request(f"/src/{i}")[1] for i in range(4)])
+        assert again == [other] * 4
+    finally:
+        persist.director(lambda: Client().server_set("src", ADDRS[first], state="up"))
+    # the new choice is what the client keeps now, its old server back or not
+    assert persist.client(lambda: [request(f"/src/{i}")[1] for i in range(4)]) == [other] * 4
+
+
+def test_source_entries_expire(persist: Site) -> None:
+    """An entry lasts `persist source 2s` after its last use: within it the
+    client stays, after it the scheduler chooses again (rr: the other one)."""
+    a = persist.client(lambda: request("/src/e")[1])
+    time.sleep(1)
+    assert persist.client(lambda: request("/src/e")[1]) == a  # used: 2 s more
+    time.sleep(3)
+    b = persist.client(lambda: request("/src/e")[1])
+    assert b is not None and b != a
