@@ -53,8 +53,9 @@ from topology import Topology, wait_port  # noqa: E402
 BACKENDS = {"img1": "10.0.1.11", "img2": "10.0.1.12", "cgi1": "10.0.2.11", "static1": "10.0.3.11"}
 POOL_OF = {"img1": "images", "img2": "images", "cgi1": "cgi", "static1": "static"}
 VIP = "10.0.0.1"
-PORTS = {"ktcpvs": 80, "haproxy": 8081, "nginx": 8082, "floor": 8090}
-SYSTEMS = ("direct", "floor", "ktcpvs", "haproxy", "nginx")
+# "nolog": ktcpvs with its access log off (bench.rules, service quiet)
+PORTS = {"ktcpvs": 80, "haproxy": 8081, "nginx": 8082, "nolog": 8083, "floor": 8090}
+SYSTEMS = ("direct", "floor", "ktcpvs", "nolog", "haproxy", "nginx")
 # The floor relays every connection to the images pool whatever it asks for
 # (bench.rules); every backend serves the whole site, so its answers come
 # from that pool.
@@ -185,6 +186,7 @@ class Bench:
         in_netns(d, lambda: apply_file(rules))
         wait_port(d, VIP, PORTS["ktcpvs"])
         wait_port(d, VIP, PORTS["floor"])
+        wait_port(d, VIP, PORTS["nolog"])
         prefix = self.tmp / "haproxy"
         prefix.mkdir()
         fill(HERE / "haproxy.cfg.in", prefix / "haproxy.cfg", workers=self.cpus,

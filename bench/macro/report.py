@@ -29,12 +29,13 @@ sys.path.insert(0, str(HERE))
 
 import counters  # noqa: E402
 
-SYSTEMS = ("direct", "floor", "ktcpvs", "haproxy", "nginx")
+SYSTEMS = ("direct", "floor", "ktcpvs", "nolog", "haproxy", "nginx")
 PROXIES = ("ktcpvs", "haproxy", "nginx")
 COLORS = {
     "direct": "#888888",
     "floor": "#ff7f0e",
     "ktcpvs": "#d62728",
+    "nolog": "#e377c2",
     "haproxy": "#1f77b4",
     "nginx": "#2ca02c",
 }
@@ -150,6 +151,7 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
                 "to_haproxy": ratio(fig[s], fig.get("haproxy")),
                 "to_direct": ratio(fig[s], fig.get("direct")),
                 "to_floor": ratio(fig[s], fig.get("floor")),
+                "to_nolog": ratio(fig[s], fig.get("nolog")),
                 "cpu_us_above_floor": None if above is None else round(above, 1),
                 "cpu_above_floor_to_haproxy": ratio(above, ha_above)
                 if ha_above and ha_above > 0
@@ -241,6 +243,10 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
             r(wl, "cpu_above_floor_to_haproxy"),
             0.25,
         )
+    for wl in w:
+        unit = "MB/s" if wl in BULK else "req/s"
+        # issue 14: the access log costs at most 5 %
+        at_least(f"ktcpvs log on / log off {unit}, {wl}", r(wl, "to_nolog"), 0.95)
     for wl in ("small_keepalive", "mixed_keepalive"):
         at_least(f"ktcpvs / direct req/s, {wl}", r(wl, "to_direct"), 0.6)
     at_least("ktcpvs / direct MB/s, bulk_1m", r("bulk_1m", "to_direct"), 0.9)
