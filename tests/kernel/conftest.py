@@ -6,10 +6,11 @@ whole suite stops before a single test runs.
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import signal
 import sys
+import threading
+import traceback
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import FrameType
@@ -25,8 +26,8 @@ from l7ctl.netlink import Client
 
 # Seconds one test (its setup, body and teardown) may take before it fails
 # as hung; @pytest.mark.timeout(N) gives a longer test its own bound.  A hang
-# then costs one test, never the whole boot: the suite goes on, and where the
-# test stood is printed (faulthandler) for the report.
+# then costs one test, never the whole boot: the suite goes on, and where
+# every thread stood is printed for the report.
 TEST_TIMEOUT = float(os.environ.get("KTCPVS_TEST_TIMEOUT", "240"))
 
 
@@ -46,20 +47,47 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise TestTimeout("the test ran past its time bound (hung?)")
 
 
+class _Watchdog:
+    """Past the bound: print every thread's stack, then SIGALRM to the main
+    thread itself -- again every 10 s while the test goes on.  A process-wide
+    alarm (setitimer) may be taken by any thread, and then leaves the main
+    thread blocked where it was; and faulthandler's own dump, which reads
+    other threads' frames without the GIL, once crashed the interpreter and
+    with it the whole suite."""
+
+    def __init__(self, bound: float) -> None:
+        self.done = threading.Event()
+        self.main = threading.main_thread().ident
+        self.thread = threading.Thread(target=self.run, args=(bound,), daemon=True)
+        self.thread.start()
+
+    def run(self, bound: float) -> None:
+        if self.done.wait(bound):
+            return
+        frames = sys._current_frames()
+        for t in threading.enumerate():
+            if t.ident in frames and t.ident != threading.get_ident():
+                stack = "".join(traceback.format_stack(frames[t.ident]))
+                print(f"\n--- thread {t.name} at the time bound ---\n{stack}", file=sys.stderr)
+        while not self.done.is_set() and self.main is not None:
+            signal.pthread_kill(self.main, signal.SIGALRM)
+            self.done.wait(10)
+
+    def cancel(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     mark = item.get_closest_marker("timeout")
     bound = float(mark.args[0]) if mark else TEST_TIMEOUT
     old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, bound)
-    # Where every thread stood, should the alarm not get through (a thread
-    # blocked where Python cannot interrupt it).
-    faulthandler.dump_traceback_later(bound + 30, exit=False, file=sys.stderr)
+    dog = _Watchdog(bound)
     try:
         yield
     finally:
-        faulthandler.cancel_dump_traceback_later()
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        dog.cancel()
         signal.signal(signal.SIGALRM, old)
 
 

@@ -31,6 +31,8 @@ from l7ctl.apply import apply_file
 from l7ctl.netlink import Client, Counters
 
 FLAKY = "10.0.4.11"
+ROOT = Path(__file__).resolve().parents[2]
+KO = os.environ.get("KTCPVS_KO") or str(ROOT / "build" / "ktcpvs.ko")
 T = TypeVar("T")
 
 RULES = """
@@ -338,3 +340,41 @@ def test_checks_end_with_their_namespace(tmp_path: Path) -> None:
             stop(p)
         subprocess.run(["ip", "netns", "del", ns], check=False)
     assert wait_for(lambda: Client().info().allocations == base, 60)
+
+
+def test_unload_with_checks_in_flight(tmp_path: Path) -> None:
+    """rmmod while checks wait on a silent server and an address that never answers:
+    the module stops them and unloads without leaking (the runner fails on
+    a kernel report or a leak message), and comes back."""
+    ns = f"kt-chk-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    procs = []
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        # 198.51.100.0/24 goes into a dummy device: SYNs vanish, no answer
+        subprocess.run(["ip", "-n", ns, "link", "add", "d0", "type", "dummy"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "d0", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "route", "add", "198.51.100.0/24", "dev", "d0"],
+                       check=True)  # fmt: skip
+        procs.append(subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c",
+             "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 9000))\n"
+             "s.listen(100)\ntime.sleep(600)\n"]))  # fmt: skip
+        wait_port(ns, "127.0.0.1", 9000)
+        rules = tmp_path / "ns.rules"
+        rules.write_text(
+            'pool p { check http "GET /" interval 30s timeout 20s; server 127.0.0.1:9000;'
+            " server 198.51.100.1:9001; }\n"
+            "service s listen 127.0.0.1:8080 { route p; }\n"
+        )
+        in_netns(ns, lambda: apply_file(rules))
+        time.sleep(2)  # the first checks (within 1 s) are waiting now
+        subprocess.run(["rmmod", "ktcpvs"], check=True, timeout=60)
+    finally:
+        subprocess.run(["insmod", str(KO)], check=False)
+        for p in procs:
+            stop(p)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    assert "allocations leaked" not in dmesg
+    assert Client().info().service_count == 0  # loaded again, afresh
