@@ -208,6 +208,16 @@ static void kt_conn_timeout(struct kt_conn *c)
 		return;
 	}
 	if (c->rq == KT_RQ_HEAD) {
+		/*
+		 * Bytes may wait in the socket because this work runs late (a
+		 * loaded machine), not because the client is: read them once
+		 * before judging.  Once per deadline, so a client that keeps
+		 * dribbling gains one read, not a longer timeout.
+		 */
+		if (!c->late_read && kt_sk_readable(c->csk->sk)) {
+			c->late_read = true;
+			return;
+		}
 		if (!c->up.len && !c->first) {
 			kt_conn_close(c);	/* idle keep-alive connection */
 			return;

@@ -205,6 +205,8 @@ struct kt_conn {
 	bool hold;			/* the request is kept for a retry */
 	bool retried;			/* ... and was retried once */
 	bool counted;			/* the request was counted as forwarded */
+	bool late_read;			/* head state: one read past its deadline
+					 * was granted (kt_conn_timeout) */
 	u32 req_flags;			/* KT_HTTP_* of the request */
 
 	/* the access log (kt_access.c) */

@@ -38,6 +38,7 @@ void kt_conn_start_request(struct kt_conn *c)
 	if (c->svc)
 		c->deadline = jiffies + (c->first || c->up.len ? c->svc->t_header :
 					 c->svc->t_idle);
+	c->late_read = false;
 }
 
 /* The request kept for a retry goes: the response has started. */
@@ -470,8 +471,10 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 		kt_conn_close(c);
 		return KT_PROGRESS;
 	}
-	if (!d->len && !c->first)	/* a new request starts: header timeout */
+	if (!d->len && !c->first) {	/* a new request starts: header timeout */
 		c->deadline = jiffies + c->svc->t_header;
+		c->late_read = false;
+	}
 	d->len += n;
 	c->rq_in += n;
 	kt_stat_add(c->svc->st, bytes_in, n);

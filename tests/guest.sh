@@ -28,6 +28,13 @@ elif [ "${1:-}" = -- ]; then
 	shift
 fi
 
+# One run per boot: should this script be started again (it was seen once,
+# after the suite had ended), it does nothing.
+if [ -e "$out/run.rc" ]; then
+	echo "guest: $out/run.rc exists: this boot's run is over" >&2
+	exit 0
+fi
+
 export KTCPVS_IN_VM=1
 export PATH="$PWD/.venv/bin:$PATH"
 export PYTHONDONTWRITEBYTECODE=1
@@ -126,6 +133,8 @@ else
 	echo "srcversion $have loaded, $KTCPVS_KO has $want" >"$out/module.check"
 fi
 
+# Where a test may leave figures it measured (FILE.json), beside the results.
+export KTCPVS_RESULTS="$out"
 if [ "$mode" = script ]; then
 	record run.rc bash "$script"
 else
@@ -133,8 +142,21 @@ else
 		--junitxml="$out/junit.xml" "$@"
 fi
 
-# The module must unload, also after the tests left whatever they left.
-record rmmod.rc rmmod ktcpvs
+# What the tests left behind, for the report: namespaces, memory, processes.
+{
+	echo "namespaces: $(ip netns list | wc -l)"
+	free -m
+	ps -eo pid,rss,etime,args --sort=-rss | head -20
+} >"$out/leftovers.txt" 2>&1
+
+# The module must unload, also after the tests left whatever they left --
+# within two minutes; else the blocked tasks' stacks go to the kernel log
+# (sysrq w) for the report, and the unload counts as failed.
+record rmmod.rc timeout 120 rmmod ktcpvs
+if [ "$(cat "$out/rmmod.rc")" = 124 ]; then
+	echo w >/proc/sysrq-trigger
+	sleep 2
+fi
 dmesg >"$out/dmesg.txt"
 cat /proc/sys/kernel/tainted >"$out/tainted"
 echo done >"$out/done"

@@ -43,23 +43,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "timeout(seconds): this test's bound instead of 240 s")
 
 
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise TestTimeout("the test ran past its time bound (hung?)")
-
-
 class _Watchdog:
     """Past the bound: print every thread's stack, then SIGALRM to the main
-    thread itself -- again every 10 s while the test goes on.  A process-wide
-    alarm (setitimer) may be taken by any thread, and then leaves the main
-    thread blocked where it was; and faulthandler's own dump, which reads
-    other threads' frames without the GIL, once crashed the interpreter and
-    with it the whole suite."""
+    thread itself, once; its handler raises TestTimeout in the test, once.
+    A process-wide alarm (setitimer) may be taken by any thread, and then
+    leaves the main thread blocked where it was; a second alarm would land
+    wherever pytest is then (formatting the first one's report takes long
+    under emulation) and end the session; and faulthandler's own timed
+    dump, which reads other threads' frames without the GIL, was followed by
+    a crash of the interpreter that ended a whole boot."""
 
     def __init__(self, bound: float) -> None:
         self.done = threading.Event()
+        self.fired = False
         self.main = threading.main_thread().ident
+        self.old = signal.signal(signal.SIGALRM, self.on_alarm)
         self.thread = threading.Thread(target=self.run, args=(bound,), daemon=True)
         self.thread.start()
+
+    def on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self.fired or self.done.is_set():
+            return
+        self.fired = True
+        raise TestTimeout("the test ran past its time bound (hung?)")
 
     def run(self, bound: float) -> None:
         if self.done.wait(bound):
@@ -69,26 +75,23 @@ class _Watchdog:
             if t.ident in frames and t.ident != threading.get_ident():
                 stack = "".join(traceback.format_stack(frames[t.ident]))
                 print(f"\n--- thread {t.name} at the time bound ---\n{stack}", file=sys.stderr)
-        while not self.done.is_set() and self.main is not None:
+        if not self.done.is_set() and self.main is not None:
             signal.pthread_kill(self.main, signal.SIGALRM)
-            self.done.wait(10)
 
     def cancel(self) -> None:
         self.done.set()
         self.thread.join()
+        signal.signal(signal.SIGALRM, self.old)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     mark = item.get_closest_marker("timeout")
-    bound = float(mark.args[0]) if mark else TEST_TIMEOUT
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    dog = _Watchdog(bound)
+    dog = _Watchdog(float(mark.args[0]) if mark else TEST_TIMEOUT)
     try:
         yield
     finally:
         dog.cancel()
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture

@@ -106,7 +106,10 @@ def test_dry_run_prints_both_diffs_and_changes_nothing(lvs_site: Site) -> None:
     changed = rules(sched="wlc", w=5).replace(
         "pool static {", "pool extra { server 10.0.3.11:80; }\npool static {"
     )
-    res = apply_text(site, changed, dry_run=True)
+    # The edit goes to another file: the running configuration's own file
+    # must still compile to it for an IR-level diff (an edited file gives a
+    # blob-level one).
+    res = apply_text(site, changed, name="lvs-next.rules", dry_run=True)
     assert res.changed and res.l7_changed
     lines = res.describe()
     assert "  ~ virtual tcp 10.0.0.1:8443: scheduler rr -> scheduler wlc" in lines, lines
@@ -117,8 +120,7 @@ def test_dry_run_prints_both_diffs_and_changes_nothing(lvs_site: Site) -> None:
     assert ipvs_state(site) == before
     assert site.director(lambda: Client().running_config()) == blob
     # the CLI prints the same diff
-    path = site.tmp / "lvs.rules"
-    path.write_text(changed)
+    path = site.tmp / "lvs-next.rules"
     out = site.topo.exec(site.topo.director.ns, "l7ctl", "apply", "--dry-run", str(path)).stdout
     assert "IPVS (L4):" in out and "ktcpvs (L7):" in out and "(dry run)" in out, out
     assert "+ pool extra" in out and "scheduler rr -> scheduler wlc" in out, out
