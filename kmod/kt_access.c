@@ -8,8 +8,8 @@
  * its service says "log on", or "log sample N" and a random draw picks it,
  * and somebody is going to read the records (kt_log_active).  Its host,
  * path and method are copied at routing time into the connection's record
- * buffer (struct kt_alog, allocated by the connection's first logged
- * request and kept for its life), the server when one is assigned, the
+ * buffer (struct kt_alog, allocated by the connection's first routed
+ * logged request and kept until the client idles), the server when one is assigned, the
  * durations when the connect completes and the first response byte
  * arrives, the status when a final response head is parsed or the switch
  * answers.  The record goes out where the exchange ends:
@@ -25,7 +25,7 @@
  * record it has no room for as dropped.
  *
  * Context: the connection's work (process context); kt_alog_route() with
- * preemption off (it only copies).
+ * preemption off (it copies, and allocates without sleeping).
  */
 
 #include <linux/ktime.h>
@@ -97,40 +97,38 @@ static void kt_alog_addr(u8 *family, u8 addr[16], __u16 *port,
 
 /*
  * The first bytes of a request are in up.buf: decide whether it is logged
- * and, if so, start its record.  Called once per request, before it is
- * parsed; c->svc is set.  The record buffer is allocated by the
- * connection's first logged request; when it cannot be had, the record is
- * counted as dropped.
+ * and, if so, note when it began.  Called once per request, before it is
+ * parsed; c->svc is set.  Nothing is allocated here: a head that never
+ * completes costs no record buffer (its record, if it ends, is built on
+ * the stack by kt_alog_emit).
  */
 void kt_alog_begin(struct kt_conn *c)
 {
-	struct ktcpvs_log_rec *r;
-
 	c->alog_decided = true;
+	c->alog_routed = false;
+	c->alog_status = 0;
 	if (!kt_alog_wanted(c->svc) || !kt_log_active(c->ktn))
 		return;
-	if (!c->alog) {
-		c->alog = kmalloc(sizeof(*c->alog), KT_GFP);
-		if (!c->alog) {
-			kt_log_drop(c->ktn);
-			return;
-		}
-		kt_alloc_inc();
-	}
 	c->alog_on = true;
-	c->alog->pool = NULL;
-	c->alog->t0 = ktime_get_ns();
-	r = &c->alog->rec;
+	c->alog_t0 = ktime_get_ns();
+	c->alog_time_ns = ktime_get_real_ns();
+}
+
+/* The fields every record has, @r zeroed first. */
+static void kt_alog_rec_init(struct kt_conn *c, struct ktcpvs_log_rec *r)
+{
 	memset(r, 0, sizeof(*r));
-	r->time_ns = ktime_get_real_ns();
+	r->time_ns = c->alog_time_ns;
 	kt_alog_addr(&r->client_family, r->client, &r->client_port, &c->peer);
 }
 
 /*
- * The request was matched: copy what the record needs of its head (host,
- * path, an extension method's name) before the head is sent and leaves
- * the buffer.  @mr's slices point into the parse scratch and up.buf.
- * Preemption off: copies only.
+ * The request was matched: take the connection's record buffer (the first
+ * routed request of the connection allocates it, without sleeping: this
+ * runs with preemption off) and copy what the record needs of the head
+ * (host, path, an extension method's name) before the head is sent and
+ * leaves the buffer.  @mr's slices point into the parse scratch and
+ * up.buf.  No buffer: the record is counted as dropped.
  */
 void kt_alog_route(struct kt_conn *c, const struct kt_match_req *mr,
 		   const struct kt_match_result *res)
@@ -142,7 +140,20 @@ void kt_alog_route(struct kt_conn *c, const struct kt_match_req *mr,
 
 	if (!c->alog_on)
 		return;
+	if (!a) {
+		a = kmalloc(sizeof(*a), GFP_NOWAIT | __GFP_ACCOUNT | __GFP_NOWARN);
+		if (!a) {
+			c->alog_on = false;
+			kt_log_drop(c->ktn);
+			return;
+		}
+		kt_alloc_inc();
+		c->alog = a;
+	}
+	c->alog_routed = true;
+	a->pool = NULL;
 	r = &a->rec;
+	kt_alog_rec_init(c, r);
 	hl = min_t(u32, mr->host.len, KT_ALOG_HOST_MAX);
 	pl = min_t(u32, mr->path.len, KTCPVS_LOG_PATH_MAX);
 	ml = m->method == KT_HTTP_M_OTHER ?
@@ -168,7 +179,7 @@ void kt_alog_server(struct kt_conn *c, const struct kt_server *srv)
 {
 	struct ktcpvs_log_rec *r;
 
-	if (!c->alog_on)
+	if (!c->alog_on || !c->alog_routed)
 		return;
 	r = &c->alog->rec;
 	kt_alog_addr(&r->server_family, r->server, &r->server_port, &srv->addr);
@@ -176,47 +187,74 @@ void kt_alog_server(struct kt_conn *c, const struct kt_server *srv)
 }
 
 /* Microseconds since the request's first byte, into *@us (once). */
-void kt_alog_mark(struct kt_conn *c, u32 *us)
+static void kt_alog_mark(struct kt_conn *c, u32 *us)
 {
 	u64 d;
 
-	if (!c->alog_on || *us)
+	if (*us)
 		return;
-	d = div_u64(ktime_get_ns() - c->alog->t0, NSEC_PER_USEC);
+	d = div_u64(ktime_get_ns() - c->alog_t0, NSEC_PER_USEC);
 	*us = max_t(u64, min_t(u64, d, U32_MAX), 1);
+}
+
+/* The backend connection is ready. */
+void kt_alog_mark_connect(struct kt_conn *c)
+{
+	if (c->alog_on && c->alog_routed)
+		kt_alog_mark(c, &c->alog->rec.connect_us);
+}
+
+/* The response's first byte arrived. */
+void kt_alog_mark_first_byte(struct kt_conn *c)
+{
+	if (c->alog_on && c->alog_routed)
+		kt_alog_mark(c, &c->alog->rec.first_byte_us);
 }
 
 /*
  * The exchange is over, as @end (KTCPVS_END_*): the record goes to the
- * namespace's access log, and the request has no record any more.
+ * namespace's access log, and the request has no record any more.  A
+ * request that was never routed (refused by the parser, timed out, the
+ * client gone mid-head) has its record built here, without strings.
  */
 void kt_alog_emit(struct kt_conn *c, unsigned int end)
 {
-	struct kt_alog *a = c->alog;
-	struct ktcpvs_log_rec *r = &a->rec;
 	struct kt_log_strings s = { };
+	struct ktcpvs_log_rec early;
+	struct ktcpvs_log_rec *r;
+	struct kt_alog *a = NULL;
 	u64 d;
 
 	c->alog_on = false;
-	d = div_u64(ktime_get_ns() - a->t0, NSEC_PER_USEC);
+	if (c->alog_routed) {
+		a = c->alog;
+		r = &a->rec;
+	} else {
+		r = &early;
+		kt_alog_rec_init(c, r);
+	}
+	d = div_u64(ktime_get_ns() - c->alog_t0, NSEC_PER_USEC);
 	r->total_us = max_t(u64, min_t(u64, d, U32_MAX), 1);
 	r->bytes_in = c->rq_in;
 	r->bytes_out = c->rq_out;
+	r->status = c->alog_status;
 	r->end = end;
 	if (c->svc) {
 		s.service.ptr = (const u8 *)c->svc->name;
 		s.service.len = c->svc->name_len;
 	}
-	if (a->pool) {
+	if (a && a->pool) {
 		s.pool.ptr = (const u8 *)a->pool->name;
 		s.pool.len = a->pool->name_len;
 	}
-	s.host.ptr = a->str;
-	s.host.len = r->host_len;
-	s.path.ptr = a->str + r->host_len;
-	s.path.len = r->path_len;
-	s.method.ptr = a->str + r->host_len + r->path_len;
-	s.method.len = r->method_len;
+	if (a) {
+		s.host.ptr = a->str;
+		s.host.len = r->host_len;
+		s.path.ptr = a->str + r->host_len;
+		s.path.len = r->path_len;
+		s.method.ptr = a->str + r->host_len + r->path_len;
+		s.method.len = r->method_len;
+	}
 	kt_log_submit(c->ktn, r, &s);
 }
 

@@ -153,11 +153,12 @@ struct kt_bconn {
 
 /*
  * The access log record of a connection's current request (kt_access.c):
- * filled in as the exchange goes, handed to kt_log_submit() when it ends.
- * Allocated with the connection's first logged request and kept for its
- * life: no allocation per request.  str[] holds the host, the path and an
- * extension method's name, captured at routing time (the head leaves the
- * buffer once it is sent).
+ * filled in from routing on, handed to kt_log_submit() when it ends.
+ * Allocated when the connection's first logged request is routed (a head
+ * that never completes holds none) and kept until the client idles: no
+ * allocation per request.  str[] holds the host, the path and an extension
+ * method's name, captured at routing time (the head leaves the buffer once
+ * it is sent).
  */
 #define KT_ALOG_HOST_MAX	KT_HTTP_HOST_MAX
 #define KT_ALOG_METHOD_MAX	32
@@ -166,7 +167,6 @@ struct kt_bconn {
 
 struct kt_alog {
 	struct ktcpvs_log_rec rec;	/* lengths: of the strings in str[] */
-	u64 t0;				/* ktime_get_ns() at the first byte */
 	const struct kt_pool *pool;	/* the rule's pool, or NULL */
 	u8 str[KT_ALOG_STR_MAX];
 };
@@ -211,9 +211,13 @@ struct kt_conn {
 
 	/* the access log (kt_access.c) */
 	bool alog_decided;		/* this request's log decision is made */
-	bool alog_on;			/* ... and a record is pending in alog */
+	bool alog_on;			/* ... and it has a record pending */
+	bool alog_routed;		/* ... which alog holds (from routing on) */
 	u8 alog_hint;			/* KTCPVS_END_* of the last error counted */
-	struct kt_alog *alog;		/* or NULL: no request was logged yet */
+	u16 alog_status;		/* the status the client got, 0: none */
+	u64 alog_t0;			/* ktime_get_ns() at the request's first byte */
+	u64 alog_time_ns;		/* CLOCK_REALTIME then */
+	struct kt_alog *alog;		/* or NULL: no request was routed yet */
 	u64 rq_in, rq_out;		/* bytes from / to the client, this request */
 
 	/* the current request */
@@ -305,7 +309,8 @@ void kt_alog_begin(struct kt_conn *c);
 void kt_alog_route(struct kt_conn *c, const struct kt_match_req *mr,
 		   const struct kt_match_result *res);
 void kt_alog_server(struct kt_conn *c, const struct kt_server *srv);
-void kt_alog_mark(struct kt_conn *c, u32 *us);
+void kt_alog_mark_connect(struct kt_conn *c);
+void kt_alog_mark_first_byte(struct kt_conn *c);
 void kt_alog_emit(struct kt_conn *c, unsigned int end);
 u8 kt_alog_end_of(int kind);
 void kt_alog_free(struct kt_conn *c);
@@ -328,7 +333,7 @@ static inline unsigned int kt_alog_end_or(const struct kt_conn *c,
 static inline void kt_alog_status(struct kt_conn *c, unsigned int status)
 {
 	if (c->alog_on)
-		c->alog->rec.status = status;
+		c->alog_status = status;
 }
 
 /* kt_conn.c */

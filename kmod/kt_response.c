@@ -16,8 +16,7 @@ static enum kt_step kt_rs_connect(struct kt_conn *c)
 	struct sock *sk = kt_bsk(c)->sk;
 
 	if (sk->sk_state == TCP_ESTABLISHED) {
-		if (c->alog_on)
-			kt_alog_mark(c, &c->alog->rec.connect_us);
+		kt_alog_mark_connect(c);
 		if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
 			c->rs = KT_RS_TUNNEL;
 			c->deadline = jiffies + c->svc->t_idle;
@@ -224,8 +223,8 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 		return KT_PROGRESS;
 	}
 	kt_up_release_hold(c);		/* the answer has started */
-	if (c->alog_on && !d->len)
-		kt_alog_mark(c, &c->alog->rec.first_byte_us);
+	if (!d->len)
+		kt_alog_mark_first_byte(c);
 	d->len += n;
 	c->deadline = jiffies + c->svc->t_backend;
 	return KT_PROGRESS;
