@@ -6,12 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from l7ctl import compiler, routing
 from l7ctl.errors import L7ctlError
+
+if TYPE_CHECKING:
+    from l7ctl import compiler
+
+# The compiler (lark) and the router are imported by the commands that use
+# them: every other l7ctl command, `l7ctl health` above all (run by
+# keepalived every few seconds), starts without them.
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from l7ctl import compiler
+
     res = compiler.compile_file(args.file)
     if args.json:
         out = {
@@ -52,6 +61,8 @@ def _summary(res: compiler.Result) -> dict[str, int]:
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
+    from l7ctl import routing
+
     c = routing.load(args.file)
     if args.raw:
         if args.request:
@@ -78,6 +89,8 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
+    from l7ctl import routing
+
     c = routing.load(args.file)
     pools = {p.name for p in c.config.pools}
     cases = routing.parse_cases(args.cases, pools)
