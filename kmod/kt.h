@@ -247,6 +247,12 @@ struct kt_psrc {
 	unsigned long last;	/* jiffies of last use */
 };
 
+/* A server of a `persist cookie` pool by its id (kt_persist.c), sorted by id. */
+struct kt_pool_id {
+	u64 id;
+	u32 idx;		/* index into the pool */
+};
+
 struct kt_pool {
 	const char *name;	/* into the blob */
 	u32 name_len;
@@ -261,6 +267,7 @@ struct kt_pool {
 	struct kt_rules_check check;	/* kind KT_CHECK_NONE: none */
 	struct kt_rules_persist persist;	/* kind KT_PERSIST_NONE: none */
 	struct kt_psrc *psrc;	/* persist source: SETS * WAYS, under lock */
+	struct kt_pool_id *ids;	/* persist cookie: nservers, by id */
 	unsigned long psrc_timeout;	/* persist source: jiffies */
 };
 
@@ -453,6 +460,9 @@ int kt_persist_pick(struct kt_pool *p, const struct kt_sched_in *in,
 void kt_persist_note(struct kt_pool *p, const struct kt_sched_in *in, u32 i,
 		     unsigned long now);
 int kt_pool_server_by_id(const struct kt_pool *p, u64 id);
+size_t kt_persist_cost(const struct kt_rules_pool_info *pi);
+int kt_persist_init(struct kt_pool *p, const struct kt_rules_pool_info *pi);
+void kt_persist_free(struct kt_pool *p);
 u64 kt_persist_cookie(const struct kt_pool *p, const u8 *b,
 		      const struct kt_http_field *fields, u32 nfields);
 

@@ -179,7 +179,7 @@ static void kt_config_free(struct kt_config *cfg)
 		for (i = 0; i < cfg->npools; i++) {
 			kt_stats_put(cfg->pools[i].st);
 			kvfree(cfg->pools[i].lblc);
-			kvfree(cfg->pools[i].psrc);
+			kt_persist_free(&cfg->pools[i]);
 		}
 	if (cfg->svc)
 		for (i = 0; i < cfg->nservices; i++)
@@ -302,8 +302,7 @@ static size_t kt_config_cost(const struct kt_config *cfg)
 	for (p = 0; p < cfg->npools; p++) {
 		kt_rules_pool(&cfg->rules, p, &pi);
 		sum += sizeof(struct kt_lblc_entry) * KT_LBLC_WAYS * kt_lblc_sets(&pi);
-		if (pi.persist.kind == KT_PERSIST_SOURCE)
-			sum += sizeof(struct kt_psrc) * KT_PSRC_SETS * KT_PSRC_WAYS;
+		sum += kt_persist_cost(&pi);
 		if (pi.check.kind != KT_CHECK_NONE)
 			sum += (size_t)pi.nservers * (sizeof(struct kt_check) +
 				(pi.check.kind == KT_CHECK_HTTP ?
@@ -460,13 +459,6 @@ static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
 	pool->servers = &cfg->servers[pi.first_server];
 	pool->check = pi.check;		/* its slices point into the blob */
 	pool->persist = pi.persist;	/* likewise */
-	if (pi.persist.kind == KT_PERSIST_SOURCE) {
-		pool->psrc = kvcalloc(KT_PSRC_SETS * KT_PSRC_WAYS,
-				      sizeof(*pool->psrc), KT_GFP);
-		if (!pool->psrc)
-			return -ENOMEM;
-		pool->psrc_timeout = msecs_to_jiffies(pi.persist.source_timeout_ms);
-	}
 	spin_lock_init(&pool->lock);
 	pool->nsets = kt_lblc_sets(&pi);
 	if (pool->nsets) {
@@ -512,7 +504,7 @@ static int kt_config_pool(struct kt_config *cfg, u32 p, struct kt_carry *k,
 				return err;
 		}
 	}
-	return 0;
+	return kt_persist_init(pool, &pi);	/* the servers' ids are set */
 }
 
 static int kt_config_service_build(struct kt_config *cfg, u32 i,

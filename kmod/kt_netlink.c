@@ -144,25 +144,48 @@ bool kt_log_listened(struct net *net)
  * changed: its new generation, and what changed it (the command number).
  * Best effort: a failed notification does not fail the change.
  */
+/*
+ * A notification for the "config" group: kt_notify_new() gives the message
+ * with its header (NULL when out of memory), the caller adds attributes
+ * (freeing the message if one does not fit), kt_notify_send() sends it.
+ * Best effort.  Context: process.
+ */
+static struct sk_buff *kt_notify_new(u8 cmd, void **hdr)
+{
+	struct sk_buff *msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+
+	if (!msg)
+		return NULL;
+	*hdr = genlmsg_put(msg, 0, 0, &kt_genl_family, 0, cmd);
+	if (!*hdr) {
+		nlmsg_free(msg);
+		return NULL;
+	}
+	return msg;
+}
+
+static void kt_notify_send(struct kt_net *ktn, struct sk_buff *msg, void *hdr)
+{
+	genlmsg_end(msg, hdr);
+	kt_multicast(ktn->net, msg, KT_MCGRP_CONFIG);
+}
+
+/* The configuration of @ktn changed: its new generation and what (@cmd). */
 static void kt_notify(struct kt_net *ktn, u8 cmd)
 {
 	struct sk_buff *msg;
 	void *hdr;
 
-	msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+	msg = kt_notify_new(KTCPVS_CMD_NOTIFY, &hdr);
 	if (!msg)
 		return;
-	hdr = genlmsg_put(msg, 0, 0, &kt_genl_family, 0, KTCPVS_CMD_NOTIFY);
-	if (!hdr ||
-	    nla_put_u64_64bit(msg, KTCPVS_A_GENERATION, ktn->generation,
+	if (nla_put_u64_64bit(msg, KTCPVS_A_GENERATION, ktn->generation,
 			      KTCPVS_A_PAD) ||
 	    nla_put_u8(msg, KTCPVS_A_OBJ_KIND, cmd)) {
 		nlmsg_free(msg);
 		return;
 	}
-	genlmsg_end(msg, hdr);
-	genlmsg_multicast_netns(&kt_genl_family, ktn->net, msg, 0,
-				KT_MCGRP_CONFIG, GFP_KERNEL);
+	kt_notify_send(ktn, msg, hdr);
 }
 
 static int kt_fill_info(struct sk_buff *msg, struct kt_net *ktn)
@@ -587,19 +610,16 @@ void kt_notify_check(struct kt_net *ktn, const struct kt_pool *p,
 	struct sk_buff *msg;
 	void *hdr;
 
-	msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+	msg = kt_notify_new(KTCPVS_CMD_CHECK, &hdr);
 	if (!msg)
 		return;
-	hdr = genlmsg_put(msg, 0, 0, &kt_genl_family, 0, KTCPVS_CMD_CHECK);
-	if (!hdr ||
-	    nla_put_u8(msg, KTCPVS_A_OBJ_KIND, KTCPVS_OBJ_SERVER) ||
+	if (nla_put_u8(msg, KTCPVS_A_OBJ_KIND, KTCPVS_OBJ_SERVER) ||
 	    nla_put(msg, KTCPVS_A_OBJ_POOL, p->name_len, p->name) ||
 	    kt_put_addr(msg, &s->addr) || kt_put_check(msg, s)) {
 		nlmsg_free(msg);
 		return;
 	}
-	genlmsg_end(msg, hdr);
-	kt_multicast(ktn->net, msg, KT_MCGRP_CONFIG);
+	kt_notify_send(ktn, msg, hdr);
 }
 
 static int kt_nl_dump_stats(struct sk_buff *skb, struct netlink_callback *cb)

@@ -14,6 +14,8 @@
  *                      director that applies the same file agrees on it,
  *                      and an address change keeps it when `id` is given.
  *                      A value that names no server of the pool is ignored.
+ *                      The pool keeps its servers sorted by id (built with
+ *                      the configuration): a lookup is a binary search.
  * persist source T     client address -> server, as IPVS's -p: an entry is
  *                      remembered for T after its last use.  A table per
  *                      pool of KT_PSRC_SETS sets of KT_PSRC_WAYS entries,
@@ -33,6 +35,8 @@
 #include <linux/ctype.h>
 #include <linux/jiffies.h>
 #include <linux/kernel.h>
+#include <linux/mm.h>
+#include <linux/sort.h>
 #include <linux/string.h>
 
 #include "kt_conn.h"
@@ -111,15 +115,85 @@ void kt_persist_note(struct kt_pool *p, const struct kt_sched_in *in, u32 i,
 	spin_unlock_bh(&p->lock);
 }
 
-/* The server of @p whose persistence id is @id: its index, or -1. */
+/*
+ * The server of @p whose persistence id is @id: its index, or -1.  A binary
+ * search of the pool's ids (at most 17 steps for the largest pool), so a
+ * client's cookie that names nobody costs as little as one that names a
+ * server.
+ */
 int kt_pool_server_by_id(const struct kt_pool *p, u64 id)
+{
+	u32 lo = 0, hi = p->ids ? p->nservers : 0;
+
+	while (lo < hi) {
+		u32 mid = lo + (hi - lo) / 2;
+
+		if (p->ids[mid].id == id)
+			return p->ids[mid].idx;
+		if (p->ids[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static int kt_pool_id_cmp(const void *a, const void *b)
+{
+	u64 x = ((const struct kt_pool_id *)a)->id;
+	u64 y = ((const struct kt_pool_id *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+/* What kt_persist_init() allocates for pool @pi (the configuration's cost). */
+size_t kt_persist_cost(const struct kt_rules_pool_info *pi)
+{
+	switch (pi->persist.kind) {
+	case KT_PERSIST_SOURCE:
+		return sizeof(struct kt_psrc) * KT_PSRC_SETS * KT_PSRC_WAYS;
+	case KT_PERSIST_COOKIE:
+		return sizeof(struct kt_pool_id) * pi->nservers;
+	}
+	return 0;
+}
+
+/*
+ * A new configuration's pool @p, its servers set: the source table, or the
+ * servers sorted by id.  Context: process (commit), may sleep.
+ */
+int kt_persist_init(struct kt_pool *p, const struct kt_rules_pool_info *pi)
 {
 	u32 i;
 
-	for (i = 0; i < p->nservers; i++)
-		if (p->servers[i].id == id)
-			return i;
-	return -1;
+	switch (pi->persist.kind) {
+	case KT_PERSIST_SOURCE:
+		p->psrc = kvcalloc(KT_PSRC_SETS * KT_PSRC_WAYS,
+				   sizeof(*p->psrc), KT_GFP);
+		if (!p->psrc)
+			return -ENOMEM;
+		p->psrc_timeout = msecs_to_jiffies(pi->persist.source_timeout_ms);
+		break;
+	case KT_PERSIST_COOKIE:
+		if (!p->nservers)
+			break;
+		p->ids = kvmalloc_array(p->nservers, sizeof(*p->ids), KT_GFP);
+		if (!p->ids)
+			return -ENOMEM;
+		for (i = 0; i < p->nservers; i++) {
+			p->ids[i].id = p->servers[i].id;
+			p->ids[i].idx = i;
+		}
+		sort(p->ids, p->nservers, sizeof(*p->ids), kt_pool_id_cmp, NULL);
+		break;
+	}
+	return 0;
+}
+
+void kt_persist_free(struct kt_pool *p)
+{
+	kvfree(p->psrc);
+	kvfree(p->ids);
 }
 
 /*
