@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h11
@@ -61,8 +61,9 @@ service web listen 10.0.0.1:80 {{
 @dataclass
 class Response:
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-case; a repeated field: its last value
     body: bytes
+    cookies: list[str] = field(default_factory=list)  # every Set-Cookie value, in order
 
     @property
     def backend(self) -> str | None:
@@ -120,7 +121,7 @@ def read_responses(s: socket.socket, n: int, head: bool = False) -> list[Respons
         method = "HEAD" if head else "GET"
         conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
         conn.send(h11.EndOfMessage())
-        status, headers, body = 0, {}, bytearray()
+        status, headers, body, cookies = 0, {}, bytearray(), []
         while True:
             ev = conn.next_event()
             if ev is h11.NEED_DATA:
@@ -134,10 +135,11 @@ def read_responses(s: socket.socket, n: int, head: bool = False) -> list[Respons
             if isinstance(ev, h11.Response):
                 status = ev.status_code
                 headers = {k.decode().lower(): v.decode() for k, v in ev.headers}
+                cookies = [v.decode() for k, v in ev.headers if k.lower() == b"set-cookie"]
             elif isinstance(ev, h11.Data):
                 body += ev.data
             elif isinstance(ev, h11.EndOfMessage):
-                out.append(Response(status, headers, bytes(body)))
+                out.append(Response(status, headers, bytes(body), cookies))
                 break
             elif isinstance(ev, h11.ConnectionClosed):
                 return out

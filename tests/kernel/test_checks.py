@@ -11,7 +11,6 @@ test applies its own rules and puts the demo rules back afterwards.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from demo_site import VIP, Site, wait_for
+from demo_site import Site, get, wait_for
 from nsutil import in_netns
 from topology import HERE, read_log, stop, wait_port
 
@@ -38,7 +37,7 @@ T = TypeVar("T")
 RULES = """
 pool hc {
     scheduler rr;
-    check http "GET /health" host "hc.example.com" interval 200ms timeout 150ms rise 2 fall 2;
+    check http "GET /health" host "hc.example.com" interval 400ms timeout 400ms rise 2 fall 2;
     server 10.0.4.11:80;
     server 10.0.1.12:80;
 }
@@ -145,19 +144,8 @@ def checks(site: Site) -> Iterator[Checks]:
 
 def request(path: str) -> tuple[int, str | None]:
     """One request on a new connection: its status and X-Backend (or None)."""
-    raw = f"GET {path} HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n"
-    with socket.create_connection((VIP, 80), timeout=20) as s:
-        s.sendall(raw.encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    backend = None
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "x-backend":
-            backend = value.strip()
-    return int(head[0].split()[1]), backend
+    r = get(path)
+    return r.status, r.backend
 
 
 def test_http_check_takes_a_stopped_server_out_and_back(checks: Checks) -> None:
@@ -194,7 +182,7 @@ def test_stopping_a_server_under_load_costs_at_most_the_requests_before_the_mark
     checks: Checks,
 ) -> None:
     """Two servers, a stream of requests; the flaky one stops.  Errors are
-    allowed only until the check marks it down (fall 2 x 200 ms): none after."""
+    allowed only until the check marks it down (fall 2 x 400 ms): none after."""
     checks.start_echo()
     checks.check_is("hc", f"{FLAKY}:80", "up")
     results: list[tuple[float, int]] = []
@@ -222,7 +210,8 @@ def test_stopping_a_server_under_load_costs_at_most_the_requests_before_the_mark
     t.join(60)
     # CLOCK_MONOTONIC is one clock for every process of the guest
     late = [st for when, st in results if when > marked and st != 200]
-    assert not late, late
+    # (a 503 here with img2 down by its check: the guest too slow for its timeout)
+    assert not late, (late, checks.server("hc", "10.0.1.12:80"))
     assert sum(1 for when, _ in results if when > marked) > 10
     assert marked - stopped < 10
 

@@ -8,12 +8,11 @@ both directors of the two-tier topology: tests/kernel/test_ipvs.py.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
-from demo_site import VIP, Site
+from demo_site import Site, get
 
 from l7ctl import tables
 from l7ctl.apply import apply_file
@@ -55,21 +54,8 @@ def cookie_of(pool: str, addr: str) -> str:
 
 def request(path: str, headers: str = "") -> tuple[int, str | None, list[str]]:
     """One request on a new connection: status, X-Backend, Set-Cookie values."""
-    raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
-    with socket.create_connection((VIP, 80), timeout=20) as s:
-        s.sendall(raw.encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    lines = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    backend, cookies = None, []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.lower() == "x-backend":
-            backend = value.strip()
-        elif name.lower() == "set-cookie":
-            cookies.append(value.strip())
-    return int(lines[0].split()[1]), backend, cookies
+    r = get(path, host="x", extra=headers)
+    return r.status, r.backend, r.cookies
 
 
 def test_cookie_names_the_server_and_keeps_the_client_there(persist: Site) -> None:
