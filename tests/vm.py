@@ -285,7 +285,7 @@ def main() -> int:
     ap.add_argument(
         "--timeout",
         type=int,
-        default=int(os.environ.get("VM_TIMEOUT", "3300")),
+        default=int(os.environ.get("VM_TIMEOUT", "4200")),
         help="seconds for the whole VM run (VM_TIMEOUT)",
     )
     ap.add_argument(
