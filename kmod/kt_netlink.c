@@ -140,11 +140,6 @@ bool kt_log_listened(struct net *net)
 }
 
 /*
- * Tell listeners of the "config" group that the namespace's configuration
- * changed: its new generation, and what changed it (the command number).
- * Best effort: a failed notification does not fail the change.
- */
-/*
  * A notification for the "config" group: kt_notify_new() gives the message
  * with its header (NULL when out of memory), the caller adds attributes
  * (freeing the message if one does not fit), kt_notify_send() sends it.
@@ -170,7 +165,11 @@ static void kt_notify_send(struct kt_net *ktn, struct sk_buff *msg, void *hdr)
 	kt_multicast(ktn->net, msg, KT_MCGRP_CONFIG);
 }
 
-/* The configuration of @ktn changed: its new generation and what (@cmd). */
+/*
+ * Tell listeners of the "config" group that the namespace's configuration
+ * changed: its new generation, and what changed it (the command number).
+ * Best effort: a failed notification does not fail the change.
+ */
 static void kt_notify(struct kt_net *ktn, u8 cmd)
 {
 	struct sk_buff *msg;
