@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from l7ctl.errors import L7ctlError
-from l7ctl.netlink import Counters, Info
+from l7ctl.protocol import Counters, Info
 
 OK, DEGRADED, DOWN = 0, 1, 2
 NAMES = {OK: "ok", DEGRADED: "degraded", DOWN: "down"}
@@ -100,10 +100,10 @@ def decide(info: Info | None, objects: list[Counters], used: set[str] | None) ->
 def read() -> Health:
     """Ask the module of the caller's namespace."""
     from l7ctl import tables
-    from l7ctl.netlink import Client, ModuleNotLoaded
+    from l7ctl.protocol import ModuleNotLoaded, Reader
 
     try:
-        with Client() as c:
+        with Reader() as c:
             info = c.info()
             if info.service_count == 0:
                 return decide(info, [], set())

@@ -199,7 +199,7 @@ def test_messages_to_lines_and_drops() -> None:
                                   ("KTCPVS_A_LOG_DROPPED", 5)])  # fmt: skip
     data += msg(netlink.CMD_LOG, [("KTCPVS_A_LOG_RECORDS", recs), ("KTCPVS_A_LOG_DROPPED", 9)])
     msgs = netlink.parse_messages(data)
-    assert [m["cmd"] for m in msgs] == [netlink.CMD_LOG] * 3
+    assert [m.cmd for m in msgs] == [netlink.CMD_LOG] * 3
     out, err = io.StringIO(), io.StringIO()
     pr = accesslog.Printer(out, err, "json", dropped=2)
     for got, probs, dropped in accesslog.records_of(msgs):

@@ -256,7 +256,7 @@ def test_check_changes_are_notified_and_exported(checks: Checks) -> None:
         while time.monotonic() < deadline and not out:
             msgs, _ = sub.receive(1.0)
             for m in msgs:
-                if m["cmd"] == netlink.CMD_CHECK:
+                if m.cmd == netlink.CMD_CHECK:
                     out.append((bytes(m.get_attr("KTCPVS_A_OBJ_POOL")).decode(),
                                 m.get_attr("KTCPVS_A_CHECK_STATE"),
                                 m.get_attr("KTCPVS_A_CHECK_LAST")))  # fmt: skip
