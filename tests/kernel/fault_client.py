@@ -320,8 +320,24 @@ def _reset(s: socket.socket) -> None:
     s.close()
 
 
-def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Outcome:
-    """Play one scenario against the switch; never blocks past `deadline` seconds."""
+def prepare(sc: Scenario) -> list[list[tuple[bytes, float]]]:
+    """The scenario's bytes, request by request, as segments() cuts them."""
+    rng = random.Random(sc.seed)
+    return [segments(r, rng.getrandbits(32)) for r in sc.reqs]
+
+
+def run(
+    sc: Scenario,
+    deadline: float,
+    addr: tuple[str, int] = (VIP, 80),
+    per_req: list[list[tuple[bytes, float]]] | None = None,
+) -> Outcome:
+    """Play one scenario against the switch; never blocks past `deadline` seconds.
+    `per_req`: its bytes, prepared (by prepare()) before the connection opens --
+    a client that builds megabytes of body after connecting keeps the switch
+    waiting for a head it has not sent (the switch answers 408, rightly)."""
+    if per_req is None:
+        per_req = prepare(sc)
     out = Outcome()
     t0 = time.monotonic()
     limit = t0 + deadline
@@ -336,8 +352,6 @@ def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Out
     s.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(s, selectors.EVENT_READ)
-    rng = random.Random(sc.seed)
-    per_req = [segments(r, rng.getrandbits(32)) for r in sc.reqs]
     queue: list[tuple[bytes, float]] = []  # segments that may go now
     next_req = 0  # the next request whose segments join the queue
     cut = sc.at if sc.end in ("fin", "close", "rst", "stall") else None
@@ -441,12 +455,14 @@ def run(sc: Scenario, deadline: float, addr: tuple[str, int] = (VIP, 80)) -> Out
 def run_batch(
     scenarios: list[Scenario], deadline: float, addr: tuple[str, int] = (VIP, 80)
 ) -> list[Outcome]:
-    """Run scenarios at once (in the client's namespace), one thread each."""
+    """Run scenarios at once (in the client's namespace), one thread each, every
+    scenario's bytes prepared before the first connection opens."""
     results: list[Outcome] = [Outcome() for _ in scenarios]
+    prepared = [prepare(sc) for sc in scenarios]
 
     def one(i: int) -> None:
         try:
-            results[i] = run(scenarios[i], deadline, addr)
+            results[i] = run(scenarios[i], deadline, addr, prepared[i])
         except Exception as e:  # a bug of the client itself: show it as such
             results[i] = Outcome(ended=f"client error: {type(e).__name__}: {e}")
 

@@ -41,6 +41,7 @@ The deterministic tests below it reproduce, one each, the bugs the randomized ru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -58,7 +59,7 @@ from demo_site import Site, read_responses
 from fault_client import Outcome, Req, Scenario, answers, generate, run_batch
 from fault_server import COMPLETE, Plan, pattern
 from nsutil import in_netns
-from topology import stop
+from topology import sh, stop
 from vm import kernel_reports
 
 from l7ctl.apply import apply_file
@@ -336,10 +337,41 @@ def announce(batch: list[Scenario]) -> None:
             kmsg.flush()
 
 
+def tcp_counters(ns: str) -> dict[str, int]:
+    """The TCP and IP counters of a namespace (/proc/net/netstat and snmp), by name."""
+    text = sh("ip", "netns", "exec", ns, "cat", "/proc/net/netstat", "/proc/net/snmp").stdout
+    out: dict[str, int] = {}
+    lines = text.splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        group, _, keys = names.partition(":")
+        for k, v in zip(keys.split(), values.partition(":")[2].split(), strict=False):
+            with contextlib.suppress(ValueError):
+                out[f"{group}.{k}"] = int(v)
+    return out
+
+
+# Counters that say a segment was dropped or a connection waited, and the
+# retransmissions that follow: shown when a batch fails.
+DROPS = (
+    "Drop", "Overflow", "Prune", "Collapsed", "MemoryPressure", "Retrans", "Timeouts",
+    "Backlog", "Syncookies", "ZeroWindow", "InErrs", "Lost",
+)  # fmt: skip
+
+
+def counter_deltas(before: dict[str, int], after: dict[str, int]) -> str:
+    return " ".join(
+        f"{k}+{after[k] - before.get(k, 0)}"
+        for k in sorted(after)
+        if after[k] != before.get(k, 0) and any(d in k for d in DROPS)
+    )
+
+
 def run_scenarios(e: Env, seed: str, batch: list[Scenario]) -> list[str]:
     """Run a batch at once: what went wrong, scenario by scenario (a kernel report fails
     the test at once)."""
     announce(batch)
+    nodes = {"director": e.site.topo.director.ns, "client": e.site.topo.client.ns}
+    before = {n: tcp_counters(ns) for n, ns in nodes.items()}
     outcomes = e.client(lambda: run_batch(batch, DEADLINE))
     order = sorted(range(len(batch)), key=lambda k: outcomes[k].ended != "hang")
     report = e.kmsg.reports()
@@ -371,6 +403,10 @@ def run_scenarios(e: Env, seed: str, batch: list[Scenario]) -> list[str]:
                 for sc, out in zip(batch, outcomes, strict=True)
             )
         )
+        failures += [
+            f"{n} TCP/IP counters during the batch: {counter_deltas(before[n], tcp_counters(ns))}"
+            for n, ns in nodes.items()
+        ]
     return failures
 
 
