@@ -335,13 +335,13 @@ def records_of(msgs: Iterable[Any]) -> Iterator[tuple[list[LogRecord], list[str]
 
 def run(out: TextIO, *, follow: bool, fmt: str = "text", err: TextIO | None = None) -> int:
     """Print the namespace's recent records; with ``follow``, then the new ones."""
-    from l7ctl import netlink
+    from l7ctl import netlink, protocol
 
     err = err or sys.stderr
     pr = Printer(out, err, fmt)
     sub = netlink.Subscription(netlink.MCGRP_LOG, "following the access log") if follow else None
     try:
-        with netlink.Client() as c:
+        with protocol.Reader() as c:
             pr.dropped = c.info().log_dropped
             msgs = c.log_dump()
         seen: set[tuple[int, str, int, int]] = set()

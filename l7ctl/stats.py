@@ -7,16 +7,16 @@ import time
 from dataclasses import asdict
 from typing import TextIO
 
-from l7ctl.netlink import Client, Counters, Info
+from l7ctl.protocol import Counters, Info, Reader
 
 
 def read() -> list[Counters]:
-    with Client() as c:
+    with Reader() as c:
         return c.stats()
 
 
 def read_with_info() -> tuple[Info, list[Counters]]:
-    with Client() as c:
+    with Reader() as c:
         return c.info(), c.stats()
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
 from l7ctl import __version__
-from l7ctl.netlink import Client, Counters, Info, PermissionDenied
+from l7ctl.protocol import Counters, Info, PermissionDenied, Reader
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Status:
 
 def read() -> Status:
     """Ask the module for its status in the caller's network namespace."""
-    with Client() as c:
+    with Reader() as c:
         info = c.info()
         try:
             objects = c.stats() if info.service_count else []

@@ -51,6 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nsutil import in_netns
@@ -263,10 +264,11 @@ class Attempt:
     error: str = ""
 
 
-def client_loop(first: int, stop: EventType, period: float) -> list[Attempt]:
+def client_loop(first: int, stop: EventType, period: float, answered: Any) -> list[Attempt]:
     """In the client's namespace (a forked child: `stop` is a multiprocessing
-    event): a new connection every `period` seconds until `stop` is set, one
-    request each, answered within TIMEOUT or failed."""
+    event, `answered` a shared counter of the requests answered so far): a new
+    connection every `period` seconds until `stop` is set, one request each,
+    answered within TIMEOUT or failed."""
     out: list[Attempt] = []
     seq = first
     while not stop.is_set():
@@ -286,6 +288,9 @@ def client_loop(first: int, stop: EventType, period: float) -> list[Attempt]:
             err = type(e).__name__
         t1 = time.monotonic()
         out.append(Attempt(seq, t0, t1, ok, err))
+        if ok:
+            with answered.get_lock():
+                answered.value += 1
         seq += 1
         stop.wait(max(0.0, period - (t1 - t0)))
     return out
@@ -296,13 +301,25 @@ class Requester:
 
     def __init__(self, pair: Pair, first: int, period: float) -> None:
         self.stop_event = multiprocessing.Event()
+        self.answered = multiprocessing.Value("i", 0)
         self.result: list[list[Attempt]] = []
         self.thread = threading.Thread(
             target=lambda: self.result.append(
-                in_netns(pair.ns["cli"], lambda: client_loop(first, self.stop_event, period))
+                in_netns(
+                    pair.ns["cli"],
+                    lambda: client_loop(first, self.stop_event, period, self.answered),
+                )
             )
         )
         self.thread.start()
+
+    def wait_answered(self, n: int, timeout: float) -> None:
+        """Until n requests have been answered (the guest may be slow to
+        answer the first: the event must come after some)."""
+        deadline = time.monotonic() + timeout
+        while self.answered.value < n:
+            assert time.monotonic() < deadline, f"{self.answered.value} of {n} answered"
+            time.sleep(0.1)
 
     def stop(self) -> list[Attempt]:
         self.stop_event.set()
@@ -422,7 +439,7 @@ def test_health_script_moves_the_vip_off_a_director_that_cannot_serve(pair: Pair
         pair.wait_master("a")
         wait_log(pair, "a", "VRRP_Script(chk_ktcpvs) succeeded", SCRIPT_OUTAGE_MAX)
         client = Requester(pair, 100_000, SCRIPT_PERIOD)
-        time.sleep(2.0)
+        client.wait_answered(5, 60)
         event = time.monotonic()
         pair.flush("a")
         pair.wait_master("b", timeout=SCRIPT_OUTAGE_MAX)
