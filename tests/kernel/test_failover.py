@@ -21,9 +21,9 @@ each one came from.
 
 * The example's vrrp_script (`l7ctl health --fail-on down`) failing on the
   master because its switch cannot serve (its configuration flushed): its
-  priority drops below the backup's, the backup takes the address; applying
-  the rules again gives it back.  Under the guest's software emulation one
-  run of the script (a Python process) takes 7-20 s: the test's copy
+  priority drops below the backup's, the backup takes the address (the way
+  back is left out: see the test).  Under the guest's software emulation one
+  run of the script (a Python process) takes 4-12 s: the test's copy
   gives the script an interval of 5 s, a timeout of 120 s and fall/rise 1
   (the shipped file: 3 s, 10 s, 2), only the master runs it, and its
   client sends a request every 200 ms, so the outage it measures is mostly
@@ -118,7 +118,7 @@ class Pair:
     def config(self, script: bool) -> Path:
         """The example configuration as shipped, with or without its health
         script.  Without: under emulation one run of `l7ctl health` (a
-        Python process) can take longer than the shipped script timeout, and
+        Python process) can take about as long as the shipped script timeout, and
         a killed run counts as a failure that would move the address by
         itself.  With: the timings relaxed for emulation (above), and the
         l7ctl of the project's environment when none is installed."""
@@ -432,8 +432,8 @@ def test_health_script_moves_the_vip_off_a_director_that_cannot_serve(pair: Pair
     (pair.tmp / "keepalived-b.log").write_text("")
     try:
         # Only A runs the script: in a run where both directors ran it
-        # (a Python process of ~8 s CPU under emulation, every 2 s), no run
-        # finished within keepalived's timeout (the cause not established).
+        # (then importing pyroute2: ~8 s CPU under emulation, every 2 s), no
+        # run finished within keepalived's timeout (the cause not established).
         for d in ("a", "b"):
             pair.start_keepalived(d, script=d == "a")
         pair.wait_master("a")
