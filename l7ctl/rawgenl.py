@@ -152,17 +152,18 @@ def decode_datagram(data: bytes, table: AttrTable) -> list[Message]:
 
 
 def encode_attrs(attrs: Sequence[tuple[str, Any]], table: AttrTable) -> bytes:
-    """Attributes by table name: ints by their type, str as asciiz, bytes as is."""
+    """Attributes by table name: ints by their type, asciiz from a str (NUL added),
+    cdata from bytes."""
     index = {name: (i, typ) for i, (name, typ) in enumerate(table)}
     out = bytearray()
     for name, value in attrs:
         i, typ = index[name]
         if typ in _INTS:
             raw = struct.pack(_INTS[typ], value)
-        elif isinstance(value, str):
-            raw = value.encode() + b"\0"
+        elif typ == "asciiz":
+            raw = str(value).encode() + b"\0"
         else:
-            raw = bytes(value)
+            raw = bytes(value)  # cdata: bytes only (a str raises TypeError)
         out += NLA_HDR.pack(NLA_HDR.size + len(raw), i) + raw
         out += bytes(_align(len(out)) - len(out))
     return bytes(out)
