@@ -128,15 +128,15 @@ class Client(GenlClient):
     message = ktcpvs_msg
     version = GENL_VERSION
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._queries: Reader | None = None  # the read-only queries' socket, on first use
+
     def missing(self) -> L7ctlError:
         return ModuleNotLoaded()
 
     def failed(self, e: NetlinkError, what: str) -> L7ctlError:
         return _error(e, what)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._queries: Reader | None = None
 
     def __enter__(self) -> Client:
         return self
