@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import select
 import socket
 import struct
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +28,12 @@ from l7ctl.netlink import Client, ktcpvs_msg
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
 NRULES = 10_000
+
+
+# l7ctl health runs during applies, and the bound of one run (keepalived's
+# shipped timeout is 10 s; a run takes seconds under emulation)
+HEALTH_RUNS = 8
+HEALTH_RUN_MAX = 60.0
 
 
 def big_rules(n: int = NRULES) -> str:
@@ -310,3 +319,45 @@ def test_drain_lets_the_request_in_flight_finish(site: Site) -> None:
     assert res.changed and res.l7_changed, res
     assert any("runtime weight 1 drain -> file weight 1 up" in x for x in res.l7_diff), res
     assert [o.state for o in st if o.address == "10.0.1.12:80"] == ["up"]
+
+
+def test_health_reads_while_applies_run(site: Site) -> None:
+    """`l7ctl health` as keepalived runs it, while configurations are applied
+    back to back in the same namespace: every run ends, and says what a run
+    without applies says (the configuration is swapped whole, never absent;
+    the demo site's pool "empty", weight 0 only, makes that "down").  On
+    6.1, one run of the earlier pyroute2-based command begun during an apply
+    did not end within 120 s (docs/operations.md)."""
+    ns = site.topo.director.ns
+    l7ctl = str(Path(sys.executable).parent / "l7ctl")
+    argv = ["ip", "netns", "exec", ns, l7ctl, "health", "--json"]
+    alone = subprocess.run(argv, capture_output=True, text=True, timeout=HEALTH_RUN_MAX)
+    assert '"reason": "no available server in pool empty"' in alone.stdout, alone
+    stop = threading.Event()
+    applied: list[int] = []
+
+    def applies() -> None:
+        k = 0
+        while not stop.is_set():
+            site.apply(sched=("wlc", "rr")[k % 2])
+            applied.append(k)
+            k += 1
+
+    worker = threading.Thread(target=applies)
+    worker.start()
+    runs: list[tuple[float, int, str]] = []
+    try:
+        for _ in range(HEALTH_RUNS):
+            t0 = time.monotonic()
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=HEALTH_RUN_MAX)
+            runs.append((round(time.monotonic() - t0, 2), p.returncode, p.stdout.strip()))
+    finally:
+        stop.set()
+        worker.join(timeout=300)
+        site.apply()
+    print(f"health during applies: {len(applied)} applies, runs (s, exit): "
+          f"{[(s, rc) for s, rc, _ in runs]}")  # fmt: skip
+    assert len(applied) >= 2, "the applies did not overlap the health runs"
+    # the verdict and its reason (the pools' counts may move: a cool-down ends)
+    want = (alone.returncode, json.loads(alone.stdout)["reason"])
+    assert all((rc, json.loads(out)["reason"]) == want for _, rc, out in runs), (want, runs)
