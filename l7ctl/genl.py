@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -12,13 +11,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from l7ctl.errors import L7ctlError
+from l7ctl.rawgenl import NetlinkFailure
 
 
 def reason(e: NetlinkError) -> str:
     """What the kernel said: the errno's text, and its own message when it gave one."""
-    text = os.strerror(e.code)
     msg = e.args[1] if len(e.args) > 1 else ""
-    return f"{text}: {msg}" if msg and msg != text else text
+    return NetlinkFailure(e.code, str(msg or "")).reason()
 
 
 class GenlClient:

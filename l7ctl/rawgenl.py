@@ -68,6 +68,7 @@ class NetlinkFailure(Exception):
         self.message = message
 
     def reason(self) -> str:
+        """The errno's text, and the kernel's message when it gave one."""
         text = os.strerror(self.code)
         return f"{text}: {self.message}" if self.message and self.message != text else text
 
