@@ -62,8 +62,10 @@ def test_many_rules_through_the_multi_chunk_transaction(site: Site, n: int) -> N
         assert site.client(lambda: get(f"/r{n - 1}/last")).backend == "cgi"
         assert site.client(lambda: get("/r17/x")).backend in ("img1", "img2")
         assert site.client(lambda: get("/other")).backend == "static"
-        # a second apply of the same large file changes nothing
-        assert not in_netns(site.topo.director.ns, lambda: apply_file(path)).changed
+        # a second apply of the same large file changes nothing (checked
+        # with 2,000 rules: compiling 10,000 again costs minutes of a guest)
+        if n < NRULES:
+            assert not in_netns(site.topo.director.ns, lambda: apply_file(path)).changed
     finally:
         site.apply()
 
