@@ -41,45 +41,12 @@ export PYTHONDONTWRITEBYTECODE=1
 export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis
 export HOME=/tmp
 
-# Python in the guest's memory.  The guest reads the host's files over 9p
-# without a cache, a round trip to QEMU for every stat, open and read: on
-# 6.12 one `import pyroute2` took 100 s, and the suite starts hundreds of
-# Python processes (l7ctl, servers, clients).  The interpreter's library
-# and the virtual environment's packages the tests use are copied once into
-# a tmpfs and bind-mounted over their paths (docs/testing.md has the
-# figures); what is left out (numpy, matplotlib, mypy, ...) the guest never
-# imports.
-stage() {
-	local src=$1 dst
-	shift
-	dst=/tmp/stage$src
-	[ -e "$src" ] || return 0
-	if [ -d "$src" ]; then
-		mkdir -p "$dst"
-		tar -C "$src" -cf - "$@" . | tar -C "$dst" -xf -
-	else
-		mkdir -p "$(dirname "$dst")"
-		cp -p "$src" "$dst"
-	fi
-	mount --bind "$dst" "$src"
-}
-if [ "${KTCPVS_GUEST_STAGE:-1}" = 1 ]; then
-	py_home=$(realpath "$PWD/.venv/bin/python")
-	py_home=$(dirname "$(dirname "$py_home")")
-	py_ver=$(.venv/bin/python -c 'import sys; print("python%d.%d" % sys.version_info[:2])')
-	mkdir -p /tmp/stage
+# Python in the guest's memory: tests/vm.py packed the interpreter's library
+# and the packages the guest uses into one tar file (tests/stage.sh has why);
+# it is unpacked into a tmpfs and bind-mounted over their paths.
+if [ -n "${KTCPVS_STAGE_TAR:-}" ]; then
 	staged_at=$SECONDS
-	stage "$py_home/lib/$py_ver" --exclude=./test --exclude=./site-packages --exclude='*.opt-?.pyc' \
-		--exclude=./idlelib --exclude=./tkinter --exclude=./turtledemo \
-		--exclude=./ensurepip --exclude=./lib2to3 --exclude='./config-*'
-	for so in "$py_home"/lib/libpython*.so.*; do stage "$so"; done
-	stage "$PWD/.venv/lib/$py_ver/site-packages" --exclude='./numpy*' \
-		--exclude='./matplotlib*' --exclude=./mpl_toolkits --exclude='./fontTools*' \
-		--exclude='./mypy*' --exclude='./*__mypyc*' --exclude='./PIL' \
-		--exclude='./pillow*' --exclude='./pip' --exclude='./pip-*' \
-		--exclude='./kiwisolver*' --exclude='./contourpy*' \
-		--exclude='./virtme*' --exclude='./ruff*' --exclude='./setuptools' \
-		--exclude='./pkg_resources' --exclude='*.opt-?.pyc'
+	tests/stage.sh unpack "$KTCPVS_STAGE_TAR"
 	echo "guest: Python staged in memory ($(du -sh /tmp/stage | cut -f1), $((SECONDS - staged_at)) s)"
 fi
 

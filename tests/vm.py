@@ -330,6 +330,12 @@ def main() -> int:
     out.mkdir(parents=True)
 
     guest_env = [f"KTCPVS_KO={module}"]
+    # Python for the guest in one file (tests/stage.sh); KTCPVS_GUEST_STAGE=0
+    # leaves the guest to read it file by file over 9p.
+    stage_tar = out / "stage.tar"
+    if os.environ.get("KTCPVS_GUEST_STAGE", "1") != "0":
+        subprocess.run([ROOT / "tests" / "stage.sh", "pack", stage_tar], check=True)
+        guest_env.append(f"KTCPVS_STAGE_TAR={stage_tar}")
     # KTCPVS_INSTALL_TEST=1: this host holds a test installation (make test),
     # which tests/kernel/test_install.py must then find.
     if os.environ.get("KTCPVS_INSTALL_TEST") == "1":
@@ -390,6 +396,7 @@ def main() -> int:
             proc.wait()
         finally:
             timer.cancel()
+            stage_tar.unlink(missing_ok=True)
         if expired.is_set():
             print(f"vm: kernel {kver}: FAIL: timed out after {args.timeout}s", file=sys.stderr)
             return 1
