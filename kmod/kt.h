@@ -51,13 +51,17 @@
  *                          log.mutex), write once when the family goes
  *                          (holding nothing else); only netlink's own locks
  *                          are taken under it
- *   3. socket lock         lock_sock(), one socket at a time: taken by the
- *                          socket calls (kernel_bind/listen/accept/connect,
+ *   3. socket lock         one socket at a time: lock_sock() in process
+ *                          context, taken by the socket calls
+ *                          (kernel_bind/listen/accept/connect,
  *                          kernel_recvmsg/sendmsg, sock_release, shutdown)
  *                          and by the zero-copy relay, which fills a pipe
  *                          under the source's lock and sends it under the
  *                          destination's after releasing the first
- *                          (kt_pipe_fill, kt_pipe_flush).  Never two.
+ *                          (kt_pipe_fill, kt_pipe_flush); in a connection's
+ *                          tasklet, the socket's spinlock (bh_lock_sock)
+ *                          when no process owns the socket, for one read or
+ *                          send (kt_sock_call).  Never two.
  *   4. sk_callback_lock    rwlock (BH), per socket: installing and removing
  *                          our callbacks (write); the callbacks (read).
  *                          The kernel takes it inside the socket lock.
@@ -69,8 +73,9 @@
  *      kt_pool->lock       spinlock (BH): wrr, lblc and lblcr state
  *      kt_server->idle_lock spinlock (BH): a server's idle connections
  *      kt_net->log.lock    spinlock (BH): the access log's batch; taken by
- *                          kt_log_submit() from the connection's work, where
- *                          an exchange ends, holding no other lock
+ *                          kt_log_submit() from the connection's work or
+ *                          tasklet, where an exchange ends, holding no
+ *                          other lock
  *   Locks of level 5 are never held together.  queue_work(),
  *   queue_delayed_work() and mod_timer() take workqueue and timer
  *   internals below all of these (under levels 4 and 5).
@@ -79,11 +84,16 @@
  * - Socket callbacks (kt_sk_event and friends) run in softirq, or in
  *   process context from release_sock() of whoever owns the socket (often
  *   our own work).  They only read sk_user_data under sk_callback_lock and
- *   queue work: they never touch a connection's state.
- * - A connection's state has no lock: only its work item (c->work) touches
- *   it once it is published, and a work item never runs concurrently with
- *   itself.  Before publication only the accept work touches it; after
- *   kt_conn_close() only its release work does, after cancelling c->work.
+ *   kick the connection -- its tasklet from softirq, else its work
+ *   (kt_conn_kick): they never touch a connection's state.
+ * - A connection's state has no lock: once it is published only its
+ *   tasklet (softirq, holding no socket lock when it starts) and its work
+ *   item (process context) touch it, and the KT_CF_RUN bit keeps them from
+ *   running at once (kt_conn_claim); neither runs concurrently with itself.
+ *   Steps in the tasklet never sleep: what needs process context defers to
+ *   the work (kt_io_defer).  Before publication only the accept work
+ *   touches it; after kt_conn_close() only its release work does, after
+ *   killing the tasklet and cancelling the work.
  * - A health check's work touches its server's check fields only (the
  *   schedulers and dumps read them with READ_ONCE) and takes no lock of
  *   the module but kt_mc_sem (read) to notify.
@@ -129,6 +139,21 @@
  * ENOMEM, a connection that does not fit is closed or answered 503.
  */
 #define KT_GFP	(GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)
+
+/*
+ * The same in the data path's softirq run (kt_conn_tasklet): no sleeping,
+ * no reserves.  A step that cannot get its memory this way hands the
+ * connection to its work item instead of failing it (kt_io_defer).
+ */
+#define KT_GFP_ATOMIC	(GFP_NOWAIT | __GFP_ACCOUNT | __GFP_NOWARN)
+
+static inline gfp_t kt_gfp(void)
+{
+	return in_task() ? KT_GFP : KT_GFP_ATOMIC;
+}
+
+/* kt_main.c: serve connections from their socket callbacks (softirq) */
+extern bool kt_fastpath;
 
 /*
  * Outstanding allocations of the module -- connections, buffers, skbs in
@@ -292,7 +317,7 @@ struct kt_service {
 
 /*
  * What parsing and matching one request needs, one per possible CPU, used
- * with preemption off (kt_scratch_get): a head is parsed into it and routed
+ * with BHs off (kt_scratch_get): a head is parsed into it and routed
  * in one go, so no connection holds a parse context.
  */
 struct kt_scratch {
@@ -522,8 +547,8 @@ void kt_notify_check(struct kt_net *ktn, const struct kt_pool *p,
 /*
  * kt_log.c: the access log's transport.  The data path (kt_access.c) calls
  * kt_log_active() and, when it is true, kt_log_submit() once per exchange
- * (process or softirq context, never under another level-5 lock; in fact
- * the connection's work); kt_log_drop() counts a record it could not
+ * (process or softirq context, never under another level-5 lock: the
+ * connection's work or tasklet); kt_log_drop() counts a record it could not
  * build.  The rest is for the namespace's life (kt_main.c), its
  * configuration (kt_config.c: kt_log_prepare() before a commit's swap,
  * kt_log_config() at it, both under ktn->lock) and KTCPVS_CMD_GET_LOG /

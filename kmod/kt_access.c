@@ -24,8 +24,8 @@
  * site's default.  Nothing here sleeps or waits: kt_log_submit() counts a
  * record it has no room for as dropped.
  *
- * Context: the connection's work (process context); kt_alog_route() with
- * preemption off (it copies, and allocates without sleeping).
+ * Context: the connection's work or tasklet; kt_alog_route() with BHs off
+ * (it copies, and allocates without sleeping).
  */
 
 #include <linux/ktime.h>

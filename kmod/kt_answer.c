@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * kt_answer.c - answers of the switch itself, and the lingering close that
- * follows them.  Process context: the connection's work, or the accept
- * work for refusals (kt_refuse).
+ * follows them.  The connection's work or tasklet (a shutdown is left to
+ * the work), or the accept work for refusals (kt_refuse).
  */
 
 #include <linux/net.h>
@@ -115,7 +115,7 @@ static void kt_conn_answer_rest(struct kt_conn *c, unsigned int status,
 		return;
 	}
 	kt_alog_status(c, status);
-	c->ebuf = kmalloc(head_len + body_len, KT_GFP);
+	c->ebuf = kmalloc(head_len + body_len, kt_gfp());
 	if (!c->ebuf) {
 		kt_conn_close(c);
 		return;
@@ -141,7 +141,7 @@ void kt_conn_answer(struct kt_conn *c, unsigned int status,
 	char line[96];
 	u32 body_len = scnprintf(line, sizeof(line), "%s\n", reason);
 	size_t cap = KT_ANSWER_HEAD + location_len;
-	char *head = kmalloc(cap, KT_GFP);
+	char *head = kmalloc(cap, kt_gfp());
 	int n;
 
 	if (!head) {
@@ -172,7 +172,6 @@ void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
 		  !c->resp_started;
 	u32 content = kt_answer_has_body(c, status) ? body_len : 0;
 	char head[KT_ANSWER_HEAD];
-	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
 	struct kvec iov[2];
 	int hlen, n;
 
@@ -187,7 +186,7 @@ void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
 	iov[0] = (struct kvec){ .iov_base = head, .iov_len = hlen };
 	iov[1] = (struct kvec){ .iov_base = (void *)body, .iov_len = content };
 	kt_alog_status(c, status);
-	n = kernel_sendmsg(c->csk, &msg, iov, content ? 2 : 1, hlen + content);
+	n = kt_sendv(c->csk, iov, content ? 2 : 1, hlen + content, false);
 	if (n == -EAGAIN)
 		n = 0;
 	if (n < 0) {
@@ -227,9 +226,9 @@ void kt_conn_linger(struct kt_conn *c)
 	/* an answer of the switch went out, or a tunnel ended */
 	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_NORMAL));
 	kt_conn_drop_exchange(c, true);
-	kernel_sock_shutdown(c->csk, SHUT_WR);
 	c->cs = KT_CS_LINGER;
 	c->deadline = jiffies + KT_LINGER;
+	c->shut_wr = true;		/* kt_step_linger, in process context */
 }
 
 enum kt_step kt_step_answer(struct kt_conn *c)
@@ -259,6 +258,15 @@ enum kt_step kt_step_linger(struct kt_conn *c)
 	u8 sink[256];
 	int n;
 
+	if (c->shut_wr) {
+		if (!in_task()) {
+			kt_io_defer();	/* a shutdown takes the socket lock */
+			return KT_BLOCKED;
+		}
+		kernel_sock_shutdown(c->csk, SHUT_WR);
+		c->shut_wr = false;
+		return KT_PROGRESS;
+	}
 	if (!kt_sk_readable(c->csk->sk))
 		return KT_BLOCKED;
 	n = kt_recv(c->csk, sink, sizeof(sink));

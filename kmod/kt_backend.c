@@ -3,8 +3,10 @@
  * kt_backend.c - a request's backend connection: schedule a server, reuse
  * a kept or idle connection to it or connect anew, try another server when
  * a connect fails, send a request once more when a reused connection
- * closes before answering, and let the connection go.  Process context:
- * the connection's work.
+ * closes before answering, and let the connection go.  The connection's
+ * work or tasklet; a connect is only ever started by the work: in softirq
+ * the server is scheduled and the connect left to it (rs == RS_CONNECT
+ * with no backend connection yet, kt_backend_connect_deferred).
  */
 
 #include <linux/net.h>
@@ -151,6 +153,12 @@ void kt_backend_pick(struct kt_conn *c)
 			kt_backend_ready(c, false);
 			return;
 		}
+		if (!in_task()) {
+			c->b_reused = false;
+			kt_backend_ready(c, true);
+			kt_io_defer();
+			return;
+		}
 		err = kt_backend_connect(c, srv);
 		if (!err) {
 			kt_backend_ready(c, true);
@@ -211,6 +219,11 @@ void kt_backend_lost(struct kt_conn *c, int kind, const char *reason)
 		kt_conn_release_backend(c);
 		c->up.sent = 0;		/* all of it goes again */
 		c->rq = KT_RQ_SEND;
+		if (!in_task()) {
+			kt_backend_ready(c, true);
+			kt_io_defer();
+			return;
+		}
 		err = kt_backend_connect(c, srv);
 		if (!err) {
 			kt_backend_ready(c, true);
@@ -229,4 +242,37 @@ void kt_backend_lost(struct kt_conn *c, int kind, const char *reason)
 		kt_conn_answer(c, 502, reason, NULL, 0);
 	else
 		kt_conn_close(c);
+}
+
+/*
+ * The softirq run scheduled c->srv but left the connect to the work: start
+ * it now, or go on as a failed connect does -- another server, or 502 (503
+ * when the switch itself could not open a connection).  Context: the
+ * connection's work.
+ */
+void kt_backend_connect_deferred(struct kt_conn *c)
+{
+	struct kt_server *srv = c->srv;
+	bool local;
+	int err;
+
+	err = kt_backend_connect(c, srv);
+	if (!err)
+		return;
+	c->hold = false;
+	local = kt_err_local(err);
+	if (local) {
+		kt_conn_count_error(c, KT_E_LOCAL);
+	} else {
+		kt_stat_inc(srv->st, errors[KT_E_CONNECT]);
+		kt_server_failed(srv);
+	}
+	if (c->ntried < KT_MAX_TRIES)
+		kt_backend_pick(c);
+	else if (local)
+		kt_conn_fail(c, KT_E_LOCAL, 503,
+			     "the switch cannot open a connection now");
+	else
+		kt_conn_fail(c, KT_E_BAD_GATEWAY, 502,
+			     "no server of the pool is reachable");
 }

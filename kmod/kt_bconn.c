@@ -51,7 +51,7 @@ static void kt_bconn_event(struct sock *sk)
 		rcu_read_lock();
 		c = rcu_dereference(b->owner);
 		if (c)
-			queue_work(kt_wq, &c->work);
+			kt_conn_kick(c);
 		else if (READ_ONCE(b->parked))	/* an event on an idle one: end it */
 			mod_delayed_work(kt_wq, &b->idle_work, 0);
 		rcu_read_unlock();
@@ -71,13 +71,20 @@ static void kt_bconn_write_space(struct sock *sk)
  * Close a backend connection that nobody else can reach: its callbacks go
  * first (no event reaches it after that), then its idle work, then its
  * socket.  @from_work: called by its own idle work, which can only find a
- * pending re-queue of itself to cancel.
+ * pending re-queue of itself to cancel.  In softirq (a connection's
+ * tasklet) only the callbacks go at once: the socket is released by the
+ * idle work, which finds it dying.
  */
 static void kt_bconn_destroy(struct kt_bconn *b, bool from_work)
 {
 	struct kt_net *ktn = b->ktn;
 
 	kt_sk_restore(b->sock->sk, &b->saved);
+	if (!in_task()) {
+		WRITE_ONCE(b->dying, true);
+		mod_delayed_work(kt_wq, &b->idle_work, 0);
+		return;
+	}
 	if (from_work)
 		cancel_delayed_work(&b->idle_work);
 	else
@@ -111,8 +118,9 @@ static void kt_bconn_idle_work(struct work_struct *w)
 	struct kt_bconn *b = container_of(to_delayed_work(w), struct kt_bconn,
 					  idle_work);
 
-	if (kt_bconn_take(b))
-		kt_bconn_destroy(b, true);	/* else its new owner has it */
+	/* dying: given up in softirq; else taken here, or its new owner has it */
+	if (READ_ONCE(b->dying) || kt_bconn_take(b))
+		kt_bconn_destroy(b, true);
 }
 
 static void kt_bconn_own(struct kt_conn *c, struct kt_bconn *b)
@@ -132,7 +140,7 @@ int kt_bconn_new(struct kt_conn *c, struct kt_server *srv)
 	struct sock *sk;
 	int err;
 
-	b = kzalloc(sizeof(*b), KT_GFP);
+	b = kzalloc(sizeof(*b), KT_GFP);	/* process context: a connect */
 	if (!b)
 		return -ENOMEM;
 	if (!kt_net_obj_get(c->ktn)) {	/* the namespace is going */

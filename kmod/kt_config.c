@@ -247,15 +247,20 @@ struct kt_service *kt_config_service(struct kt_config *cfg,
 	return NULL;
 }
 
-/* This CPU's parse and match scratch; preemption off until kt_scratch_put(). */
+/*
+ * This CPU's parse and match scratch; BHs (and so preemption) off until
+ * kt_scratch_put(): a connection's work and another's tasklet (softirq)
+ * share it on one CPU.
+ */
 struct kt_scratch *kt_scratch_get(struct kt_config *cfg)
 {
-	return &cfg->scratch[get_cpu()];
+	local_bh_disable();
+	return &cfg->scratch[smp_processor_id()];
 }
 
 void kt_scratch_put(void)
 {
-	put_cpu();
+	local_bh_enable();
 }
 
 /* ---- building ------------------------------------------------------------------ */

@@ -63,8 +63,9 @@ static void kt_conn_check(const struct kt_conn *c)
 		WARN_ON_ONCE(c->rs == KT_RS_IDLE &&
 			     (c->srv || c->up.pipe.bytes || c->down.pipe.bytes ||
 			      c->down.len));
-		WARN_ON_ONCE(exchange && (!c->b || !c->srv || !c->pool ||
-					  !c->svc || !c->cfg));
+		WARN_ON_ONCE(exchange && ((!c->b && c->rs != KT_RS_CONNECT) ||
+					  !c->srv || !c->pool || !c->svc ||
+					  !c->cfg));
 		WARN_ON_ONCE(c->rq == KT_RQ_TUNNEL && c->rs != KT_RS_TUNNEL &&
 			     c->rs != KT_RS_CONNECT);
 		WARN_ON_ONCE(c->rs == KT_RS_TUNNEL && c->rq != KT_RQ_TUNNEL &&
@@ -101,8 +102,8 @@ static void kt_conn_release_rcu(struct rcu_head *rcu)
  * Stop everything that could reach the connection -- its callbacks, its
  * backend connection, its timer -- and hand it to its release work after
  * an RCU grace period: a backend connection's callback that still saw it
- * as owner has queued its work by then, and the release work cancels it.
- * Called from its own work.
+ * as owner has queued its work or scheduled its tasklet by then, and the
+ * release work waits for both.  Called from its own work or tasklet.
  */
 void kt_conn_close(struct kt_conn *c)
 {
@@ -112,7 +113,7 @@ void kt_conn_close(struct kt_conn *c)
 	c->cs = KT_CS_CLOSED;
 	kt_sk_restore(c->csk->sk, &c->csaved);
 	kt_conn_drop_backend(c);
-	timer_delete_sync(&c->timer);
+	timer_delete(&c->timer);	/* the release work waits for it */
 	call_rcu(&c->rcu, kt_conn_release_rcu);
 }
 
@@ -125,6 +126,8 @@ static void kt_conn_release(struct work_struct *w)
 	spin_lock_bh(&ktn->conns_lock);
 	list_del(&c->node);
 	spin_unlock_bh(&ktn->conns_lock);
+	tasklet_kill(&c->tasklet);	/* it may queue the work: first */
+	timer_delete_sync(&c->timer);	/* it queues the work too */
 	cancel_work_sync(&c->work);
 	kernel_sock_shutdown(c->csk, SHUT_RDWR);
 	sock_release(c->csk);
@@ -236,7 +239,7 @@ static void kt_conn_timeout(struct kt_conn *c)
 	kt_conn_close(c);
 }
 
-/* ---- the work item ---------------------------------------------------------------- */
+/* ---- running the steps: the tasklet and the work ----------------------------------- */
 
 static enum kt_step kt_conn_step(struct kt_conn *c)
 {
@@ -258,13 +261,118 @@ static enum kt_step kt_conn_step(struct kt_conn *c)
 	return p;
 }
 
+/*
+ * Run steps until none makes progress.  True if the work item should run:
+ * the budget is spent (others get their turn), or -- in softirq -- a step
+ * needed process context (kt_io_defer) and stopped before doing anything.
+ */
+static bool kt_conn_steps(struct kt_conn *c)
+{
+	bool atomic = !in_task(), work = false;
+	int budget = atomic ? KT_BUDGET_SOFTIRQ : KT_BUDGET;
+	enum kt_step p;
+
+	if (atomic)
+		this_cpu_write(kt_deferred, false);
+	while (c->cs != KT_CS_CLOSED) {
+		p = kt_conn_step(c);
+		if (c->cs != KT_CS_CLOSED)
+			kt_conn_check(c);
+		if (atomic && this_cpu_read(kt_deferred)) {
+			work = true;
+			break;
+		}
+		if (p == KT_BLOCKED)
+			break;
+		if (!--budget) {
+			work = true;
+			break;
+		}
+	}
+	if (c->cs == KT_CS_CLOSED)
+		return false;
+	if (c->park_at && (c->rq != KT_RQ_HEAD || c->up.len))
+		c->park_at = 0;		/* a request came: the backend serves it */
+	kt_conn_arm_timer(c);
+	return work;
+}
+
+/*
+ * Who runs a connection's steps.  A socket callback in softirq schedules
+ * the connection's tasklet (kt_conn_kick), which runs the steps at once,
+ * in softirq, with the socket calls of kt_io.c: a keep-alive request and
+ * its answer are read, parsed, routed and sent without a context switch.
+ * A step that needs process context -- a connect, a shutdown, a socket a
+ * process owns, memory that needs reclaim -- defers (kt_io_defer) and the
+ * tasklet queues the work, which runs the same steps with sleeping calls
+ * and also handles timeouts and kills.  KT_CF_RUN makes the two
+ * exclusive: the one that finds the other running leaves its RERUN bit,
+ * and the runner queues the work when it lets go.
+ */
+static bool kt_conn_claim(struct kt_conn *c, int rerun)
+{
+	if (!test_and_set_bit_lock(KT_CF_RUN, &c->flags))
+		return true;
+	set_bit(rerun, &c->flags);
+	smp_mb__after_atomic();		/* the bit, then the second look */
+	if (test_and_set_bit_lock(KT_CF_RUN, &c->flags))
+		return false;		/* the runner sees the bit when it lets go */
+	clear_bit(rerun, &c->flags);
+	return true;
+}
+
+/* Let go of the steps; true if the other runner came meanwhile. */
+static bool kt_conn_unclaim(struct kt_conn *c)
+{
+	bool work, fast;
+
+	clear_bit_unlock(KT_CF_RUN, &c->flags);
+	smp_mb__after_atomic();		/* cleared, then look for a loser's bit */
+	work = test_and_clear_bit(KT_CF_RERUN_WORK, &c->flags);
+	fast = test_and_clear_bit(KT_CF_RERUN_FAST, &c->flags);
+	return work || fast;
+}
+
+/*
+ * An event on one of c's sockets.  Context: the socket's callback: softirq,
+ * or process context from release_sock() of the socket's owner (the
+ * connection's own work, which then runs again).
+ */
+void kt_conn_kick(struct kt_conn *c)
+{
+	if (READ_ONCE(kt_fastpath) && in_serving_softirq())
+		tasklet_schedule(&c->tasklet);
+	else
+		queue_work(kt_wq, &c->work);
+}
+
+/* Context: softirq (TASKLET_SOFTIRQ on the CPU the callback ran on). */
+static void kt_conn_tasklet(struct tasklet_struct *t)
+{
+	struct kt_conn *c = from_tasklet(c, t, tasklet);
+	struct mem_cgroup *old;
+	bool work = false;
+
+	if (!kt_conn_claim(c, KT_CF_RERUN_FAST))
+		return;
+	if (c->cs != KT_CS_CLOSED) {
+		old = set_active_memcg(c->memcg);
+		work = kt_conn_steps(c);
+		set_active_memcg(old);
+	}
+	if (kt_conn_unclaim(c) || work)
+		queue_work(kt_wq, &c->work);
+}
+
 static void kt_conn_work(struct work_struct *w)
 {
 	struct kt_conn *c = container_of(w, struct kt_conn, work);
-	struct mem_cgroup *old = set_active_memcg(c->memcg);
-	int budget = KT_BUDGET;
-	enum kt_step p;
+	struct mem_cgroup *old;
+	bool again = false;
 
+	if (!kt_conn_claim(c, KT_CF_RERUN_WORK))
+		return;		/* the tasklet runs: it queues this again */
+	old = set_active_memcg(c->memcg);
 	if (c->cs == KT_CS_CLOSED)
 		goto out;
 	if (test_and_clear_bit(KT_CF_KILL, &c->flags)) {
@@ -279,24 +387,11 @@ static void kt_conn_work(struct work_struct *w)
 		else
 			kt_conn_park_idle(c);
 	}
-	while (c->cs != KT_CS_CLOSED) {
-		p = kt_conn_step(c);
-		if (c->cs != KT_CS_CLOSED)
-			kt_conn_check(c);
-		if (p == KT_BLOCKED)
-			break;
-		if (!--budget) {
-			queue_work(kt_wq, &c->work);	/* let others run */
-			break;
-		}
-	}
-	if (c->cs == KT_CS_CLOSED)
-		goto out;
-	if (c->park_at && (c->rq != KT_RQ_HEAD || c->up.len))
-		c->park_at = 0;		/* a request came: the backend serves it */
-	kt_conn_arm_timer(c);
+	again = kt_conn_steps(c);
 out:
 	set_active_memcg(old);
+	if (kt_conn_unclaim(c) || again)
+		queue_work(kt_wq, &c->work);
 }
 
 /* ---- a new connection ------------------------------------------------------------ */
@@ -310,10 +405,13 @@ static u32 kt_client_hash(const struct sockaddr_storage *peer)
 }
 
 /*
- * Hand the connection to its socket's callbacks and queue its first run,
+ * Hand the connection to its socket's callbacks and schedule its first run,
  * in one step under sk_callback_lock (the nvmet-tcp pattern): everything
- * is set up before, and nothing here touches it after.  A client that
- * reset meanwhile is seen by the work (sk_err, or EOF), which closes.
+ * is set up before, and nothing here touches it after.  The first run is
+ * its tasklet, which runs as the lock's BHs come back on, still in the
+ * accept work: a first request that came with the handshake is served
+ * without a work item.  A client that reset meanwhile is seen by the run
+ * (sk_err, or EOF), which closes.
  */
 static void kt_conn_publish(struct kt_conn *c, struct kt_listener *l)
 {
@@ -327,7 +425,10 @@ static void kt_conn_publish(struct kt_conn *c, struct kt_listener *l)
 	sk->sk_data_ready = kt_sk_event;
 	sk->sk_write_space = kt_sk_write_space;
 	sk->sk_state_change = kt_sk_event;
-	queue_work(kt_wq, &c->work);
+	if (READ_ONCE(kt_fastpath))
+		tasklet_schedule(&c->tasklet);
+	else
+		queue_work(kt_wq, &c->work);
 	write_unlock_bh(&sk->sk_callback_lock);
 }
 
@@ -356,6 +457,7 @@ void kt_conn_new(struct kt_listener *l, struct socket *sock,
 	kt_pipe_init(&c->up.pipe);
 	kt_pipe_init(&c->down.pipe);
 	INIT_WORK(&c->work, kt_conn_work);
+	tasklet_setup(&c->tasklet, kt_conn_tasklet);
 	INIT_WORK(&c->release_work, kt_conn_release);
 	timer_setup(&c->timer, kt_conn_timer, 0);
 	memcpy(&c->laddr, &l->addr, sizeof(c->laddr));

@@ -9,10 +9,15 @@
  *            limits, then kt_conn_new (kt_conn.c): the connection is set
  *            up completely, then published: callbacks installed and its
  *            work queued in one step under sk_callback_lock.
- * events     a socket callback (kt_sk_event, kt_io.c) queues c->work;
- *            kt_conn_work (kt_conn.c) runs steps until none makes progress
- *            or its budget is spent: kt_conn_step -> kt_step_request and
- *            kt_step_response.
+ * events     a socket callback (kt_sk_event, kt_io.c) kicks the
+ *            connection (kt_conn_kick, kt_conn.c): from softirq its
+ *            tasklet, kt_conn_tasklet, runs the steps at once; a step that
+ *            needs process context (a connect, a shutdown, a socket a
+ *            process owns, memory that needs reclaim) stops with
+ *            kt_io_defer and the work, kt_conn_work, runs the steps from
+ *            there, with timeouts and kills.  Either runs steps until none
+ *            makes progress or its budget is spent: kt_conn_step ->
+ *            kt_step_request and kt_step_response.
  * request    RQ_HEAD  kt_rq_head (kt_request.c): read, parse incrementally;
  *                     at the end of the head kt_route: match the rules,
  *                     plan the head's edits (X-Forwarded-For, a lone
@@ -62,6 +67,7 @@
 #ifndef KT_CONN_H
 #define KT_CONN_H
 
+#include <linux/interrupt.h>
 #include <linux/skbuff.h>
 
 #include "kt.h"
@@ -72,6 +78,7 @@
 #define KT_PIPE_SKBS		64
 #define KT_FRAMING_READ		128	/* chunk lines: read little, splice data */
 #define KT_BUDGET		64	/* steps per work run */
+#define KT_BUDGET_SOFTIRQ	16	/* steps per tasklet run, then the work */
 #define KT_MAX_TRIES		3	/* servers tried per request */
 #define KT_LINGER		(2 * HZ)
 #define KT_PARK_DELAY		HZ	/* idle client: its backend goes to the pool */
@@ -97,6 +104,9 @@ enum kt_io {
 /* c->flags bits, set from other contexts */
 #define KT_CF_KILL	0
 #define KT_CF_TIMER	1
+#define KT_CF_RUN	2	/* the work or the tasklet runs the steps */
+#define KT_CF_RERUN_WORK 3	/* the work found the tasklet running */
+#define KT_CF_RERUN_FAST 4	/* the tasklet found the work running */
 
 /*
  * Zero-copy relay of one direction: skbs cloned off the source socket's
@@ -147,6 +157,7 @@ struct kt_bconn {
 	struct kt_conn __rcu *owner;	/* the client connection, NULL if parked */
 	struct list_head node;		/* srv->idle while parked, under idle_lock */
 	bool parked;			/* under idle_lock; READ_ONCE elsewhere */
+	bool dying;			/* closed in softirq: idle_work releases */
 	struct delayed_work idle_work;	/* parked: its timeout or an event closes it */
 	struct kt_sk_saved saved;	/* the socket's own callbacks */
 };
@@ -178,7 +189,9 @@ struct kt_conn {
 	struct kt_net *ktn;
 	struct socket *csk;		/* the client's */
 	struct kt_bconn *b;		/* the backend connection, or NULL */
-	struct work_struct work;	/* every step and state change */
+	struct work_struct work;	/* steps that need process context,
+					 * timeouts, kills */
+	struct tasklet_struct tasklet;	/* steps from the socket callbacks */
 	struct work_struct release_work;
 	struct rcu_head rcu;		/* kt_conn_close() to its release */
 	struct timer_list timer;
@@ -207,6 +220,8 @@ struct kt_conn {
 	bool counted;			/* the request was counted as forwarded */
 	bool late_read;			/* head state: one read past its deadline
 					 * was granted (kt_conn_timeout) */
+	bool shut_wr;			/* CS_LINGER: the client's write side
+					 * is still to be shut (process context) */
 	u32 req_flags;			/* KT_HTTP_* of the request */
 
 	/* the access log (kt_access.c) */
@@ -240,6 +255,29 @@ struct kt_conn {
 };
 
 /* kt_io.c: callbacks, socket calls, buffers */
+
+/*
+ * A step of the softirq run needs what only the work item can do (a socket
+ * a process owns, memory that needs reclaim, a connect, a shutdown): the
+ * run stops after the step and queues the work (kt_conn_tasklet).  Per
+ * CPU: a tasklet runs on one CPU with BHs off from start to end.
+ */
+DECLARE_PER_CPU(bool, kt_deferred);
+
+static inline void kt_io_defer(void)
+{
+	if (!WARN_ON_ONCE(in_task()))
+		this_cpu_write(kt_deferred, true);
+}
+
+/* A socket's settings a send in softirq changes for its length. */
+struct kt_tx_save {
+	struct page_frag frag;
+	gfp_t gfp;
+	bool task_frag;
+	bool room;			/* the send buffer had room */
+};
+
 void kt_sk_event(struct sock *sk);
 void kt_sk_write_space(struct sock *sk);
 void kt_sk_set(struct sock *sk, void *user, void (*dr)(struct sock *),
@@ -247,7 +285,15 @@ void kt_sk_set(struct sock *sk, void *user, void (*dr)(struct sock *),
 void kt_sk_save(struct sock *sk, struct kt_sk_saved *saved);
 void kt_sk_restore(struct sock *sk, const struct kt_sk_saved *saved);
 bool kt_sk_readable(const struct sock *sk);
+int kt_sock_call(struct sock *sk, int (*fn)(struct sock *sk, void *arg),
+		 void *arg);
+void kt_tx_begin(struct sock *sk, struct kt_tx_save *save);
+void kt_tx_end(struct sock *sk, struct kt_tx_save *save, int n);
+int kt_read_result(struct sock *sk, int n, int error);
+void kt_io_exit(void);
 int kt_recv(struct socket *sock, void *buf, size_t len);
+int kt_sendv(struct socket *sock, struct kvec *iov, size_t nr, size_t len,
+	     bool more);
 int kt_send(struct socket *sock, const void *buf, size_t len, bool more);
 int kt_buf_get(struct kt_dir *d);
 int kt_buf_grow(struct kt_dir *d, u32 want);
@@ -280,6 +326,7 @@ void kt_conn_park_idle(struct kt_conn *c);
 /* kt_backend.c */
 void kt_backend_pick(struct kt_conn *c);
 void kt_backend_retry(struct kt_conn *c);
+void kt_backend_connect_deferred(struct kt_conn *c);
 void kt_backend_lost(struct kt_conn *c, int kind, const char *reason);
 bool kt_backend_reusable(struct kt_conn *c, struct kt_server *srv);
 void kt_conn_release_backend(struct kt_conn *c);
@@ -337,6 +384,7 @@ static inline void kt_alog_status(struct kt_conn *c, unsigned int status)
 }
 
 /* kt_conn.c */
+void kt_conn_kick(struct kt_conn *c);
 void kt_conn_new(struct kt_listener *l, struct socket *sock,
 		 const struct sockaddr_storage *peer, struct kt_config *cfg,
 		 struct kt_service *svc, struct kt_src *src);

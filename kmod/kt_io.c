@@ -16,9 +16,10 @@
 
 /*
  * Context: softirq, or process context from release_sock() of the socket's
- * owner.  Callbacks only queue work: sk_user_data is read under
- * sk_callback_lock, which kt_sk_set() takes for writing, so once a socket
- * is unhooked no callback can reach its old owner.
+ * owner.  Callbacks only kick the connection (kt_conn_kick: its tasklet or
+ * its work): sk_user_data is read under sk_callback_lock, which kt_sk_set()
+ * takes for writing, so once a socket is unhooked no callback can reach
+ * its old owner.
  */
 void kt_sk_event(struct sock *sk)
 {
@@ -27,7 +28,7 @@ void kt_sk_event(struct sock *sk)
 	read_lock_bh(&sk->sk_callback_lock);
 	c = sk->sk_user_data;
 	if (c)
-		queue_work(kt_wq, &c->work);
+		kt_conn_kick(c);
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
@@ -39,7 +40,7 @@ void kt_sk_write_space(struct sock *sk)
 	c = sk->sk_user_data;
 	if (c && sk_stream_is_writeable(sk)) {
 		clear_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
-		queue_work(kt_wq, &c->work);
+		kt_conn_kick(c);
 	}
 	read_unlock_bh(&sk->sk_callback_lock);
 }
@@ -81,29 +82,207 @@ bool kt_sk_readable(const struct sock *sk)
 	       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN);
 }
 
-/* ---- nonblocking socket calls (process context) ---------------------------- */
+/* ---- socket calls: the work's and the softirq run's ------------------------------ */
+
+/*
+ * Every socket call of a step is nonblocking and takes one socket lock at a
+ * time.  In the work item (process context) that is lock_sock(), through
+ * kernel_recvmsg/sendmsg or around tcp_read_sock/skb_send_sock_locked.  In
+ * the softirq run (kt_conn_tasklet, which holds no socket lock when it
+ * starts) it is the socket's spinlock, taken only when no process owns the
+ * socket -- the way TCP's own tasklet (tcp_tsq_handler) sends; when a
+ * process does own it, the call does nothing and the run is deferred to
+ * the work item (kt_io_defer), which waits for the lock.
+ */
+DEFINE_PER_CPU(bool, kt_deferred);
+
+/*
+ * The page fragment sends copy into from softirq: the per-task one
+ * (sk_page_frag) belongs to whichever task the softirq interrupted, so
+ * during such a send the socket uses this CPU's instead (a tasklet runs on
+ * one CPU with BHs off from start to end, so it is ours meanwhile).
+ */
+static DEFINE_PER_CPU(struct page_frag, kt_tx_frag);
+
+/*
+ * @fn(@sk, @arg) under @sk's lock, for one socket call; -EAGAIN without
+ * calling it when, in softirq, a process owns the socket (the run is
+ * deferred to the work, which waits for the lock).
+ */
+int kt_sock_call(struct sock *sk, int (*fn)(struct sock *sk, void *arg),
+		 void *arg)
+{
+	int n;
+
+	if (in_task()) {
+		lock_sock(sk);
+		n = fn(sk, arg);
+		release_sock(sk);
+		return n;
+	}
+	bh_lock_sock(sk);
+	if (sock_owned_by_user(sk)) {
+		bh_unlock_sock(sk);
+		kt_io_defer();
+		return -EAGAIN;
+	}
+	n = fn(sk, arg);
+	bh_unlock_sock(sk);
+	return n;
+}
+
+/*
+ * Around a send under kt_sock_call(): in softirq the socket allocates
+ * without sleeping and copies into this CPU's fragment; nothing changes in
+ * process context.
+ */
+void kt_tx_begin(struct sock *sk, struct kt_tx_save *save)
+{
+	if (in_task())
+		return;
+	save->frag = sk->sk_frag;
+	save->gfp = sk->sk_allocation;
+	save->task_frag = sk->sk_use_task_frag;
+	save->room = sk_stream_memory_free(sk);
+	sk->sk_frag = *this_cpu_ptr(&kt_tx_frag);
+	sk->sk_allocation = GFP_ATOMIC | __GFP_NOWARN;
+	sk->sk_use_task_frag = false;
+}
+
+/*
+ * After the send: the socket's own settings back.  A send that found room
+ * in the send buffer and still could not go failed for memory, which only
+ * the work item can wait for: the run is deferred to it.
+ */
+void kt_tx_end(struct sock *sk, struct kt_tx_save *save, int n)
+{
+	if (in_task())
+		return;
+	*this_cpu_ptr(&kt_tx_frag) = sk->sk_frag;
+	sk->sk_frag = save->frag;
+	sk->sk_allocation = save->gfp;
+	sk->sk_use_task_frag = save->task_frag;
+	if (n == -EAGAIN && save->room)
+		kt_io_defer();
+}
+
+/* This CPU's fragments go with the module (after its last tasklet). */
+void kt_io_exit(void)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		struct page_frag *pf = per_cpu_ptr(&kt_tx_frag, cpu);
+
+		if (pf->page)
+			put_page(pf->page);
+		pf->page = NULL;
+	}
+}
+
+/*
+ * What a tcp_read_sock() on @sk that returned @n means: bytes (> 0), 0 at
+ * the end of the stream, -EAGAIN, or -errno.  Under @sk's lock.
+ * Bytes wait but none could be taken (urgent data, which tcp_read_sock
+ * stops at and recvmsg steps over; or memory): the work item reads.
+ */
+int kt_read_result(struct sock *sk, int n, int error)
+{
+	if (n)
+		return n;
+	if (error == -EAGAIN || (!error && !sk->sk_err &&
+				 !skb_queue_empty(&sk->sk_receive_queue))) {
+		if (!in_task())
+			kt_io_defer();
+		return -EAGAIN;
+	}
+	if (error)
+		return error;
+	if (sk->sk_err)
+		return sock_error(sk);
+	if (!(sk->sk_shutdown & RCV_SHUTDOWN))
+		return -EAGAIN;
+	return 0;
+}
+
+/* tcp_read_sock() actor of kt_recv() in softirq: copy into desc->arg.data. */
+static int kt_copy_actor(read_descriptor_t *desc, struct sk_buff *skb,
+			 unsigned int off, size_t len)
+{
+	size_t n = min_t(size_t, len, desc->count);
+
+	if (!n)
+		return 0;
+	if (skb_copy_bits(skb, off, desc->arg.data, n)) {
+		desc->error = -EFAULT;
+		return 0;
+	}
+	desc->arg.data = (u8 *)desc->arg.data + n;
+	desc->count -= n;
+	return n;
+}
+
+static int kt_recv_locked(struct sock *sk, void *arg)
+{
+	read_descriptor_t *desc = arg;
+
+	return kt_read_result(sk, tcp_read_sock(sk, desc, kt_copy_actor),
+			      desc->error);
+}
 
 /* Bytes read (> 0), 0 at the end of the stream, -EAGAIN, or another -errno. */
 int kt_recv(struct socket *sock, void *buf, size_t len)
 {
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT };
 	struct kvec iov = { .iov_base = buf, .iov_len = len };
+	read_descriptor_t desc = { .arg.data = buf, .count = len };
 
-	return kernel_recvmsg(sock, &msg, &iov, 1, len, MSG_DONTWAIT);
+	if (in_task())
+		return kernel_recvmsg(sock, &msg, &iov, 1, len, MSG_DONTWAIT);
+	return kt_sock_call(sock->sk, kt_recv_locked, &desc);
+}
+
+struct kt_sendv_args {
+	struct msghdr msg;
+	struct kvec *iov;
+	size_t nr, len;
+};
+
+static int kt_sendv_locked(struct sock *sk, void *arg)
+{
+	struct kt_sendv_args *a = arg;
+	struct kt_tx_save save;
+	int n;
+
+	kt_tx_begin(sk, &save);
+	n = kernel_sendmsg_locked(sk, &a->msg, a->iov, a->nr, a->len);
+	kt_tx_end(sk, &save, n);
+	return n;
 }
 
 /*
  * Bytes sent (> 0), -EAGAIN, or another -errno.  @more: bytes of the same
  * message follow at once (MSG_MORE), so TCP need not push a segment yet.
  */
+int kt_sendv(struct socket *sock, struct kvec *iov, size_t nr, size_t len,
+	     bool more)
+{
+	struct kt_sendv_args a = {
+		.msg.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL |
+				 (more ? MSG_MORE : 0),
+		.iov = iov, .nr = nr, .len = len,
+	};
+
+	if (in_task())
+		return kernel_sendmsg(sock, &a.msg, iov, nr, len);
+	return kt_sock_call(sock->sk, kt_sendv_locked, &a);
+}
+
 int kt_send(struct socket *sock, const void *buf, size_t len, bool more)
 {
-	struct msghdr msg = {
-		.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0),
-	};
 	struct kvec iov = { .iov_base = (void *)buf, .iov_len = len };
 
-	return kernel_sendmsg(sock, &msg, &iov, 1, len);
+	return kt_sendv(sock, &iov, 1, len, more);
 }
 
 /* ---- buffers ----------------------------------------------------------------- */
@@ -117,7 +296,7 @@ int kt_buf_get(struct kt_dir *d)
 {
 	if (d->buf)
 		return 0;
-	d->buf = (u8 *)__get_free_page(KT_GFP);
+	d->buf = (u8 *)__get_free_page(kt_gfp());
 	if (!d->buf)
 		return -ENOMEM;
 	kt_alloc_inc();
@@ -152,7 +331,7 @@ int kt_buf_grow(struct kt_dir *d, u32 want)
 
 	if (want <= d->cap)
 		return 0;
-	n = kvmalloc(want, KT_GFP);
+	n = kvmalloc(want, kt_gfp());
 	if (!n)
 		return -ENOMEM;
 	kt_alloc_inc();

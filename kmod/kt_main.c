@@ -26,6 +26,16 @@ static unsigned int kt_net_id __read_mostly;
 struct workqueue_struct *kt_wq;
 DEFINE_PER_CPU(int, kt_allocs);
 
+/*
+ * Serve a connection from its socket callbacks: its steps run in a tasklet
+ * (softirq) whenever they can, in its work item when they cannot
+ * (kt_conn.c).  Off: every step runs in the work item, as before.  May be
+ * changed at any time; a connection's next event follows the new value.
+ */
+bool kt_fastpath = true;
+module_param_named(fastpath, kt_fastpath, bool, 0644);
+MODULE_PARM_DESC(fastpath, "run data path steps in softirq when possible (default: on)");
+
 struct kt_net *kt_net(const struct net *net)
 {
 	return net_generic(net, kt_net_id);
@@ -198,6 +208,7 @@ static void __exit ktcpvs_exit(void)
 	kt_check_wq_exit();
 	destroy_workqueue(kt_wq);	/* drains the last release works */
 	rcu_barrier();			/* retired configurations' last callbacks */
+	kt_io_exit();			/* after the last tasklet (release works) */
 	kt_conn_cache_exit();
 	if (kt_allocs_sum())
 		pr_err("%d allocations leaked\n", kt_allocs_sum());

@@ -5,7 +5,9 @@
  * direction's pipe.  The same helpers serve both directions: up (client ->
  * backend) and down (backend -> client); what a result means for the
  * exchange (a client gone, a server gone, a bad body) is decided by the
- * request and response steps.  Process context (the connection's work).
+ * request and response steps.  The connection's work or tasklet: the
+ * socket calls lock their socket the way the context allows (kt_sock_call,
+ * kt_io.c).
  */
 
 #include <linux/skbuff.h>
@@ -41,7 +43,8 @@ void kt_pipe_purge(struct kt_pipe *p)
 
 /*
  * tcp_read_sock() actor: clone, don't copy; desc->count bounds the bytes.
- * Called under the source's socket lock, in process context.
+ * Called under the source's socket lock.  A clone that cannot be had
+ * without sleeping, in softirq, is left to the work item (-EAGAIN).
  */
 static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
 			 unsigned int off, size_t len)
@@ -52,9 +55,9 @@ static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
 	len = min_t(size_t, len, desc->count);
 	if (!len || skb_queue_len(&p->q) >= KT_PIPE_SKBS)
 		return 0;
-	clone = skb_clone(skb, GFP_KERNEL);
+	clone = skb_clone(skb, in_task() ? GFP_KERNEL : GFP_NOWAIT | __GFP_NOWARN);
 	if (!clone) {
-		desc->error = -ENOMEM;
+		desc->error = in_task() ? -ENOMEM : -EAGAIN;
 		return 0;
 	}
 	kt_alloc_inc();
@@ -66,6 +69,14 @@ static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
 	return len;
 }
 
+static int kt_pipe_fill_locked(struct sock *sk, void *arg)
+{
+	read_descriptor_t *desc = arg;
+
+	return kt_read_result(sk, tcp_read_sock(sk, desc, kt_pipe_actor),
+			      desc->error);
+}
+
 /*
  * Take up to @max bytes off @from's receive queue into @p, without copying.
  * Bytes taken (> 0), 0 at the end of the stream, -EAGAIN, or -errno.  The
@@ -74,33 +85,19 @@ static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
 int kt_pipe_fill(struct kt_pipe *p, struct socket *from, u64 max)
 {
 	read_descriptor_t desc = { .arg.data = p };
-	struct sock *sk = from->sk;
-	int n;
 
 	desc.count = min_t(u64, max, KT_PIPE_BYTES - p->bytes);
-	lock_sock(sk);
-	n = tcp_read_sock(sk, &desc, kt_pipe_actor);
-	if (!n) {
-		if (desc.error)
-			n = desc.error;
-		else if (sk->sk_err)
-			n = sock_error(sk);
-		else if (!(sk->sk_shutdown & RCV_SHUTDOWN) ||
-			 !skb_queue_empty(&sk->sk_receive_queue))
-			n = -EAGAIN;
-	}
-	release_sock(sk);
-	return n;
+	return kt_sock_call(from->sk, kt_pipe_fill_locked, &desc);
 }
 
-/* Send what @p holds on @to.  Bytes sent (> 0), -EAGAIN, or -errno. */
-int kt_pipe_flush(struct kt_pipe *p, struct socket *to)
+static int kt_pipe_flush_locked(struct sock *sk, void *arg)
 {
-	struct sock *sk = to->sk;
+	struct kt_pipe *p = arg;
+	struct kt_tx_save save;
 	struct sk_buff *skb;
 	int sent = 0, n = -EAGAIN;
 
-	lock_sock(sk);
+	kt_tx_begin(sk, &save);
 	while ((skb = skb_peek(&p->q))) {
 		struct kt_pipe_cb *cb = KT_PIPE_CB(skb);
 
@@ -117,10 +114,16 @@ int kt_pipe_flush(struct kt_pipe *p, struct socket *to)
 			kt_alloc_dec();
 		}
 	}
-	release_sock(sk);
+	kt_tx_end(sk, &save, sent ? 0 : n);
 	if (sent)
 		return sent;
 	return n < 0 ? n : -EAGAIN;
+}
+
+/* Send what @p holds on @to.  Bytes sent (> 0), -EAGAIN, or -errno. */
+int kt_pipe_flush(struct kt_pipe *p, struct socket *to)
+{
+	return kt_sock_call(to->sk, kt_pipe_flush_locked, p);
 }
 
 /* ---- one direction ---------------------------------------------------------- */

@@ -2,7 +2,8 @@
 /*
  * kt_request.c - the request side of an exchange: read and parse the head,
  * route it, edit it, send it, then its body or a tunnel's client half.
- * Process context: the connection's work (kt_conn_work).
+ * The connection's work or its tasklet (kt_conn.c); what needs process
+ * context defers to the work.
  */
 
 #include <linux/jhash.h>
@@ -100,7 +101,7 @@ static u32 kt_field_line_end(const struct kt_conn *c,
 
 /*
  * Edits that need the head's fields, made while they are at hand (in the
- * parse scratch, preemption off; no allocation): client-sent
+ * parse scratch, BHs off; no allocation): client-sent
  * X-Forwarded-For fields go when the service replaces them, and a lone
  * "Connection: close" of an HTTP/1.1 request goes so that the server's
  * connection stays open for other clients (the client's answer gets
@@ -179,7 +180,7 @@ static u32 kt_out_cap(const struct kt_service *svc)
 
 /*
  * Match the request whose complete head was just parsed into @s; then,
- * with the fields at hand, make the head's edits.  Preemption off.
+ * with the fields at hand, make the head's edits.  BHs off.
  */
 static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
 			   struct kt_match_result *res)
@@ -433,6 +434,10 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 		 */
 		if (!d->len && !kt_sk_readable(c->csk->sk))
 			return KT_BLOCKED;
+		if (!in_task() && kt_buf_get(d)) {
+			kt_io_defer();	/* the work waits for the memory */
+			return KT_BLOCKED;
+		}
 		if (!kt_rq_begin(c))
 			return KT_PROGRESS;
 	}
@@ -458,6 +463,10 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 	/* KT_HTTP_AGAIN: read more, up to the head limit (the parser says 431) */
 	if (!kt_sk_readable(c->csk->sk))
 		return KT_BLOCKED;
+	if (!in_task() && d->len == d->cap) {
+		kt_io_defer();		/* a large head: the work grows the buffer */
+		return KT_BLOCKED;
+	}
 	if (!kt_rq_room(c)) {
 		kt_conn_fail(c, KT_E_PARSE, 431, "request head too large");
 		return KT_PROGRESS;
@@ -538,6 +547,11 @@ static enum kt_step kt_rq_tunnel(struct kt_conn *c)
 {
 	if (c->rs == KT_RS_CONNECT)
 		return KT_BLOCKED;
+	/* the client's end passes on as a shutdown: the work does that */
+	if (!in_task() && (READ_ONCE(c->csk->sk->sk_shutdown) & RCV_SHUTDOWN)) {
+		kt_io_defer();
+		return KT_BLOCKED;
+	}
 	switch (kt_dir_tunnel(c, &c->up)) {
 	case KT_IO_MOVED:
 		c->deadline = jiffies + c->svc->t_idle;

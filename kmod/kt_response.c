@@ -2,8 +2,8 @@
 /*
  * kt_response.c - the response side of an exchange: the backend connect,
  * the response head (interim answers, tunnels, the client's close), its
- * body, and what comes after the exchange.  Process context: the
- * connection's work (kt_conn_work).
+ * body, and what comes after the exchange.  The connection's work or its
+ * tasklet (kt_conn.c); what needs process context defers to the work.
  */
 
 #include <linux/string.h>
@@ -13,8 +13,17 @@
 
 static enum kt_step kt_rs_connect(struct kt_conn *c)
 {
-	struct sock *sk = kt_bsk(c)->sk;
+	struct sock *sk;
 
+	if (!c->b) {		/* scheduled in softirq: the work connects */
+		if (!in_task()) {
+			kt_io_defer();
+			return KT_BLOCKED;
+		}
+		kt_backend_connect_deferred(c);
+		return KT_PROGRESS;
+	}
+	sk = c->b->sock->sk;
 	if (sk->sk_state == TCP_ESTABLISHED) {
 		kt_alog_mark_connect(c);
 		if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
@@ -205,6 +214,10 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 	/* the response buffer is taken only when the server has sent something */
 	if (!kt_sk_readable(kt_bsk(c)->sk))
 		return KT_BLOCKED;
+	if (!in_task() && (kt_buf_get(d) || d->len == d->cap)) {
+		kt_io_defer();	/* memory, or a large head: the work reads */
+		return KT_BLOCKED;
+	}
 	if (kt_buf_get(d)) {
 		kt_conn_fail(c, KT_E_LOCAL, 503, "the switch is out of memory");
 		return KT_PROGRESS;

@@ -48,6 +48,7 @@ EVENTS: tuple[Event, ...] = (
     Event("work_queued", "workqueue:workqueue_queue_work"),
     Event("work_executed", "workqueue:workqueue_execute_start"),
     Event("softirqs", "irq:softirq_entry"),
+    Event("tasklets", "irq:tasklet_entry"),
     Event("timers_started", "timer:timer_start"),
     Event("syscalls", "raw_syscalls:sys_enter"),
     Event("slab_kmalloc", "kmem:kmalloc"),
@@ -70,6 +71,11 @@ EVENTS: tuple[Event, ...] = (
     Event(
         "kernel_recvmsg", f"{GROUP}:kernel_recvmsg", kprobe="p:{g}/kernel_recvmsg kernel_recvmsg"
     ),
+    Event(
+        "kernel_sendmsg_locked",
+        f"{GROUP}:kernel_sendmsg_locked",
+        kprobe="p:{g}/kernel_sendmsg_locked kernel_sendmsg_locked",
+    ),
     Event("tcp_read_sock", f"{GROUP}:tcp_read_sock", kprobe="p:{g}/tcp_read_sock tcp_read_sock"),
     Event(
         "skb_send_sock",
@@ -86,13 +92,15 @@ DERIVED: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("context_switches", "context switches", ("context_switches",)),
     ("wakeups", "wakeups", ("wakeups", "wakeups_new")),
     ("softirqs", "softirqs run", ("softirqs",)),
+    ("tasklets", "  of them tasklets (the module's softirq run, TCP's)", ("tasklets",)),
     ("timers_started", "timers (re)armed", ("timers_started",)),
     ("syscalls", "system calls", ("syscalls",)),
     ("socket_calls", "TCP send/receive calls",
-     ("tcp_sendmsg", "tcp_recvmsg", "tcp_read_sock", "skb_send_sock")),
+     ("tcp_sendmsg", "tcp_recvmsg", "tcp_read_sock", "skb_send_sock", "kernel_sendmsg_locked")),
     ("tcp_recvmsg_eagain", "  of them reads that found nothing (-EAGAIN)", ("tcp_recvmsg_eagain",)),
-    ("module_socket_calls", "  of them the module's (kernel_sendmsg/recvmsg, zero-copy)",
-     ("kernel_sendmsg", "kernel_recvmsg", "tcp_read_sock", "skb_send_sock")),
+    ("module_socket_calls", "  of them the module's (kernel_sendmsg/recvmsg, zero-copy, softirq)",
+     ("kernel_sendmsg", "kernel_recvmsg", "tcp_read_sock", "skb_send_sock",
+      "kernel_sendmsg_locked")),
     ("page_allocs", "page allocations", ("pages_order0", "pages_order1", "pages_order2plus")),
     ("pages_order1plus", "  of them order >= 1", ("pages_order1", "pages_order2plus")),
     ("slab_allocs", "slab allocations", ("slab_kmalloc", "slab_cache")),

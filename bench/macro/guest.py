@@ -54,8 +54,11 @@ BACKENDS = {"img1": "10.0.1.11", "img2": "10.0.1.12", "cgi1": "10.0.2.11", "stat
 POOL_OF = {"img1": "images", "img2": "images", "cgi1": "cgi", "static1": "static"}
 VIP = "10.0.0.1"
 # "nolog": ktcpvs with its access log off (bench.rules, service quiet)
-PORTS = {"ktcpvs": 80, "haproxy": 8081, "nginx": 8082, "nolog": 8083, "floor": 8090}
-SYSTEMS = ("direct", "floor", "ktcpvs", "nolog", "haproxy", "nginx")
+# "workq": ktcpvs's service with the module's softirq run off (the module
+# parameter fastpath=0: every step in the connection's work item)
+PORTS = {"ktcpvs": 80, "workq": 80, "haproxy": 8081, "nginx": 8082, "nolog": 8083, "floor": 8090}
+SYSTEMS = ("direct", "floor", "ktcpvs", "workq", "nolog", "haproxy", "nginx")
+FASTPATH = Path("/sys/module/ktcpvs/parameters/fastpath")
 # The floor relays every connection to the images pool whatever it asks for
 # (bench.rules); every backend serves the whole site, so its answers come
 # from that pool.
@@ -220,9 +223,15 @@ class Bench:
 
     # -- throughput runs ------------------------------------------------------
 
+    @staticmethod
+    def fastpath(system: str) -> None:
+        """The module's softirq run: off for "workq" only."""
+        FASTPATH.write_text("0" if system == "workq" else "1")
+
     def curl_check(self, w: Workload, system: str) -> str | None:
         """One download with curl: status 200, the static pool (the floor's
         pool for the floor), the full size."""
+        self.fastpath(system)
         r = self.topo.exec(self.topo.client.ns, "curl", "-sS", "-o", "/dev/null", "-D", "-",
                            "-w", "KTSIZE %{http_code} %{size_download}\n", "--max-time", "120",
                            w.url(system), check=False)  # fmt: skip
@@ -250,6 +259,7 @@ class Bench:
 
     def wrk(self, w: Workload, system: str, prefix: list[str] | None = None) -> dict[str, Any]:
         """One checked wrk run (under PREFIX, e.g. perf stat, when given)."""
+        self.fastpath(system)
         argv = [*(prefix or []), *self.wrk_argv(w, system)]
         r = self.topo.exec(self.topo.client.ns, *argv, check=False)
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("KTBENCH ")]
@@ -352,6 +362,7 @@ class Bench:
         return total
 
     def hold(self, system: str, n: int) -> dict[str, Any]:
+        self.fastpath(system)
         host = BACKENDS["img1"] if system == "direct" else VIP
         port = 80 if system == "direct" else PORTS[system]
         time.sleep(1.0)

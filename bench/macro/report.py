@@ -29,12 +29,13 @@ sys.path.insert(0, str(HERE))
 
 import counters  # noqa: E402
 
-SYSTEMS = ("direct", "floor", "ktcpvs", "nolog", "haproxy", "nginx")
+SYSTEMS = ("direct", "floor", "ktcpvs", "workq", "nolog", "haproxy", "nginx")
 PROXIES = ("ktcpvs", "haproxy", "nginx")
 COLORS = {
     "direct": "#888888",
     "floor": "#ff7f0e",
     "ktcpvs": "#d62728",
+    "workq": "#9467bd",
     "nolog": "#e377c2",
     "haproxy": "#1f77b4",
     "nginx": "#2ca02c",

@@ -1,0 +1,134 @@
+"""The softirq run: keep-alive requests are served from the socket callbacks.
+
+A socket callback in softirq schedules the connection's tasklet, which reads,
+parses, routes and sends at once (kmod/kt_conn.c); only what needs process
+context -- a connect, a shutdown, a socket a process owns, memory that needs
+reclaim, timeouts -- goes to the connection's work item.  These tests count
+the work items the module runs (the workqueue_execute_start tracepoint) for
+a number of keep-alive requests, with the fast path on and, as the control,
+off (the module parameter `fastpath`), and check every answer either way.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from demo_site import Response, Site, connect, read_responses
+
+TRACING = Path("/sys/kernel/tracing")
+EVENT = TRACING / "events/workqueue/workqueue_execute_start/enable"
+PARAM = Path("/sys/module/ktcpvs/parameters/fastpath")
+
+
+def set_fastpath(on: bool) -> None:
+    PARAM.write_text("1" if on else "0")
+
+
+@pytest.fixture
+def fastpath(site: Site) -> Iterator[None]:
+    site.apply()
+    yield
+    set_fastpath(True)
+
+
+@contextmanager
+def counting_work() -> Iterator[list[int]]:
+    """Count executions of kt_conn_work inside the block: out[0] after it."""
+    if not (TRACING / "trace").exists():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)], check=True)
+    (TRACING / "buffer_size_kb").write_text("4096")
+    (TRACING / "trace").write_text("")
+    EVENT.write_text("1")
+    out = [0]
+    try:
+        yield out
+    finally:
+        EVENT.write_text("0")
+        text = (TRACING / "trace").read_text()
+        out[0] = sum(1 for line in text.splitlines() if "function kt_conn_work" in line)
+        (TRACING / "trace").write_text("")
+
+
+def requests(site: Site, paths: list[str]) -> list[Response]:
+    """Each path in turn on one keep-alive connection, one answer at a time."""
+
+    def run() -> list[Response]:
+        out: list[Response] = []
+        with connect() as s:
+            for p in paths:
+                s.sendall(f"GET {p} HTTP/1.1\r\nHost: www.example.com\r\n\r\n".encode())
+                out.extend(read_responses(s, 1))
+        return out
+
+    result: list[Response] = site.client(run)
+    return result
+
+
+def check(answers: list[Response], paths: list[str]) -> None:
+    assert len(answers) == len(paths)
+    for p, r in zip(paths, answers, strict=True):
+        assert r.status == 200, (p, r.status, r.body[:200])
+        if p.endswith(".cgi"):
+            assert r.backend == "cgi"
+        elif p.endswith(".png"):
+            assert r.backend in ("img1", "img2")
+        else:
+            assert r.body == b"<h1>static</h1>\n"
+
+
+def test_keepalive_requests_take_no_work_item(site: Site, fastpath: None) -> None:
+    n = 200
+    paths = ["/index.html"] * n
+    set_fastpath(False)
+    with counting_work() as off:
+        answers = requests(site, paths)
+    check(answers, paths)
+    set_fastpath(True)
+    with counting_work() as on:
+        answers = requests(site, paths)
+    check(answers, paths)
+    print(f"work items for {n} requests: fast path off {off[0]}, on {on[0]}")
+    # off: one per direction of each request; on: the connect and the
+    # client's first bytes (queued by the accept), nothing per request
+    assert off[0] >= n
+    assert on[0] <= n // 20
+
+
+def test_switching_pools_per_request_stays_in_softirq(site: Site, fastpath: None) -> None:
+    cycle = ["/cgi-bin/a.cgi", "/img/a.png", "/index.html"]
+    warm = cycle * 4  # every server gets a backend connection to park
+    requests(site, warm)
+    paths = cycle * 50
+    with counting_work() as on:
+        answers = requests(site, warm + paths)
+    check(answers, warm + paths)
+    print(f"work items for {len(warm + paths)} requests switching pools: {on[0]}")
+    # the connects of the warm-up at most; then each request parks its
+    # backend connection and takes an idle one to the next pool's server
+    assert on[0] <= len(warm) + 10
+
+
+def test_switching_the_fast_path_under_traffic_loses_nothing(site: Site, fastpath: None) -> None:
+    paths = ["/cgi-bin/a.cgi", "/img/a.png", "/index.html"] * 40
+    stop = threading.Event()
+
+    def flip() -> None:
+        on = False
+        while not stop.is_set():
+            set_fastpath(on)
+            on = not on
+            stop.wait(0.01)
+
+    t = threading.Thread(target=flip)
+    t.start()
+    try:
+        answers = requests(site, paths)
+    finally:
+        stop.set()
+        t.join()
+    check(answers, paths)
