@@ -8,7 +8,7 @@
 # QEMU for every stat, open and read.  The interpreter's library (without its
 # test suite, Tk, IDLE and optimised bytecode), libpython and the virtual
 # environment's packages the guest uses (not numpy, matplotlib, mypy, pip,
-# ...) are packed here into one tar file, without debugging symbols; the
+# ...), and Debian's Python library beside them, are packed here into one tar file, without debugging symbols; the
 # guest reads that one file, unpacks it into a tmpfs and bind-mounts each
 # tree over its path.  (Copying the same trees file by file over 9p took
 # 143 s of a boot alone and 390 s with a second guest on the host.)  The tar
@@ -45,9 +45,10 @@ pack() {
 		fi
 		echo "$src" >>"$tmp/.srcs"
 	}
-	put "$py_home/lib/$py_ver" --exclude=./test --exclude=./site-packages --exclude='*.opt-?.pyc' \
-		--exclude=./idlelib --exclude=./tkinter --exclude=./turtledemo \
-		--exclude=./ensurepip --exclude=./lib2to3 --exclude='./config-*'
+	stdlib_excludes=(--exclude=./test --exclude=./site-packages --exclude='*.opt-?.pyc'
+		--exclude=./idlelib --exclude=./tkinter --exclude=./turtledemo
+		--exclude=./ensurepip --exclude=./lib2to3 --exclude='./config-*')
+	put "$py_home/lib/$py_ver" "${stdlib_excludes[@]}"
 	for so in "$py_home"/lib/libpython*.so.*; do put "$so"; done
 	put "$PWD/.venv/lib/$py_ver/site-packages" --exclude='./numpy*' \
 		--exclude='./matplotlib*' --exclude=./mpl_toolkits --exclude='./fontTools*' \
@@ -56,6 +57,14 @@ pack() {
 		--exclude='./kiwisolver*' --exclude='./contourpy*' \
 		--exclude='./virtme*' --exclude='./ruff*' --exclude='./setuptools' \
 		--exclude='./pkg_resources' --exclude='*.opt-?.pyc'
+	# Debian's Python: tests run it as another user (test_safety.py), and the
+	# installed l7ctl's environment (/opt/ktcpvs/venv, there while make test
+	# holds its test installation: test_install.py) is built on it.
+	put "$(/usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+		"${stdlib_excludes[@]}"
+	for sp in /opt/ktcpvs/venv/lib/python3*/site-packages; do
+		[ -e "$sp" ] && put "$sp" --exclude='./pip' --exclude='./pip-*' --exclude='*.opt-?.pyc'
+	done
 	# Debugging symbols (libpython alone carries 16 MB of them): a quarter of
 	# the bytes the guest would read and unpack, and nothing runs differently.
 	find "$tmp" -name '*.so*' -type f -exec strip --strip-debug {} +
