@@ -10,6 +10,7 @@ kernel prints them.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,36 @@ def test_check_results_fails_on_a_report_and_on_taint(tmp_path: Path) -> None:
 
     (tmp_path / "done").unlink()
     assert "did not finish" in vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)[0]
+
+
+def test_stage_pack_holds_what_the_guest_imports_and_no_debugging_symbols(tmp_path: Path) -> None:
+    """tests/stage.sh pack: one tar file with the trees the guest bind-mounts
+    (listed in .srcs, each an existing path of this machine: the two
+    Pythons' libraries, libpython, the virtual environment's packages), the
+    packages the guest imports, none of those it never does, and libpython
+    without its debugging symbols."""
+    import tarfile
+
+    tar = tmp_path / "stage.tar"
+    subprocess.run([str(ROOT / "tests" / "stage.sh"), "pack", str(tar)], check=True)
+    with tarfile.open(tar) as t:
+        names = t.getnames()
+        srcs_file = t.extractfile("./.srcs")
+        assert srcs_file is not None
+        srcs = srcs_file.read().decode().split()
+        libpython = next(m for m in t.getmembers() if "/libpython3" in m.name)
+        libpython_bytes = t.extractfile(libpython).read()  # type: ignore[union-attr]
+    assert len(srcs) >= 4 and all(Path(s).exists() for s in srcs)
+    assert any(s.startswith("/usr/lib/python3.") for s in srcs)  # Debian's
+    assert any(s.endswith("site-packages") for s in srcs)
+    packages = {n.split("site-packages/")[1].split("/")[0] for n in names if "site-packages/" in n}
+    assert {"pyroute2", "lark", "hypothesis", "_pytest", "pluggy"} <= packages
+    assert not packages & {"numpy", "mypy", "pip", "ruff", "matplotlib"}
+    stdlib = f"/python{sys.version_info.major}.{sys.version_info.minor}/"
+    assert any(stdlib + "json/" in n for n in names)
+    assert not any(stdlib + "test/" in n or stdlib + "tkinter/" in n for n in names)
+    (tmp_path / "libpython.so").write_bytes(libpython_bytes)
+    sections = subprocess.run(
+        ["readelf", "-S", str(tmp_path / "libpython.so")], capture_output=True, text=True
+    ).stdout
+    assert ".text" in sections and ".debug_info" not in sections
