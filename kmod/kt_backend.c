@@ -118,8 +118,12 @@ static void kt_backend_ready(struct kt_conn *c, bool connecting)
 	}
 }
 
-/* Schedule a server of c->pool not tried yet and start talking to it. */
-void kt_backend_pick(struct kt_conn *c)
+/*
+ * Schedule a server of c->pool not tried yet and start talking to it.
+ * @local: a connect of this request already failed on the switch's side
+ * (the answer is then 503, not 502, when no server is left).
+ */
+static void kt_backend_pick_from(struct kt_conn *c, bool local)
 {
 	struct kt_sched_in in = {
 		.client_hash = c->client_hash,
@@ -127,7 +131,6 @@ void kt_backend_pick(struct kt_conn *c)
 		.tried = c->tried,
 		.cookie_id = c->persist_id,
 	};
-	bool local = false;
 	struct kt_server *srv;
 	int i, err;
 
@@ -185,6 +188,11 @@ void kt_backend_pick(struct kt_conn *c)
 			     "no server of the pool is available");
 }
 
+void kt_backend_pick(struct kt_conn *c)
+{
+	kt_backend_pick_from(c, false);
+}
+
 /* The connect to c->srv failed or timed out: try another server. */
 void kt_backend_retry(struct kt_conn *c)
 {
@@ -220,6 +228,7 @@ void kt_backend_lost(struct kt_conn *c, int kind, const char *reason)
 		c->up.sent = 0;		/* all of it goes again */
 		c->rq = KT_RQ_SEND;
 		if (!in_task()) {
+			c->resend_connect = true;
 			kt_backend_ready(c, true);
 			kt_io_defer();
 			return;
@@ -246,29 +255,40 @@ void kt_backend_lost(struct kt_conn *c, int kind, const char *reason)
 
 /*
  * The softirq run scheduled c->srv but left the connect to the work: start
- * it now, or go on as a failed connect does -- another server, or 502 (503
- * when the switch itself could not open a connection).  Context: the
- * connection's work.
+ * it now, or go on as the connect failing in kt_backend_pick or
+ * kt_backend_lost would have -- another server, or 502 (503 when the
+ * switch itself could not open a connection).  Context: the connection's
+ * work.
  */
 void kt_backend_connect_deferred(struct kt_conn *c)
 {
 	struct kt_server *srv = c->srv;
+	bool resend = c->resend_connect;
 	bool local;
 	int err;
 
+	c->resend_connect = false;
 	err = kt_backend_connect(c, srv);
 	if (!err)
 		return;
-	c->hold = false;
 	local = kt_err_local(err);
-	if (local) {
+	if (resend) {			/* as kt_backend_lost */
+		c->hold = false;
+		if (!local) {
+			kt_stat_inc(srv->st, errors[KT_E_CONNECT]);
+			kt_server_failed(srv);
+		}
+		kt_backend_pick(c);
+		return;
+	}
+	if (local) {			/* as kt_backend_pick */
 		kt_conn_count_error(c, KT_E_LOCAL);
 	} else {
 		kt_stat_inc(srv->st, errors[KT_E_CONNECT]);
 		kt_server_failed(srv);
 	}
 	if (c->ntried < KT_MAX_TRIES)
-		kt_backend_pick(c);
+		kt_backend_pick_from(c, local);
 	else if (local)
 		kt_conn_fail(c, KT_E_LOCAL, 503,
 			     "the switch cannot open a connection now");

@@ -217,6 +217,7 @@ struct kt_conn {
 	bool b_reused;			/* b served an earlier request */
 	bool hold;			/* the request is kept for a retry */
 	bool retried;			/* ... and was retried once */
+	bool resend_connect;		/* the deferred connect is the retry's */
 	bool counted;			/* the request was counted as forwarded */
 	bool late_read;			/* head state: one read past its deadline
 					 * was granted (kt_conn_timeout) */

@@ -28,6 +28,7 @@ void kt_conn_start_request(struct kt_conn *c)
 	c->parsing = false;
 	c->hold = false;
 	c->retried = false;
+	c->resend_connect = false;
 	c->counted = false;
 	c->b_reused = false;
 	c->ntried = 0;
