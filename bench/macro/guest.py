@@ -261,7 +261,9 @@ class Bench:
         """One checked wrk run (under PREFIX, e.g. perf stat, when given)."""
         self.fastpath(system)
         argv = [*(prefix or []), *self.wrk_argv(w, system)]
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = self.topo.exec(self.topo.client.ns, *argv, check=False)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("KTBENCH ")]
         if r.returncode != 0 or not line:
             return {"error": f"wrk exited {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"}
@@ -269,6 +271,11 @@ class Bench:
         # The guest's CPU time over the run, from the /proc/stat lines wrk read.
         cpu = counters.cpu_delta(res.pop("stat0"), res.pop("stat1"), CLK_TCK)
         res["cpu_s"] = {k: round(v, 3) for k, v in cpu.items()}
+        # The client's own CPU time (wrk, and perf in a counted run): the
+        # kernel charges softirq work to the task it interrupts, so the work a
+        # proxy does in softirq during wrk's system calls shows here.
+        res["client_cpu_s"] = {"user": round(ru1.ru_utime - ru0.ru_utime, 3),
+                               "system": round(ru1.ru_stime - ru0.ru_stime, 3)}  # fmt: skip
         if res["requests"]:
             res["cpu_us_per_req"] = cpu["busy"] / res["requests"] * 1e6
         errors = {k: v for k, v in res.items()

@@ -69,11 +69,23 @@ def cpu_per_unit(wname: str, run: dict[str, Any]) -> dict[str, float] | None:
     out.update({k: cpu.get(k, 0.0) / n * 1e6 for k in CPU_KINDS})
     total = cpu["busy"] + cpu.get("idle", 0.0) + cpu.get("iowait", 0.0)
     out["busy_pct"] = cpu["busy"] / total * 100 if total else 0.0
+    client = run.get("client_cpu_s")
+    if client:
+        out["client"] = (client["user"] + client["system"]) / n * 1e6
     return out
 
 
+def in_flight(run: dict[str, Any], conns: int) -> float | None:
+    """Share of the client's connections that had a request outstanding, by
+    Little's law (answers/s times mean latency, over connections): what is
+    missing is time the client spent between an answer and its next request."""
+    if not conns or not run.get("mean_us") or not run.get("rps"):
+        return None
+    return float(run["rps"]) * float(run["mean_us"]) / 1e6 / conns
+
+
 def summarize_runs(
-    wname: str, runs: list[dict[str, Any]], keys: dict[str, tuple[str, float]]
+    wname: str, runs: list[dict[str, Any]], keys: dict[str, tuple[str, float]], conns: int = 0
 ) -> dict[str, Any]:
     errors = [r["error"] for r in runs if "error" in r]
     if errors or not runs:
@@ -86,6 +98,11 @@ def summarize_runs(
         out["cpu_us"] = stat([c["busy"] for c in cpus])
         out["cpu_split_us"] = {k: statistics.median(c[k] for c in cpus) for k in CPU_KINDS}
         out["busy_pct"] = statistics.median(c["busy_pct"] for c in cpus)
+        if all("client" in c for c in cpus):
+            out["client_cpu_us"] = statistics.median(c["client"] for c in cpus)
+    flights = [f for f in (in_flight(r, conns) for r in runs) if f is not None]
+    if flights and len(flights) == len(runs):
+        out["in_flight"] = statistics.median(flights)
     return out
 
 
@@ -136,6 +153,7 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
                     "p50_ms": ("p50_us", 1e-3),
                     "p99_ms": ("p99_us", 1e-3),
                 },
+                int(w["connections"]),
             )
             for s in present
         }
@@ -306,6 +324,12 @@ def count_rows(s: dict[str, Any], wname: str) -> tuple[list[str], list[list[str]
         rows.append([f"  of it {kind}"] + [
             "" if "cpu_split_us" not in w["systems"][x]
             else f"{w['systems'][x]['cpu_split_us'][kind]:.0f}" for x in present])  # fmt: skip
+    rows.append(["  of it the client's (wrk, and softirq work in its time)"]
+                + [num(w["systems"][x].get("client_cpu_us"), ".0f") for x in present])  # fmt: skip
+    rows.append(["client connections with a request out, %"]
+                + [num(None if w["systems"][x].get("in_flight") is None
+                       else w["systems"][x]["in_flight"] * 100, ".0f")
+                   for x in present])  # fmt: skip
     rows.append(["CPU µs above the floor"]
                 + [num(w["ratios"][x]["cpu_us_above_floor"], ".0f") for x in present])  # fmt: skip
     rows.append(["vCPUs busy, %"]

@@ -1,0 +1,91 @@
+"""bench/macro/report.py: the per-request figures it derives from raw wrk runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_report() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench/macro/report.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_report"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+report = load_report()
+
+
+def run(rps: float, mean_ms: float, busy_s: float, client_s: float) -> dict[str, Any]:
+    secs = 5.0
+    return {
+        "requests": int(rps * secs),
+        "rps": rps,
+        "mbps": 0.1,
+        "p50_us": mean_ms * 1000,
+        "p99_us": mean_ms * 3000,
+        "mean_us": mean_ms * 1000,
+        "cpu_s": {
+            "user": busy_s / 2,
+            "system": busy_s / 2,
+            "softirq": 0.0,
+            "irq": 0.0,
+            "idle": 0.0,
+            "iowait": 0.0,
+            "busy": busy_s,
+        },
+        "client_cpu_s": {"user": client_s / 2, "system": client_s / 2},
+    }
+
+
+def macro(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {
+        "systems": list(runs),
+        "workloads": {
+            "small_keepalive": {
+                "title": "t",
+                "threads": 2,
+                "connections": 32,
+                "seconds": 5.0,
+                "runs": runs,
+            },
+        },
+    }
+
+
+def test_in_flight_is_littles_law_over_the_connections() -> None:
+    # 32 connections: 640 answers/s at 50 ms each keeps all 32 busy; at 25 ms, half.
+    s = report.summarize(
+        macro(
+            {
+                "ktcpvs": [run(640, 25.0, 10.0, 1.0)] * 3,
+                "haproxy": [run(640, 50.0, 10.0, 1.0)] * 3,
+            }
+        )
+    )
+    systems = s["workloads"]["small_keepalive"]["systems"]
+    assert systems["haproxy"]["in_flight"] == pytest.approx(1.0)
+    assert systems["ktcpvs"]["in_flight"] == pytest.approx(0.5)
+
+
+def test_client_cpu_is_per_request_and_median_of_the_repetitions() -> None:
+    reps = [run(100, 10.0, 2.0, c) for c in (0.5, 1.0, 4.0)]  # 500 requests each
+    s = report.summarize(macro({"ktcpvs": reps}))
+    got = s["workloads"]["small_keepalive"]["systems"]["ktcpvs"]["client_cpu_us"]
+    assert got == pytest.approx(1.0 / 500 * 1e6)
+
+
+def test_runs_without_client_time_have_no_client_figure() -> None:
+    r = run(100, 10.0, 2.0, 1.0)
+    del r["client_cpu_s"]
+    s = report.summarize(macro({"ktcpvs": [r]}))
+    assert "client_cpu_us" not in s["workloads"]["small_keepalive"]["systems"]["ktcpvs"]
