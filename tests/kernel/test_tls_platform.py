@@ -164,6 +164,7 @@ def install_tls13_rx(p: Pair, keylog: Path) -> socket.socket:
     assert len(secrets) == 1, secrets
     (secret,) = secrets.values()
     raw = socket.socket(fileno=os.dup(p.server.fileno()))
+    raw.settimeout(30)  # the descriptor is shared, and non-blocking: Python's timeout polls
     ktls.install(raw, ktls.TLS_RX, ktls.tls13_crypto_info(cipher, secret))
     return raw
 
@@ -206,6 +207,7 @@ def test_a_handshake_record_after_the_handoff_is_never_application_data(
             cipher = ktls.TLS13_CIPHERS[name[0]]
             (secret,) = ktls.read_keylog(keylog, "CLIENT_TRAFFIC_SECRET_0").values()
             craw = socket.socket(fileno=os.dup(p.client.fileno()))
+            craw.settimeout(30)
             try:
                 ktls.install(craw, ktls.TLS_TX, ktls.tls13_crypto_info(cipher, secret))
                 key_update = bytes([24, 0, 0, 1, 0])  # KeyUpdate, update_not_requested
