@@ -64,7 +64,12 @@
  *                          send (kt_sock_call).  Never two.
  *   4. sk_callback_lock    rwlock (BH), per socket: installing and removing
  *                          our callbacks (write); the callbacks (read).
- *                          The kernel takes it inside the socket lock.
+ *                          The kernel takes it inside the socket lock; so
+ *                          does a TLS handover, marking the socket ours
+ *                          (kt_tls_claim).
+ *   4a. a socket's wait queue lock  spinlock (IRQ): a TLS connection's
+ *                          watch (kt_conn_wake runs under it and only
+ *                          queues work; added and removed holding nothing)
  *   5. kt_net->conns_lock  spinlock (BH): the list of connections and the
  *                          count of namespace objects
  *      kt_net->listen_lock spinlock (BH): listeners waiting for room under
@@ -440,6 +445,10 @@ struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
 				  struct netlink_ext_ack *extack);
 int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 		     const char *source, struct netlink_ext_ack *extack);
+/* kt_tls.c: client connections with kernel TLS, from their acceptor */
+int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
+		 struct netlink_ext_ack *extack);
+
 struct kt_config *kt_config_tryget(struct kt_net *ktn);
 void kt_config_put(struct kt_config *cfg);
 struct kt_service *kt_config_service(struct kt_config *cfg,

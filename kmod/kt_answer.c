@@ -263,7 +263,7 @@ enum kt_step kt_step_linger(struct kt_conn *c)
 			kt_io_defer();	/* a shutdown takes the socket lock */
 			return KT_BLOCKED;
 		}
-		kernel_sock_shutdown(c->csk, SHUT_WR);
+		kt_sock_shutdown_wr(c->csk);
 		c->shut_wr = false;
 		return KT_PROGRESS;
 	}

@@ -111,7 +111,10 @@ void kt_conn_close(struct kt_conn *c)
 		return;
 	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_CLIENT_ABORT));
 	c->cs = KT_CS_CLOSED;
-	kt_sk_restore(c->csk->sk, &c->csaved);
+	if (c->tls)
+		kt_conn_unwatch(c);
+	else
+		kt_sk_restore(c->csk->sk, &c->csaved);
 	kt_conn_drop_backend(c);
 	timer_delete(&c->timer);	/* the release work waits for it */
 	call_rcu(&c->rcu, kt_conn_release_rcu);
@@ -130,7 +133,10 @@ static void kt_conn_release(struct work_struct *w)
 	timer_delete_sync(&c->timer);	/* it queues the work too */
 	cancel_work_sync(&c->work);
 	kernel_sock_shutdown(c->csk, SHUT_RDWR);
-	sock_release(c->csk);
+	if (c->cfile)
+		fput(c->cfile);	/* a handed-over socket is its file's */
+	else
+		sock_release(c->csk);
 	kt_conn_end_request(c);
 	if (c->cfg)
 		kt_config_put(c->cfg);
@@ -340,7 +346,7 @@ static bool kt_conn_unclaim(struct kt_conn *c)
  */
 void kt_conn_kick(struct kt_conn *c)
 {
-	if (READ_ONCE(kt_fastpath) && in_serving_softirq())
+	if (READ_ONCE(kt_fastpath) && in_serving_softirq() && !c->tls)
 		tasklet_schedule(&c->tasklet);
 	else
 		queue_work(kt_wq, &c->work);
@@ -433,23 +439,26 @@ static void kt_conn_publish(struct kt_conn *c, struct kt_listener *l)
 }
 
 /*
- * A connection from @peer accepted on @l, the limits already checked
- * (kt_listen.c).  Takes over @sock, a reference on @cfg and the per-source
- * entry @src.
- * Context: the listener's accept work.
+ * A connection of @svc (reached at @laddr) from @peer on @sock, set up
+ * completely but not yet linked or published; NULL if memory or the
+ * namespace is gone (nothing taken over then).
  */
-void kt_conn_new(struct kt_listener *l, struct socket *sock,
-		 const struct sockaddr_storage *peer, struct kt_config *cfg,
-		 struct kt_service *svc, struct kt_src *src)
+static struct kt_conn *kt_conn_setup(struct kt_net *ktn,
+				     const struct sockaddr_storage *laddr,
+				     struct socket *sock,
+				     const struct sockaddr_storage *peer,
+				     struct kt_config *cfg,
+				     struct kt_service *svc, struct kt_src *src)
 {
-	struct kt_net *ktn = l->ktn;
 	struct kt_conn *c;
 
 	c = kmem_cache_zalloc(kt_conn_cache, KT_GFP);
 	if (!c)
-		goto err;
-	if (!kt_net_obj_get(ktn))	/* the namespace is going */
-		goto err_free;
+		return NULL;
+	if (!kt_net_obj_get(ktn)) {	/* the namespace is going */
+		kmem_cache_free(kt_conn_cache, c);
+		return NULL;
+	}
 	kt_alloc_inc();
 	c->ktn = ktn;
 	c->csk = sock;
@@ -460,7 +469,7 @@ void kt_conn_new(struct kt_listener *l, struct socket *sock,
 	tasklet_setup(&c->tasklet, kt_conn_tasklet);
 	INIT_WORK(&c->release_work, kt_conn_release);
 	timer_setup(&c->timer, kt_conn_timer, 0);
-	memcpy(&c->laddr, &l->addr, sizeof(c->laddr));
+	memcpy(&c->laddr, laddr, sizeof(c->laddr));
 	memcpy(&c->peer, peer, sizeof(c->peer));
 	c->client_hash = kt_client_hash(&c->peer);
 	c->memcg = cfg->memcg;
@@ -475,19 +484,95 @@ void kt_conn_new(struct kt_listener *l, struct socket *sock,
 	kt_stat_inc(svc->st, conns);
 	tcp_sock_set_nodelay(sock->sk);
 	kt_conn_start_request(c);
+	return c;
+}
+
+/* Where kills, namespace exit and unload find it. */
+static void kt_conn_link(struct kt_conn *c)
+{
+	struct kt_net *ktn = c->ktn;
 
 	spin_lock_bh(&ktn->conns_lock);
 	list_add(&c->node, &ktn->conns);
 	spin_unlock_bh(&ktn->conns_lock);
 	atomic_inc(&ktn->nconns);
-	kt_conn_publish(c, l);
-	return;
+}
 
-err_free:
-	kmem_cache_free(kt_conn_cache, c);
-err:
-	if (src)
-		kt_src_detach(ktn, src);
-	kt_config_put(cfg);
-	sock_release(sock);
+/*
+ * A connection from @peer accepted on @l, the limits already checked
+ * (kt_listen.c).  Takes over @sock, a reference on @cfg and the per-source
+ * entry @src.
+ * Context: the listener's accept work.
+ */
+void kt_conn_new(struct kt_listener *l, struct socket *sock,
+		 const struct sockaddr_storage *peer, struct kt_config *cfg,
+		 struct kt_service *svc, struct kt_src *src)
+{
+	struct kt_conn *c;
+
+	c = kt_conn_setup(l->ktn, &l->addr, sock, peer, cfg, svc, src);
+	if (!c) {
+		if (src)
+			kt_src_detach(l->ktn, src);
+		kt_config_put(cfg);
+		sock_release(sock);
+		return;
+	}
+	kt_conn_link(c);
+	kt_conn_publish(c, l);
+}
+
+/*
+ * A TLS client socket's events: its wait queue is woken as for poll()
+ * (TLS calls the socket's own data_ready when a whole record is ready,
+ * sk_stream_write_space when there is room, the state change on FIN or
+ * reset).  Context: any, under the wait queue's lock with IRQs off.
+ */
+static int kt_conn_wake(struct wait_queue_entry *wait, unsigned int mode,
+			int sync, void *key)
+{
+	struct kt_conn *c = container_of(wait, struct kt_conn, cwait);
+
+	queue_work(kt_wq, &c->work);
+	return 0;
+}
+
+/* No wakeup reaches the connection after this. */
+void kt_conn_unwatch(struct kt_conn *c)
+{
+	struct sock *sk = c->csk->sk;
+
+	remove_wait_queue(sk_sleep(sk), &c->cwait);
+	write_lock_bh(&sk->sk_callback_lock);
+	sk->sk_user_data = NULL;
+	write_unlock_bh(&sk->sk_callback_lock);
+}
+
+/*
+ * A TLS client connection handed over by its acceptor (kt_tls.c: checked,
+ * the limits passed, the socket marked as ours).  Takes over @sock with
+ * its file reference, a reference on @cfg and @src; on failure (-ENOMEM,
+ * or the namespace going) takes nothing.  Its events come through the
+ * socket's wait queue, its steps run in its work only (TLS sleeps).
+ * Context: process (the acceptor's netlink request).
+ */
+int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
+		  struct kt_config *cfg, struct socket *sock,
+		  const struct sockaddr_storage *peer, struct kt_src *src)
+{
+	struct kt_conn *c;
+
+	c = kt_conn_setup(ktn, &svc->addr, sock, peer, cfg, svc, src);
+	if (!c)
+		return -ENOMEM;
+	c->tls = true;
+	c->cfile = sock->file;
+	init_waitqueue_func_entry(&c->cwait, kt_conn_wake);
+	/* no run (a wakeup's, a kill's) until the watch is in place */
+	set_bit(KT_CF_RUN, &c->flags);
+	kt_conn_link(c);
+	add_wait_queue(sk_sleep(sock->sk), &c->cwait);
+	kt_conn_unclaim(c);
+	queue_work(kt_wq, &c->work);	/* what came before the handover */
+	return 0;
 }

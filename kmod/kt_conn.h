@@ -9,8 +9,12 @@
  *            limits, then kt_conn_new (kt_conn.c): the connection is set
  *            up completely, then published: callbacks installed and its
  *            work queued in one step under sk_callback_lock.
+ *            Or a TLS client connection, handshaken in user space and
+ *            handed over with kernel TLS on it (kt_tls_adopt, kt_tls.c,
+ *            docs/tls.md): checked, the same limits, then kt_conn_adopt.
  * events     a socket callback (kt_sk_event, kt_io.c) kicks the
- *            connection (kt_conn_kick, kt_conn.c): from softirq its
+ *            connection (kt_conn_kick, kt_conn.c; a TLS connection's
+ *            wait queue entry, kt_conn_wake, its work): from softirq its
  *            tasklet, kt_conn_tasklet, runs the steps at once; a step that
  *            needs process context (a connect, a shutdown, a socket a
  *            process owns, memory that needs reclaim) stops with
@@ -69,6 +73,8 @@
 
 #include <linux/interrupt.h>
 #include <linux/skbuff.h>
+#include <linux/wait.h>
+#include <net/inet_connection_sock.h>
 
 #include "kt.h"
 #include "uapi/ktcpvs.h"
@@ -253,9 +259,33 @@ struct kt_conn {
 	u32 elen, esent;
 
 	struct kt_sk_saved csaved;	/* the client socket's own callbacks */
+
+	/*
+	 * A TLS client socket handed over by its acceptor (kt_tls.c): its
+	 * file (the socket's lifetime), and our entry on its wait queue,
+	 * which kicks the work as poll would be woken; TLS keeps its own
+	 * callbacks.  The connection's steps run in its work only.
+	 */
+	bool tls;
+	struct file *cfile;
+	struct wait_queue_entry cwait;
 };
 
 /* kt_io.c: callbacks, socket calls, buffers */
+
+/* TLS record types (RFC 8446 5.1) the module tells apart */
+#define KT_TLS_RECORD_ALERT	21
+#define KT_TLS_RECORD_DATA	23
+
+/*
+ * A client socket handed over with kernel TLS on it (kt_tls.c): the only
+ * sockets of the module with an upper layer.  Set before the handover and
+ * cleared only when the socket is destroyed.
+ */
+static inline bool kt_sk_tls(const struct sock *sk)
+{
+	return READ_ONCE(inet_csk(sk)->icsk_ulp_ops) != NULL;
+}
 
 /*
  * A step of the softirq run needs what only the work item can do (a socket
@@ -285,7 +315,8 @@ void kt_sk_set(struct sock *sk, void *user, void (*dr)(struct sock *),
 	       void (*ws)(struct sock *), void (*sc)(struct sock *));
 void kt_sk_save(struct sock *sk, struct kt_sk_saved *saved);
 void kt_sk_restore(struct sock *sk, const struct kt_sk_saved *saved);
-bool kt_sk_readable(const struct sock *sk);
+bool kt_sk_readable(struct sock *sk);
+void kt_sock_shutdown_wr(struct socket *sock);
 int kt_sock_call(struct sock *sk, int (*fn)(struct sock *sk, void *arg),
 		 void *arg);
 void kt_tx_begin(struct sock *sk, struct kt_tx_save *save);
@@ -389,6 +420,10 @@ void kt_conn_kick(struct kt_conn *c);
 void kt_conn_new(struct kt_listener *l, struct socket *sock,
 		 const struct sockaddr_storage *peer, struct kt_config *cfg,
 		 struct kt_service *svc, struct kt_src *src);
+int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
+		  struct kt_config *cfg, struct socket *sock,
+		  const struct sockaddr_storage *peer, struct kt_src *src);
+void kt_conn_unwatch(struct kt_conn *c);
 void kt_conn_close(struct kt_conn *c);
 void kt_conn_end_request(struct kt_conn *c);
 void kt_conn_count_error(struct kt_conn *c, int kind);

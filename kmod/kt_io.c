@@ -7,6 +7,8 @@
 #include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
+#include <linux/socket.h>
+#include <linux/tls.h>
 #include <net/sock.h>
 #include <net/tcp.h>
 
@@ -74,11 +76,17 @@ void kt_sk_restore(struct sock *sk, const struct kt_sk_saved *saved)
 		  saved->state_change);
 }
 
-/* Bytes, an error or the end of the stream wait to be read on @sk. */
-bool kt_sk_readable(const struct sock *sk)
+/*
+ * Bytes, an error or the end of the stream wait to be read on @sk.  On a
+ * TLS socket bytes count once a whole record is there (TCP's queue holds
+ * ciphertext, maybe a part of a record).
+ */
+bool kt_sk_readable(struct sock *sk)
 {
-	return !skb_queue_empty_lockless(&sk->sk_receive_queue) ||
-	       READ_ONCE(sk->sk_err) ||
+	bool data = kt_sk_tls(sk) ? sk_is_readable(sk) :
+		    !skb_queue_empty_lockless(&sk->sk_receive_queue);
+
+	return data || READ_ONCE(sk->sk_err) ||
 	       (READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN);
 }
 
@@ -230,6 +238,36 @@ static int kt_recv_locked(struct sock *sk, void *arg)
 			      desc->error);
 }
 
+/*
+ * A read of plaintext from a TLS socket (docs/tls.md): TLS's recvmsg
+ * decrypts, and says each record's type in a control message.  A record
+ * that is not application data -- an alert, a KeyUpdate, any handshake
+ * message -- is something the kernel cannot act on: -EPROTO, and the
+ * connection ends.  Process context only (TLS takes the socket lock).
+ */
+static int kt_recv_tls(struct socket *sock, void *buf, size_t len)
+{
+	u8 cbuf[CMSG_SPACE(sizeof(u8))] __aligned(sizeof(size_t));
+	struct msghdr msg = {
+		.msg_control = cbuf,
+		.msg_controllen = sizeof(cbuf),
+		.msg_flags = MSG_DONTWAIT,
+	};
+	struct kvec iov = { .iov_base = buf, .iov_len = len };
+	struct cmsghdr *cmsg = (struct cmsghdr *)cbuf;
+	int n;
+
+	n = kernel_recvmsg(sock, &msg, &iov, 1, len, MSG_DONTWAIT);
+	if (n < 0)
+		return n == -EIO ? -EPROTO : n;
+	/* put_cmsg() moved msg_control on if it wrote the record type */
+	if (msg.msg_controllen < sizeof(cbuf) && cmsg->cmsg_level == SOL_TLS &&
+	    cmsg->cmsg_type == TLS_GET_RECORD_TYPE &&
+	    *(u8 *)CMSG_DATA(cmsg) != KT_TLS_RECORD_DATA)
+		return -EPROTO;
+	return n;
+}
+
 /* Bytes read (> 0), 0 at the end of the stream, -EAGAIN, or another -errno. */
 int kt_recv(struct socket *sock, void *buf, size_t len)
 {
@@ -237,6 +275,13 @@ int kt_recv(struct socket *sock, void *buf, size_t len)
 	struct kvec iov = { .iov_base = buf, .iov_len = len };
 	read_descriptor_t desc = { .arg.data = buf, .count = len };
 
+	if (kt_sk_tls(sock->sk)) {
+		if (WARN_ON_ONCE(!in_task())) {
+			kt_io_defer();
+			return -EAGAIN;
+		}
+		return kt_recv_tls(sock, buf, len);
+	}
 	if (in_task())
 		return kernel_recvmsg(sock, &msg, &iov, 1, len, MSG_DONTWAIT);
 	return kt_sock_call(sock->sk, kt_recv_locked, &desc);
@@ -273,9 +318,43 @@ int kt_sendv(struct socket *sock, struct kvec *iov, size_t nr, size_t len,
 		.iov = iov, .nr = nr, .len = len,
 	};
 
+	/* TLS encrypts in its sendmsg; the _locked send would bypass it */
 	if (in_task())
 		return kernel_sendmsg(sock, &a.msg, iov, nr, len);
+	if (WARN_ON_ONCE(kt_sk_tls(sock->sk))) {
+		kt_io_defer();
+		return -EAGAIN;
+	}
 	return kt_sock_call(sock->sk, kt_sendv_locked, &a);
+}
+
+/*
+ * The end of what we send on @sock: on a TLS socket a close_notify alert
+ * first (RFC 8446 6.1), as its own record, so that the client can tell the
+ * end from a truncation.  Process context.
+ */
+void kt_sock_shutdown_wr(struct socket *sock)
+{
+	static const u8 close_notify[2] = { 1, 0 };	/* warning, close_notify */
+	u8 cbuf[CMSG_SPACE(sizeof(u8))] __aligned(sizeof(size_t));
+	struct msghdr msg = {
+		.msg_control = cbuf,
+		.msg_controllen = sizeof(cbuf),
+		.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL,
+	};
+	struct kvec iov = {
+		.iov_base = (void *)close_notify, .iov_len = sizeof(close_notify),
+	};
+	struct cmsghdr *cmsg = (struct cmsghdr *)cbuf;
+
+	if (kt_sk_tls(sock->sk)) {
+		cmsg->cmsg_level = SOL_TLS;
+		cmsg->cmsg_type = TLS_SET_RECORD_TYPE;
+		cmsg->cmsg_len = CMSG_LEN(sizeof(u8));
+		*(u8 *)CMSG_DATA(cmsg) = KT_TLS_RECORD_ALERT;
+		kernel_sendmsg(sock, &msg, &iov, 1, sizeof(close_notify));
+	}
+	kernel_sock_shutdown(sock, SHUT_WR);
 }
 
 int kt_send(struct socket *sock, const void *buf, size_t len, bool more)

@@ -77,6 +77,15 @@ static const struct nla_policy kt_txn_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_TXN_ID] = { .type = NLA_U32 },
 };
 
+static struct netlink_range_validation kt_fd_range = {
+	.min = 0, .max = INT_MAX,
+};
+
+static const struct nla_policy kt_adopt_policy[KTCPVS_A_MAX + 1] = {
+	[KTCPVS_A_FD] = NLA_POLICY_FULL_RANGE(NLA_U32, &kt_fd_range),
+	[KTCPVS_A_OBJ_ADDR] = NLA_POLICY_EXACT_LEN(20),
+};
+
 /*
  * The "log" group carries client addresses and paths: only an admin of the
  * namespace may listen.  A kernel without the flag (before 6.7, unless its
@@ -698,6 +707,24 @@ static int kt_nl_dump_config(struct sk_buff *skb, struct netlink_callback *cb)
 	return skb->len;
 }
 
+/* A client connection with kernel TLS, from its acceptor (kt_tls.c). */
+static int kt_nl_tls_adopt(struct sk_buff *skb, struct genl_info *info)
+{
+	struct sockaddr_storage la;
+
+	if (GENL_REQ_ATTR_CHECK(info, KTCPVS_A_FD) ||
+	    GENL_REQ_ATTR_CHECK(info, KTCPVS_A_OBJ_ADDR))
+		return -EINVAL;
+	if (kt_get_addr(info->attrs[KTCPVS_A_OBJ_ADDR], &la) < 0) {
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[KTCPVS_A_OBJ_ADDR],
+				    "address family must be 4 or 6");
+		return -EINVAL;
+	}
+	return kt_tls_adopt(kt_net(genl_info_net(info)),
+			    nla_get_u32(info->attrs[KTCPVS_A_FD]), &la,
+			    info->extack);
+}
+
 static const struct genl_ops kt_genl_ops[] = {
 	{
 		.cmd = KTCPVS_CMD_GET_INFO,
@@ -766,6 +793,13 @@ static const struct genl_ops kt_genl_ops[] = {
 		.cmd = KTCPVS_CMD_GET_LOG,
 		.dumpit = kt_log_dump,
 		.policy = kt_noattr_policy,
+		.maxattr = KTCPVS_A_MAX,
+		.flags = GENL_UNS_ADMIN_PERM,
+	},
+	{
+		.cmd = KTCPVS_CMD_TLS_ADOPT,
+		.doit = kt_nl_tls_adopt,
+		.policy = kt_adopt_policy,
 		.maxattr = KTCPVS_A_MAX,
 		.flags = GENL_UNS_ADMIN_PERM,
 	},

@@ -238,6 +238,17 @@ static enum kt_io kt_dir_feed(struct kt_dir *d)
 }
 
 /*
+ * The pipe passes skbs between plain TCP sockets only: a TLS socket's
+ * queue holds ciphertext, and sending skbs to one would bypass TLS
+ * (docs/tls.md).  A TLS connection's bytes go through the buffers, both
+ * ways: one copy each way, which TLS's own record buffers need anyway.
+ */
+static bool kt_dir_zero_copy(const struct kt_conn *c)
+{
+	return !c->tls;
+}
+
+/*
  * Read what comes next of the body from @d's source, only when something
  * waits there: opaque bytes (the body machine may skip them) into the pipe,
  * framing bytes into the buffer -- a little at a time while chunks are
@@ -254,7 +265,7 @@ static enum kt_io kt_dir_read(struct kt_conn *c, struct kt_dir *d)
 		return KT_IO_SRC_ERR;
 	if (!kt_sk_readable(src->sk))
 		return KT_IO_AGAIN;
-	if (op) {
+	if (op && kt_dir_zero_copy(c)) {
 		n = kt_pipe_fill(&d->pipe, src, op);
 		if (n <= 0)
 			return kt_io_of(n);
@@ -314,7 +325,15 @@ enum kt_io kt_dir_tunnel(struct kt_conn *c, struct kt_dir *d)
 	}
 	if (!kt_sk_readable(src->sk))
 		return KT_IO_AGAIN;
-	n = kt_pipe_fill(&d->pipe, src, KT_HTTP_OPAQUE_ALL);
+	if (!kt_dir_zero_copy(c)) {
+		if (kt_buf_get(d) || WARN_ON_ONCE(d->len >= d->cap))
+			return KT_IO_SRC_ERR;
+		n = kt_recv(src, d->buf + d->len, d->cap - d->len);
+		if (n > 0)
+			d->len += n;
+	} else {
+		n = kt_pipe_fill(&d->pipe, src, KT_HTTP_OPAQUE_ALL);
+	}
 	if (n > 0)
 		kt_dir_read_count(c, d, n);
 	return kt_io_of(n);

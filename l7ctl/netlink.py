@@ -38,6 +38,7 @@ from l7ctl.protocol import (
     CMD_LOG,
     CMD_NOTIFY,
     CMD_SERVER_SET,
+    CMD_TLS_ADOPT,
     CONFIG_MAX,
     ERROR_KINDS,
     GENL_NAME,
@@ -80,6 +81,7 @@ __all__ = [
     "CMD_LOG",
     "CMD_NOTIFY",
     "CMD_SERVER_SET",
+    "CMD_TLS_ADOPT",
     "CONFIG_MAX",
     "ERROR_KINDS",
     "GENL_NAME",
@@ -219,6 +221,21 @@ class Client(GenlClient):
             if e.code == errno.ENOENT:
                 raise L7ctlError(f"no server {endpoint} in pool {pool!r}") from None
             raise _error(e, "changing the server") from None
+
+    def tls_adopt(self, fd: int, service: str) -> None:
+        """Hand the module a client connection whose TLS handshake is done
+        and whose two directions are in kernel TLS (docs/tls.md): the socket
+        of descriptor FD (the caller's), for the service listening on
+        SERVICE (ADDR:PORT).  The caller closes its descriptor afterwards;
+        the connection is the module's from here on."""
+        attrs: list[tuple[str, Any]] = [
+            ("KTCPVS_A_FD", fd),
+            ("KTCPVS_A_OBJ_ADDR", encode_addr(service)),
+        ]
+        try:
+            self.request(CMD_TLS_ADOPT, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
+        except NetlinkError as e:
+            raise _error(e, "handing over the TLS connection") from None
 
     def running_config(self) -> tuple[bytes, str] | None:
         """The running compiled configuration and its source file, or None."""

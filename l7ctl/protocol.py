@@ -35,6 +35,7 @@ CMD_NOTIFY = 10
 CMD_LOG = 11  # multicast ("log"): access log records
 CMD_CHECK = 12  # multicast ("config"): a health check changed a server's state
 CMD_GET_LOG = 13  # dump: the namespace's most recent access log records
+CMD_TLS_ADOPT = 14  # doit: take a client socket with kernel TLS on it (docs/tls.md)
 MCGRP_CONFIG = "config"
 MCGRP_LOG = "log"
 
@@ -90,6 +91,7 @@ ATTRS: AttrTable = (
     ("KTCPVS_A_CHECK_CHANGES", "uint64"),
     ("KTCPVS_A_LOG_RECORDS", "cdata"),
     ("KTCPVS_A_LOG_DROPPED", "uint64"),
+    ("KTCPVS_A_FD", "uint32"),
 )
 
 

@@ -29,6 +29,7 @@ enum ktcpvs_cmd {
 	KTCPVS_CMD_LOG,			/* multicast ("log"): access log records */
 	KTCPVS_CMD_CHECK,		/* multicast ("config"): a health check changed a server's state */
 	KTCPVS_CMD_GET_LOG,		/* dump: the namespace's most recent access log records; admin */
+	KTCPVS_CMD_TLS_ADOPT,		/* doit: take a client socket with kernel TLS on it; admin */
 
 	__KTCPVS_CMD_MAX,
 	KTCPVS_CMD_MAX = __KTCPVS_CMD_MAX - 1
@@ -69,6 +70,7 @@ enum ktcpvs_attr {
 	KTCPVS_A_CHECK_CHANGES,		/* u64: times the check changed the server's state */
 	KTCPVS_A_LOG_RECORDS,		/* binary: struct ktcpvs_log_rec, each followed by its strings */
 	KTCPVS_A_LOG_DROPPED,		/* u64: records dropped in this namespace so far */
+	KTCPVS_A_FD,			/* u32: the caller's file descriptor of a socket */
 
 	__KTCPVS_A_MAX,
 	KTCPVS_A_MAX = __KTCPVS_A_MAX - 1

@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kt_tls.c - HTTPS: taking over a client connection whose TLS handshake was
+ * done in user space and whose two directions are in kernel TLS
+ * (docs/tls.md).  The acceptor sends KTCPVS_CMD_TLS_ADOPT with the socket's
+ * descriptor; here it is checked, the service's and the source's limits
+ * are applied as for an accepted connection (kt_listen.c), and it becomes
+ * a connection of the service (kt_conn_adopt).  From then on the data
+ * path is the plain one; only the socket calls differ (kt_io.c: TLS's
+ * recvmsg and sendmsg, never the zero-copy relay).
+ */
+
+#include <linux/file.h>
+#include <linux/net.h>
+#include <linux/sched/mm.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <net/tls.h>
+
+#include "kt_conn.h"
+
+/*
+ * The socket is an established TCP socket of this namespace with both
+ * directions in software kernel TLS, and no one else's: marked ours
+ * (sk_user_data) on success, so that a second handover of it fails.
+ * Context: process; takes the socket's lock.
+ */
+static int kt_tls_claim(struct kt_net *ktn, struct socket *sock,
+			struct netlink_ext_ack *extack)
+{
+	struct sock *sk = sock->sk;
+	const struct tls_context *ctx;
+	int err = 0;
+
+	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM ||
+	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6)) {
+		NL_SET_ERR_MSG(extack, "not a TCP socket");
+		return -EINVAL;
+	}
+	if (!net_eq(sock_net(sk), ktn->net)) {
+		NL_SET_ERR_MSG(extack, "the socket is of another network namespace");
+		return -EINVAL;
+	}
+	lock_sock(sk);
+	if (sk->sk_state != TCP_ESTABLISHED && sk->sk_state != TCP_CLOSE_WAIT) {
+		NL_SET_ERR_MSG(extack, "the socket is not connected");
+		err = -ENOTCONN;
+		goto out;
+	}
+	ctx = kt_sk_tls(sk) && !strcmp(inet_csk(sk)->icsk_ulp_ops->name, "tls") ?
+	      tls_get_ctx(sk) : NULL;
+	if (!ctx || ctx->tx_conf != TLS_SW || ctx->rx_conf != TLS_SW) {
+		NL_SET_ERR_MSG(extack,
+			       "both directions must be in kernel TLS (TLS_TX and TLS_RX)");
+		err = -EINVAL;
+		goto out;
+	}
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_user_data) {
+		NL_SET_ERR_MSG(extack, "the socket is already taken");
+		err = -EBUSY;
+	} else {
+		sk->sk_user_data = ktn;	/* a mark only: nothing reads it */
+	}
+	write_unlock_bh(&sk->sk_callback_lock);
+out:
+	release_sock(sk);
+	return err;
+}
+
+static void kt_tls_unclaim(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	sk->sk_user_data = NULL;
+	write_unlock_bh(&sk->sk_callback_lock);
+}
+
+/* The namespace's, the service's and the source's limits, as at accept. */
+static int kt_tls_limits(struct kt_net *ktn, struct kt_service *svc,
+			 const struct sockaddr_storage *peer,
+			 struct kt_src **src, struct netlink_ext_ack *extack)
+{
+	u32 max = READ_ONCE(ktn->max_conns);
+
+	if (max && (u32)atomic_read(&ktn->nconns) >= max) {
+		NL_SET_ERR_MSG(extack, "the namespace is at its connection limit");
+		return -EBUSY;
+	}
+	if (svc->max_conns && (u32)atomic_read(&svc->st->active) >= svc->max_conns) {
+		kt_stat_inc(svc->st, errors[KT_E_LIMIT]);
+		NL_SET_ERR_MSG(extack, "the service is at its connection limit");
+		return -EBUSY;
+	}
+	if ((svc->src_conns || svc->src_rate) &&
+	    kt_src_attach(ktn, svc, peer, src) == -EBUSY) {
+		kt_stat_inc(svc->st, errors[KT_E_SOURCE_LIMIT]);
+		NL_SET_ERR_MSG(extack, "the client is at its source limit");
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/*
+ * KTCPVS_CMD_TLS_ADOPT: the caller's socket @fd becomes a client connection
+ * of the service listening on @la.  On success the module holds its own
+ * reference to the socket's file; the caller closes its descriptor.
+ * Context: the caller's netlink request (process context, genl_mutex).
+ */
+int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
+		 struct netlink_ext_ack *extack)
+{
+	struct sockaddr_storage peer;
+	struct kt_service *svc;
+	struct kt_src *src = NULL;
+	struct mem_cgroup *old;
+	struct kt_config *cfg;
+	struct socket *sock;
+	int err;
+
+	sock = sockfd_lookup(fd, &err);
+	if (!sock) {
+		NL_SET_ERR_MSG(extack, "not a socket's file descriptor");
+		return err;
+	}
+	err = kt_tls_claim(ktn, sock, extack);
+	if (err)
+		goto err_put;
+	cfg = kt_config_tryget(ktn);
+	svc = cfg ? kt_config_service(cfg, la) : NULL;
+	if (!svc) {
+		NL_SET_ERR_MSG(extack, "no service listens on that address");
+		err = -ENOENT;
+		goto err_unclaim;
+	}
+	if (kernel_getpeername(sock, (struct sockaddr *)&peer) < 0) {
+		NL_SET_ERR_MSG(extack, "the socket has no peer");
+		err = -ENOTCONN;
+		goto err_unclaim;
+	}
+	err = kt_tls_limits(ktn, svc, &peer, &src, extack);
+	if (err)
+		goto err_unclaim;
+	percpu_ref_get(&cfg->ref);	/* the connection's */
+	old = set_active_memcg(cfg->memcg);
+	err = kt_conn_adopt(ktn, svc, cfg, sock, &peer, src);
+	set_active_memcg(old);
+	if (err) {
+		kt_config_put(cfg);
+		if (src)
+			kt_src_detach(ktn, src);
+		goto err_unclaim;
+	}
+	kt_config_put(cfg);
+	return 0;
+
+err_unclaim:
+	if (cfg)
+		kt_config_put(cfg);
+	kt_tls_unclaim(sock);
+err_put:
+	sockfd_put(sock);
+	return err;
+}
