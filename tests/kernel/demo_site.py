@@ -13,6 +13,7 @@ runs whatever misbehaving server a test starts.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,32 @@ def get(path: str, host: str = "www.example.com", extra: str = "") -> Response:
     raw = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
     (r,) = exchange(raw)
     return r
+
+
+def check_routed(paths: list[str], answers: list[Response]) -> None:
+    """Each answer is 200 from the pool the site's rules route its path to
+    (.cgi to cgi, .png to the images, the rest to static's index)."""
+    assert len(answers) == len(paths)
+    for p, r in zip(paths, answers, strict=True):
+        assert r.status == 200, (p, r.status, r.body[:200])
+        if p.endswith(".cgi"):
+            assert r.backend == "cgi"
+        elif p.endswith(".png"):
+            assert r.backend in ("img1", "img2")
+        else:
+            assert r.body == b"<h1>static</h1>\n"
+
+
+def self_signed_cert(d: Path, name: str = "www.example.com") -> tuple[Path, Path]:
+    """A P-256 certificate for NAME and its key, in directory D."""
+    crt, key = d / "site.crt", d / "site.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", f"/CN={name}", "-days", "2",
+         "-keyout", str(key), "-out", str(crt)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return crt, key
 
 
 def wait_for(pred, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from demo_site import Response, Site, connect, read_responses
+from demo_site import Response, Site, check_routed, connect, read_responses
 
 TRACING = Path("/sys/kernel/tracing")
 EVENT = TRACING / "events/workqueue/workqueue_execute_start/enable"
@@ -69,29 +69,17 @@ def requests(site: Site, paths: list[str]) -> list[Response]:
     return result
 
 
-def check(answers: list[Response], paths: list[str]) -> None:
-    assert len(answers) == len(paths)
-    for p, r in zip(paths, answers, strict=True):
-        assert r.status == 200, (p, r.status, r.body[:200])
-        if p.endswith(".cgi"):
-            assert r.backend == "cgi"
-        elif p.endswith(".png"):
-            assert r.backend in ("img1", "img2")
-        else:
-            assert r.body == b"<h1>static</h1>\n"
-
-
 def test_keepalive_requests_take_no_work_item(site: Site, fastpath: None) -> None:
     n = 200
     paths = ["/index.html"] * n
     set_fastpath(False)
     with counting_work() as off:
         answers = requests(site, paths)
-    check(answers, paths)
+    check_routed(paths, answers)
     set_fastpath(True)
     with counting_work() as on:
         answers = requests(site, paths)
-    check(answers, paths)
+    check_routed(paths, answers)
     print(f"work items for {n} requests: fast path off {off[0]}, on {on[0]}")
     # off: one per direction of each request; on: the connect and the
     # client's first bytes (queued by the accept), nothing per request
@@ -106,7 +94,7 @@ def test_switching_pools_per_request_stays_in_softirq(site: Site, fastpath: None
     paths = cycle * 50
     with counting_work() as on:
         answers = requests(site, warm + paths)
-    check(answers, warm + paths)
+    check_routed(warm + paths, answers)
     print(f"work items for {len(warm + paths)} requests switching pools: {on[0]}")
     # the connects of the warm-up at most; then each request parks its
     # backend connection and takes an idle one to the next pool's server
@@ -131,4 +119,4 @@ def test_switching_the_fast_path_under_traffic_loses_nothing(site: Site, fastpat
     finally:
         stop.set()
         t.join()
-    check(answers, paths)
+    check_routed(paths, answers)

@@ -24,7 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from demo_site import VIP, Response, Site, read_responses, wait_for
+from demo_site import (
+    VIP,
+    Response,
+    Site,
+    check_routed,
+    read_responses,
+    self_signed_cert,
+    wait_for,
+)
 from topology import wait_port
 
 from l7ctl import ktls
@@ -40,14 +48,7 @@ SERVICE = f"{VIP}:80"
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
     d.chmod(0o755)
-    crt, key = d / "site.crt", d / "site.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-subj", "/CN=www.example.com", "-days", "2",
-         "-keyout", str(key), "-out", str(crt)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return crt, key
+    return self_signed_cert(d)
 
 
 @pytest.fixture(scope="module")
@@ -101,18 +102,6 @@ def request(path: str, close: bool = False) -> bytes:
 CYCLE = ["/cgi-bin/a.cgi", "/img/a.png", "/index.html"]
 
 
-def check(paths: list[str], answers: list[Response]) -> None:
-    assert len(answers) == len(paths)
-    for p, r in zip(paths, answers, strict=True):
-        assert r.status == 200, (p, r.status, r.body[:200])
-        if p.endswith(".cgi"):
-            assert r.backend == "cgi"
-        elif p.endswith(".png"):
-            assert r.backend in ("img1", "img2")
-        else:
-            assert r.body == b"<h1>static</h1>\n"
-
-
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_keepalive_requests_over_tls_are_routed_each_to_its_pool(
     site: Site, https: dict[str, Path], version: str
@@ -129,7 +118,7 @@ def test_keepalive_requests_over_tls_are_routed_each_to_its_pool(
 
     got_version, answers = site.client(run)
     assert got_version == f"TLSv{version}"
-    check(paths, answers)
+    check_routed(paths, answers)
     assert wait_for(lambda: len(handovers(https[version])) > 0)
     assert all(h["ok"] for h in handovers(https[version])), handovers(https[version])
     # the backends got the plain requests
@@ -145,7 +134,7 @@ def test_pipelined_requests_over_tls(site: Site, https: dict[str, Path]) -> None
             s.sendall(b"".join(request(p) for p in paths))
             return read_responses(s, len(paths))
 
-    check(paths, site.client(run))
+    check_routed(paths, site.client(run))
 
 
 def test_a_64_mib_download_over_tls_is_byte_exact(site: Site, https: dict[str, Path]) -> None:
