@@ -10,6 +10,7 @@ backends are the demo site's, plain HTTP: what reached them is checked too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,8 +21,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from demo_site import (
@@ -40,6 +42,7 @@ from l7ctl.errors import L7ctlError
 from l7ctl.netlink import Client
 
 HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
 PORTS = {"1.2": 8442, "1.3": 8443}
 SERVICE = f"{VIP}:80"
 
@@ -85,13 +88,40 @@ def handovers(log: Path) -> list[dict[str, object]]:
 
 
 def tls_connect(version: str, keylog: Path | None = None) -> ssl.SSLSocket:
+    """A client connection; an end without close_notify raises SSLEOFError."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     if keylog is not None:
         ctx.keylog_filename = str(keylog)
     raw = socket.create_connection((VIP, PORTS[version]), timeout=30)
-    return ctx.wrap_socket(raw, server_hostname="www.example.com")
+    return ctx.wrap_socket(raw, server_hostname="www.example.com", suppress_ragged_eofs=False)
+
+
+def sniffing(fn: Callable[[], T]) -> tuple[T, bytes]:
+    """fn() while every frame on the client's link is captured (AF_PACKET,
+    in the client's namespace): its result and the frames' bytes."""
+    cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+    cap.bind(("eth0", 0))
+    cap.settimeout(0.2)
+    frames: list[bytes] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                frames.append(cap.recv(1 << 17))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        result = fn()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join()
+        cap.close()
+    return result, b"".join(frames)
 
 
 def request(path: str, close: bool = False) -> bytes:
@@ -124,6 +154,59 @@ def test_keepalive_requests_over_tls_are_routed_each_to_its_pool(
     # the backends got the plain requests
     cgi = site.received("cgi")
     assert sum(1 for r in cgi if r.startswith("GET /cgi-bin/a.cgi HTTP/1.1\r\n")) == 3
+
+
+def test_nothing_sent_to_a_tls_client_is_plaintext_on_the_wire(
+    site: Site, https: dict[str, Path]
+) -> None:
+    """The same requests in plain HTTP (the control: the capture sees the
+    answers) and over TLS 1.2 and 1.3: no byte of a head or a body the
+    switch sent a TLS client appears on the client's link."""
+    paths = ["/index.html", "/cgi-bin/wire-check.cgi"]
+    markers = [b"<h1>static</h1>", b"wire-check", b"HTTP/1.1 200", b"X-Backend"]
+
+    def plain() -> list[Response]:
+        with socket.create_connection((VIP, 80), timeout=30) as s:
+            out: list[Response] = []
+            for p in paths:
+                s.sendall(request(p))
+                out.extend(read_responses(s, 1))
+            return out
+
+    def over_tls() -> list[Response]:
+        out: list[Response] = []
+        for version in PORTS:
+            with tls_connect(version) as s:
+                for p in paths:
+                    s.sendall(request(p))
+                    out.extend(read_responses(s, 1))
+        return out
+
+    answers, wire = site.client(lambda: sniffing(plain))
+    check_routed(paths, answers)
+    assert all(m in wire for m in markers), "the capture does not see plain answers"
+    answers, wire = site.client(lambda: sniffing(over_tls))
+    check_routed(paths * 2, answers)
+    assert [m for m in markers if m in wire] == []
+
+
+def test_the_switchs_own_close_sends_close_notify(site: Site, https: dict[str, Path]) -> None:
+    """A request the switch refuses (400, then it closes): the answer, then
+    close_notify before the FIN, so the client reads a clean end (an EOF
+    without it raises SSLEOFError here)."""
+
+    def run() -> tuple[list[Response], bytes]:
+        with tls_connect("1.3") as s:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost : x\r\n\r\n")
+            answers = read_responses(s, 1)
+            rest = b""
+            while chunk := s.recv(4096):
+                rest += chunk
+            return answers, rest
+
+    answers, rest = site.client(run)
+    assert [a.status for a in answers] == [400]
+    assert rest == b""
 
 
 def test_pipelined_requests_over_tls(site: Site, https: dict[str, Path]) -> None:
