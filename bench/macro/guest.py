@@ -74,6 +74,15 @@ FILES = {"img/small.png": SMALL, "img/photo.jpg": 16384, "files/1m.bin": 1 << 20
          "files/64m.bin": 64 << 20}  # fmt: skip
 
 
+# TcpExt counters that say why TCP sent again or where segments were dropped
+LOSS_COUNTERS = (
+    "TCPTimeouts", "TCPLossProbes", "TCPFastRetrans", "TCPSlowStartRetrans",
+    "TCPSpuriousRTOs", "TCPDSACKRecv", "TCPBacklogDrop", "TCPRcvQDrop", "TCPOFODrop",
+    "TCPZeroWindowDrop", "TCPMemoryPressures", "ListenDrops", "TCPReqQFullDrop",
+    "TCPRcvCoalesce", "TCPBacklogCoalesce",
+)  # fmt: skip
+
+
 @dataclass
 class Workload:
     name: str
@@ -446,6 +455,9 @@ class Bench:
                 tcp = [ln.split() for ln in Path("/proc/self/net/snmp").read_text().splitlines()
                        if ln.startswith("Tcp:")]  # fmt: skip
                 out[name] = dict(zip(tcp[0][1:], (int(x) for x in tcp[1][1:]), strict=True))
+                ext = [ln.split() for ln in Path("/proc/self/net/netstat").read_text().splitlines()
+                       if ln.startswith("TcpExt:")]  # fmt: skip
+                out[name].update(zip(ext[0][1:], (int(x) for x in ext[1][1:]), strict=True))
             return out
 
         got: dict[str, dict[str, int]] = in_netns(self.topo.client.ns, read_all)
@@ -456,6 +468,13 @@ class Bench:
         keys = ("OutSegs", "InSegs", "RetransSegs", "ActiveOpens", "PassiveOpens")
         out = {f"director:{k}": b["director"][k] - a["director"][k] for k in keys}
         out.update({f"all:{k}": sum(b[n][k] - a[n][k] for n in b) for k in keys})
+        # Why segments were sent again, or where they were lost (TcpExt),
+        # by namespace: only the counters that moved.
+        for n in b:
+            for k in LOSS_COUNTERS:
+                d = b[n].get(k, 0) - a[n].get(k, 0)
+                if d:
+                    out[f"{n}:{k}"] = d
         return out
 
     def run_counts(self) -> None:
