@@ -543,9 +543,7 @@ void kt_conn_unwatch(struct kt_conn *c)
 	struct sock *sk = c->csk->sk;
 
 	remove_wait_queue(sk_sleep(sk), &c->cwait);
-	write_lock_bh(&sk->sk_callback_lock);
-	sk->sk_user_data = NULL;
-	write_unlock_bh(&sk->sk_callback_lock);
+	kt_tls_unclaim(sk);
 }
 
 /*

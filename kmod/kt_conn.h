@@ -424,6 +424,9 @@ int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
 		  struct kt_config *cfg, struct socket *sock,
 		  const struct sockaddr_storage *peer, struct kt_src *src);
 void kt_conn_unwatch(struct kt_conn *c);
+
+/* kt_tls.c */
+void kt_tls_unclaim(struct sock *sk);
 void kt_conn_close(struct kt_conn *c);
 void kt_conn_end_request(struct kt_conn *c);
 void kt_conn_count_error(struct kt_conn *c, int kind);

@@ -68,10 +68,9 @@ out:
 	return err;
 }
 
-static void kt_tls_unclaim(struct socket *sock)
+/* The socket is no longer ours (a failed handover, or the connection's end). */
+void kt_tls_unclaim(struct sock *sk)
 {
-	struct sock *sk = sock->sk;
-
 	write_lock_bh(&sk->sk_callback_lock);
 	sk->sk_user_data = NULL;
 	write_unlock_bh(&sk->sk_callback_lock);
@@ -158,7 +157,7 @@ int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
 err_unclaim:
 	if (cfg)
 		kt_config_put(cfg);
-	kt_tls_unclaim(sock);
+	kt_tls_unclaim(sock->sk);
 err_put:
 	sockfd_put(sock);
 	return err;
