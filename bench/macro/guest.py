@@ -79,7 +79,6 @@ LOSS_COUNTERS = (
     "TCPTimeouts", "TCPLossProbes", "TCPFastRetrans", "TCPSlowStartRetrans",
     "TCPSpuriousRTOs", "TCPDSACKRecv", "TCPBacklogDrop", "TCPRcvQDrop", "TCPOFODrop",
     "TCPZeroWindowDrop", "TCPMemoryPressures", "ListenDrops", "TCPReqQFullDrop",
-    "TCPRcvCoalesce", "TCPBacklogCoalesce",
 )  # fmt: skip
 
 
