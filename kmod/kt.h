@@ -195,6 +195,7 @@ enum {
 	KT_E_RETRY,		/* request resent on a new backend connection */
 	KT_E_LOCAL,		/* the switch ran out of memory or ports */
 	KT_E_ANSWERED,		/* answered by an answer rule (not an error, counted) */
+	KT_E_MISDIRECTED,	/* a TLS request for a host not of its certificate: 421 */
 	KT_E_MAX
 };
 
@@ -446,8 +447,10 @@ struct kt_config *kt_config_build(void *blob, size_t len, struct kt_config *old,
 int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 		     const char *source, struct netlink_ext_ack *extack);
 /* kt_tls.c: client connections with kernel TLS, from their acceptor */
+#define KT_TLS_NAMES_MAX	4096	/* bytes of a certificate's names */
 int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
-		 struct netlink_ext_ack *extack);
+		 const struct nlattr *names, struct netlink_ext_ack *extack);
+bool kt_tls_host_ok(const char *names, u32 len, const u8 *host, u32 hlen);
 
 struct kt_config *kt_config_tryget(struct kt_net *ktn);
 void kt_config_put(struct kt_config *cfg);

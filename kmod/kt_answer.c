@@ -33,6 +33,7 @@ static const char *kt_status_text(unsigned int status)
 	case 408: return "Request Timeout";
 	case 410: return "Gone";
 	case 414: return "URI Too Long";
+	case 421: return "Misdirected Request";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 451: return "Unavailable For Legal Reasons";

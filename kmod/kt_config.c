@@ -708,6 +708,8 @@ int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 		struct kt_service *osvc = old ? kt_config_service(old, &svc->addr) :
 					  NULL;
 
+		if (svc->flags & KT_SERVICE_TLS)
+			continue;	/* the TLS daemon listens (kt_tls.c) */
 		if (osvc && osvc->listener) {
 			svc->listener = osvc->listener;
 		} else {
@@ -744,7 +746,8 @@ int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 	old = rcu_replace_pointer(ktn->cfg, cfg, lockdep_is_held(&ktn->lock));
 	kt_listeners_sweep(ktn);
 	for (i = 0; cfg && i < cfg->nservices; i++)
-		kt_listener_update(cfg->svc[i].listener, &cfg->svc[i]);
+		if (cfg->svc[i].listener)
+			kt_listener_update(cfg->svc[i].listener, &cfg->svc[i]);
 	kt_listeners_kick(ktn);		/* the limit may have changed */
 	kt_listeners_start(ktn);	/* accept what waited for this commit */
 	if (old) {
@@ -761,9 +764,10 @@ undo:
 	/* Close what this commit opened: listeners the old config does not have. */
 	for (i = 0; i < cfg->nservices; i++) {
 		struct kt_service *svc = &cfg->svc[i];
+		struct kt_service *osvc = old ? kt_config_service(old, &svc->addr) :
+					  NULL;
 
-		if (svc->listener &&
-		    !(old && kt_config_service(old, &svc->addr)))
+		if (svc->listener && !(osvc && osvc->listener == svc->listener))
 			kt_listener_close(svc->listener);
 	}
 	list_for_each_entry(l, &ktn->listeners, node)

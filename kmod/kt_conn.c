@@ -137,6 +137,10 @@ static void kt_conn_release(struct work_struct *w)
 		fput(c->cfile);	/* a handed-over socket is its file's */
 	else
 		sock_release(c->csk);
+	if (c->tls_names) {
+		kfree(c->tls_names);
+		kt_alloc_dec();
+	}
 	kt_conn_end_request(c);
 	if (c->cfg)
 		kt_config_put(c->cfg);
@@ -556,7 +560,8 @@ void kt_conn_unwatch(struct kt_conn *c)
  */
 int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
 		  struct kt_config *cfg, struct socket *sock,
-		  const struct sockaddr_storage *peer, struct kt_src *src)
+		  const struct sockaddr_storage *peer, struct kt_src *src,
+		  char *names, u32 names_len)
 {
 	struct kt_conn *c;
 
@@ -565,6 +570,8 @@ int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
 		return -ENOMEM;
 	c->tls = true;
 	c->cfile = sock->file;
+	c->tls_names = names;	/* the connection's from here on */
+	c->tls_names_len = names_len;
 	init_waitqueue_func_entry(&c->cwait, kt_conn_wake);
 	/* no run (a wakeup's, a kill's) until the watch is in place */
 	set_bit(KT_CF_RUN, &c->flags);

@@ -269,6 +269,12 @@ struct kt_conn {
 	bool tls;
 	struct file *cfile;
 	struct wait_queue_entry cwait;
+	/*
+	 * The host names of its certificate, from the acceptor (NULL: no
+	 * check): a request for another host is answered 421.  Owned.
+	 */
+	char *tls_names;
+	u32 tls_names_len;
 };
 
 /* kt_io.c: callbacks, socket calls, buffers */
@@ -422,7 +428,8 @@ void kt_conn_new(struct kt_listener *l, struct socket *sock,
 		 struct kt_service *svc, struct kt_src *src);
 int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
 		  struct kt_config *cfg, struct socket *sock,
-		  const struct sockaddr_storage *peer, struct kt_src *src);
+		  const struct sockaddr_storage *peer, struct kt_src *src,
+		  char *names, u32 names_len);
 void kt_conn_unwatch(struct kt_conn *c);
 
 /* kt_tls.c */

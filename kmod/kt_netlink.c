@@ -84,6 +84,7 @@ static struct netlink_range_validation kt_fd_range = {
 static const struct nla_policy kt_adopt_policy[KTCPVS_A_MAX + 1] = {
 	[KTCPVS_A_FD] = NLA_POLICY_FULL_RANGE(NLA_U32, &kt_fd_range),
 	[KTCPVS_A_OBJ_ADDR] = NLA_POLICY_EXACT_LEN(20),
+	[KTCPVS_A_TLS_NAMES] = { .type = NLA_BINARY, .len = KT_TLS_NAMES_MAX },
 };
 
 /*
@@ -722,7 +723,7 @@ static int kt_nl_tls_adopt(struct sk_buff *skb, struct genl_info *info)
 	}
 	return kt_tls_adopt(kt_net(genl_info_net(info)),
 			    nla_get_u32(info->attrs[KTCPVS_A_FD]), &la,
-			    info->extack);
+			    info->attrs[KTCPVS_A_TLS_NAMES], info->extack);
 }
 
 static const struct genl_ops kt_genl_ops[] = {

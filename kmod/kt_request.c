@@ -103,7 +103,8 @@ static u32 kt_field_line_end(const struct kt_conn *c,
 /*
  * Edits that need the head's fields, made while they are at hand (in the
  * parse scratch, BHs off; no allocation): client-sent
- * X-Forwarded-For fields go when the service replaces them, and a lone
+ * X-Forwarded-For fields go when the service replaces them,
+ * X-Forwarded-Proto fields when it sets its own (kt_head_add), and a lone
  * "Connection: close" of an HTTP/1.1 request goes so that the server's
  * connection stays open for other clients (the client's answer gets
  * "Connection: close" from the switch instead, kt_rs_head_done).  Fields
@@ -114,6 +115,7 @@ static void kt_head_edit(struct kt_conn *c)
 	struct kt_http_msg *m = &c->up.msg;
 	const u8 *b = c->up.buf;
 	bool replace = c->svc->flags & KT_SERVICE_XFF_REPLACE;
+	bool xfp = c->svc->flags & KT_SERVICE_XFP;
 	bool strip = m->version == 11 && (m->flags & KT_HTTP_CONN_CLOSE) &&
 		     !(m->flags & (KT_HTTP_CONN_KA | KT_HTTP_CONN_UPGRADE));
 	int nconn = 0, i;
@@ -128,7 +130,7 @@ static void kt_head_edit(struct kt_conn *c)
 		}
 		strip = nconn == 1;
 	}
-	if (!strip && !replace)
+	if (!strip && !replace && !xfp)
 		return;
 	for (i = m->nfields - 1; i >= 0; i--) {
 		const struct kt_http_field *f = &m->fields[i];
@@ -137,6 +139,11 @@ static void kt_head_edit(struct kt_conn *c)
 
 		if (replace && f->name_len == 15 &&
 		    !strncasecmp(name, "x-forwarded-for", 15)) {
+			kt_head_cut(c, f->name_off, kt_field_line_end(c, f));
+			continue;
+		}
+		if (xfp && f->name_len == 17 &&
+		    !strncasecmp(name, "x-forwarded-proto", 17)) {
 			kt_head_cut(c, f->name_off, kt_field_line_end(c, f));
 			continue;
 		}
@@ -150,20 +157,12 @@ static void kt_head_edit(struct kt_conn *c)
 	}
 }
 
-/* Insert "X-Forwarded-For: client" before the head's final CRLF. */
-static int kt_head_add_xff(struct kt_conn *c)
+/* Insert the field line @line (@n bytes) before the head's final CRLF. */
+static int kt_head_insert(struct kt_conn *c, const char *line, u32 n)
 {
 	struct kt_dir *d = &c->up;
 	u32 at = d->msg.head_len - 2;
-	char line[64];
-	int n;
 
-	if (c->peer.ss_family == AF_INET)
-		n = scnprintf(line, sizeof(line), "X-Forwarded-For: %pI4\r\n",
-			      &((struct sockaddr_in *)&c->peer)->sin_addr);
-	else
-		n = scnprintf(line, sizeof(line), "X-Forwarded-For: %pI6c\r\n",
-			      &((struct sockaddr_in6 *)&c->peer)->sin6_addr);
 	if (d->len + n > d->cap && kt_buf_grow(d, d->len + n))
 		return -ENOMEM;
 	memmove(d->buf + at + n, d->buf + at, d->len - at);
@@ -173,15 +172,43 @@ static int kt_head_add_xff(struct kt_conn *c)
 	return 0;
 }
 
+/* The fields the service adds: X-Forwarded-For, X-Forwarded-Proto. */
+static int kt_head_add(struct kt_conn *c)
+{
+	static const char xfp[] = "X-Forwarded-Proto: https\r\n";
+	u32 flags = c->svc->flags;
+	char line[64];
+	int n;
+
+	if (flags & (KT_SERVICE_XFF_APPEND | KT_SERVICE_XFF_REPLACE)) {
+		if (c->peer.ss_family == AF_INET)
+			n = scnprintf(line, sizeof(line), "X-Forwarded-For: %pI4\r\n",
+				      &((struct sockaddr_in *)&c->peer)->sin_addr);
+		else
+			n = scnprintf(line, sizeof(line), "X-Forwarded-For: %pI6c\r\n",
+				      &((struct sockaddr_in6 *)&c->peer)->sin6_addr);
+		if (kt_head_insert(c, line, n))
+			return -ENOMEM;
+	}
+	if ((flags & KT_SERVICE_XFP) && kt_head_insert(c, xfp, sizeof(xfp) - 1))
+		return -ENOMEM;
+	return 0;
+}
+
 /* The parser's output room a service needs: path and host. */
 static u32 kt_out_cap(const struct kt_service *svc)
 {
 	return svc->lim.request_line + KT_HTTP_HOST_MAX + 1;
 }
 
+/* Not a table's action: a TLS request for a host its certificate lacks. */
+#define KT_ACTION_MISDIRECTED	0x100
+
 /*
  * Match the request whose complete head was just parsed into @s; then,
- * with the fields at hand, make the head's edits.  BHs off.
+ * with the fields at hand, make the head's edits.  On a TLS connection
+ * whose acceptor gave its certificate's names, a request for another host
+ * (RFC 9110 15.5.20) matches no rule: KT_ACTION_MISDIRECTED.  BHs off.
  */
 static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
 			   struct kt_match_result *res)
@@ -205,6 +232,14 @@ static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
 	mr.headers = s->mh;
 	mr.nheaders = m->nfields;
 	kt_addr_bytes(&c->peer, &mr.family, mr.addr);
+	if (c->tls_names && (m->flags & KT_HTTP_HAS_HOST) &&
+	    !kt_tls_host_ok(c->tls_names, c->tls_names_len, mr.host.ptr,
+			    mr.host.len)) {
+		*res = (struct kt_match_result){ .rule = KT_RULES_NONE,
+						 .action = KT_ACTION_MISDIRECTED };
+		kt_alog_route(c, &mr, res);
+		return;
+	}
 	kt_match(&c->cfg->rules, c->svc->idx, &mr, s->match, res);
 	kt_alog_route(c, &mr, res);	/* before the edits move the head */
 	c->persist_id = 0;
@@ -322,12 +357,15 @@ static void kt_route(struct kt_conn *c, const struct kt_match_result *res)
 		kt_conn_answer_rule(c, res->status, res->body.ptr,
 				    res->body.len);
 		return;
+	case KT_ACTION_MISDIRECTED:
+		kt_conn_fail(c, KT_E_MISDIRECTED, 421,
+			     "the host is not a name of this connection's certificate");
+		return;
 	default:
 		kt_conn_fail(c, KT_E_NO_ROUTE, 404, "no rule matches");
 		return;
 	}
-	if ((c->svc->flags & (KT_SERVICE_XFF_APPEND | KT_SERVICE_XFF_REPLACE)) &&
-	    kt_head_add_xff(c)) {
+	if (kt_head_add(c)) {
 		kt_conn_fail(c, KT_E_LOCAL, 503, "the switch is out of memory");
 		return;
 	}

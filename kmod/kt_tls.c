@@ -76,6 +76,64 @@ void kt_tls_unclaim(struct sock *sk)
 	write_unlock_bh(&sk->sk_callback_lock);
 }
 
+/*
+ * KTCPVS_A_TLS_NAMES: host names, each NUL-terminated, of 1 to 253 bytes
+ * of lower-case letters, digits, '-', '_' and '.', or "*." and such a
+ * name (a wildcard for one label).  The policy bounds the length.
+ */
+static bool kt_tls_names_valid(const char *p, u32 len)
+{
+	u32 i, start = 0;
+
+	if (!len || p[len - 1])
+		return false;
+	for (i = 0; i < len; i++) {
+		char ch = p[i];
+
+		if (!ch) {
+			if (i == start || i - start > 253 ||
+			    (p[start] == '*' && i - start < 3))
+				return false;
+			start = i + 1;
+		} else if (ch == '*') {
+			if (i != start || p[i + 1] != '.')
+				return false;
+		} else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+			     ch == '-' || ch == '_' || ch == '.')) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Does one of @names (as above) cover @host (lower case, no port: the
+ * parser's)?  An exact name, or "*.rest" for one label before "rest".  A
+ * trailing dot of the host is not part of its name.  Any context.
+ */
+bool kt_tls_host_ok(const char *names, u32 len, const u8 *host, u32 hlen)
+{
+	const char *n = names, *end = names + len;
+
+	if (hlen && host[hlen - 1] == '.')
+		hlen--;
+	while (n < end) {
+		u32 nl = strlen(n);
+
+		if (n[0] == '*') {
+			const u8 *dot = memchr(host, '.', hlen);
+
+			if (dot && dot != host && host + hlen - dot == nl - 1 &&
+			    !memcmp(dot, n + 1, nl - 1))
+				return true;
+		} else if (nl == hlen && !memcmp(n, host, hlen)) {
+			return true;
+		}
+		n += nl + 1;
+	}
+	return false;
+}
+
 /* The namespace's, the service's and the source's limits, as at accept. */
 static int kt_tls_limits(struct kt_net *ktn, struct kt_service *svc,
 			 const struct sockaddr_storage *peer,
@@ -108,16 +166,22 @@ static int kt_tls_limits(struct kt_net *ktn, struct kt_service *svc,
  * Context: the caller's netlink request (process context, genl_mutex).
  */
 int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
-		 struct netlink_ext_ack *extack)
+		 const struct nlattr *names, struct netlink_ext_ack *extack)
 {
 	struct sockaddr_storage peer;
 	struct kt_service *svc;
 	struct kt_src *src = NULL;
+	struct kt_config *cfg = NULL;
 	struct mem_cgroup *old;
-	struct kt_config *cfg;
 	struct socket *sock;
+	char *nbuf = NULL;
 	int err;
 
+	if (names && !kt_tls_names_valid(nla_data(names), nla_len(names))) {
+		NL_SET_ERR_MSG_ATTR(extack, names,
+				    "host names: NUL-terminated, lower case, \"*.\" wildcards");
+		return -EINVAL;
+	}
 	sock = sockfd_lookup(fd, &err);
 	if (!sock) {
 		NL_SET_ERR_MSG(extack, "not a socket's file descriptor");
@@ -133,6 +197,11 @@ int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
 		err = -ENOENT;
 		goto err_unclaim;
 	}
+	if (!(svc->flags & KT_SERVICE_TLS)) {
+		NL_SET_ERR_MSG(extack, "the service on that address is not a TLS service");
+		err = -EINVAL;
+		goto err_unclaim;
+	}
 	if (kernel_getpeername(sock, (struct sockaddr *)&peer) < 0) {
 		NL_SET_ERR_MSG(extack, "the socket has no peer");
 		err = -ENOTCONN;
@@ -143,9 +212,20 @@ int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
 		goto err_unclaim;
 	percpu_ref_get(&cfg->ref);	/* the connection's */
 	old = set_active_memcg(cfg->memcg);
-	err = kt_conn_adopt(ktn, svc, cfg, sock, &peer, src);
+	if (names) {
+		nbuf = kmemdup(nla_data(names), nla_len(names), GFP_KERNEL_ACCOUNT);
+		if (nbuf)
+			kt_alloc_inc();
+	}
+	err = names && !nbuf ? -ENOMEM :
+	      kt_conn_adopt(ktn, svc, cfg, sock, &peer, src, nbuf,
+			    names ? nla_len(names) : 0);
 	set_active_memcg(old);
 	if (err) {
+		if (nbuf) {
+			kfree(nbuf);
+			kt_alloc_dec();
+		}
 		kt_config_put(cfg);
 		if (src)
 			kt_src_detach(ktn, src);

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import select
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
@@ -222,16 +223,20 @@ class Client(GenlClient):
                 raise L7ctlError(f"no server {endpoint} in pool {pool!r}") from None
             raise _error(e, "changing the server") from None
 
-    def tls_adopt(self, fd: int, service: str) -> None:
+    def tls_adopt(self, fd: int, service: str, names: Sequence[str] | None = None) -> None:
         """Hand the module a client connection whose TLS handshake is done
         and whose two directions are in kernel TLS (docs/tls.md): the socket
         of descriptor FD (the caller's), for the service listening on
-        SERVICE (ADDR:PORT).  The caller closes its descriptor afterwards;
-        the connection is the module's from here on."""
+        SERVICE (ADDR:PORT).  NAMES: the host names of the handshake's
+        certificate (lower case, "*." wildcards); a request for another
+        host is answered 421 (None: no check).  The caller closes its
+        descriptor afterwards; the connection is the module's from here on."""
         attrs: list[tuple[str, Any]] = [
             ("KTCPVS_A_FD", fd),
             ("KTCPVS_A_OBJ_ADDR", encode_addr(service)),
         ]
+        if names is not None:
+            attrs.append(("KTCPVS_A_TLS_NAMES", b"".join(n.encode() + b"\0" for n in names)))
         try:
             self.request(CMD_TLS_ADOPT, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
         except NetlinkError as e:

@@ -46,7 +46,7 @@ OBJ_SERVICE, OBJ_POOL, OBJ_SERVER = 1, 2, 3
 ERROR_KINDS = (
     "parse", "header_timeout", "blocked", "redirect", "no_route", "unavailable",
     "connect", "bad_gateway", "backend_timeout", "backend_reset", "client_reset", "limit",
-    "source_limit", "retry", "local", "answered",
+    "source_limit", "retry", "local", "answered", "misdirected",
 )  # fmt: skip
 STATES = ("up", "drain", "down")
 # KTCPVS_A_CHECK_STATE: KTCPVS_CHECK_NONE, _UP, _DOWN
@@ -92,6 +92,7 @@ ATTRS: AttrTable = (
     ("KTCPVS_A_LOG_RECORDS", "cdata"),
     ("KTCPVS_A_LOG_DROPPED", "uint64"),
     ("KTCPVS_A_FD", "uint32"),
+    ("KTCPVS_A_TLS_NAMES", "cdata"),
 )
 
 

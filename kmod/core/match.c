@@ -658,6 +658,9 @@ static bool kt_rules_v_service(struct kt_rules_vctx *v, const u32 *s,
 	if ((s[KT_S_FLAGS] & KT_SERVICE_RAW) &&
 	    (s[KT_S_FLAGS] & KT_SERVICE_XFF_MASK))
 		return kt_rules_bad(v, "X-Forwarded-For on a raw service");
+	if ((s[KT_S_FLAGS] & KT_SERVICE_XFP) &&
+	    (!(s[KT_S_FLAGS] & KT_SERVICE_TLS) || (s[KT_S_FLAGS] & KT_SERVICE_RAW)))
+		return kt_rules_bad(v, "X-Forwarded-Proto on a service that is not HTTPS");
 	for (k = 0; k < KT_LIMIT_COUNT; k++)
 		if (s[kt_rules_limit_word(k)] > kt_rules_limit_max[k])
 			return kt_rules_bad(v, kt_rules_limit_why[k]);

@@ -133,8 +133,20 @@ enum kt_rules_sched {
  * can do, the floor `make bench` measures the others against.
  */
 #define KT_SERVICE_RAW		0x4
-/* Every flag a table may carry; RAW never with an X-Forwarded-For bit. */
-#define KT_SERVICE_FLAGS	(KT_SERVICE_XFF_MASK | KT_SERVICE_RAW)
+/*
+ * HTTPS (docs/tls.md): the module opens no listener for the service; its
+ * connections are handed over by the TLS daemon once their handshake is
+ * done (KTCPVS_CMD_TLS_ADOPT), and only such a service takes them.
+ */
+#define KT_SERVICE_TLS		0x8
+/*
+ * "X-Forwarded-Proto: https" towards the servers, in place of any such
+ * field the client sent.  Only on a TLS service, never a raw one.
+ */
+#define KT_SERVICE_XFP		0x10
+/* Every flag a table may carry, and the combinations kt_rules_v_service refuses. */
+#define KT_SERVICE_FLAGS	(KT_SERVICE_XFF_MASK | KT_SERVICE_RAW | \
+				 KT_SERVICE_TLS | KT_SERVICE_XFP)
 #define KT_SERVICE_XFF		KT_SERVICE_XFF_APPEND	/* old name */
 
 /*

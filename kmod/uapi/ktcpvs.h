@@ -71,6 +71,10 @@ enum ktcpvs_attr {
 	KTCPVS_A_LOG_RECORDS,		/* binary: struct ktcpvs_log_rec, each followed by its strings */
 	KTCPVS_A_LOG_DROPPED,		/* u64: records dropped in this namespace so far */
 	KTCPVS_A_FD,			/* u32: the caller's file descriptor of a socket */
+	KTCPVS_A_TLS_NAMES,		/* binary: the host names of a TLS connection's
+					 * certificate, each NUL-terminated, lower case,
+					 * "*." for a one-label wildcard: a request for
+					 * another host is answered 421 */
 
 	__KTCPVS_A_MAX,
 	KTCPVS_A_MAX = __KTCPVS_A_MAX - 1
@@ -148,7 +152,7 @@ struct ktcpvs_log_rec {
 	"parse", "header_timeout", "blocked", "redirect", "no_route", \
 	"unavailable", "connect", "bad_gateway", "backend_timeout", \
 	"backend_reset", "client_reset", "limit", "source_limit", "retry", \
-	"local", "answered"
+	"local", "answered", "misdirected"
 
 /* Schedulers, in the order of KTCPVS_A_SCHED */
 #define KTCPVS_SCHED_NAMES \

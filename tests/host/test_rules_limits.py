@@ -414,8 +414,13 @@ def test_validator_service_flags(blob: bytes) -> None:
     for flags in (0, 1, 2):
         assert _accepted(_set(blob, s, flags)).service(0)["flags"] == flags  # type: ignore[attr-defined]
     assert _refused(_set(blob, s, 3)) == "X-Forwarded-For both append and replace"
-    for flags in (8, 0x10, 0x80000000, 4 | 8):
+    for flags in (0x20, 0x80000000, 4 | 0x20):
         assert _refused(_set(blob, s, flags)) == "unknown service flags"
+    # bit 3, HTTPS (tests/host/test_rules_tls.py); bit 4, X-Forwarded-Proto, only with it
+    for flags in (8, 8 | 0x10, 8 | 4, 8 | 0x10 | 1):
+        assert _accepted(_set(blob, s, flags)).service(0)["flags"] == flags  # type: ignore[attr-defined]
+    for flags in (0x10, 0x10 | 4 | 8):
+        assert _refused(_set(blob, s, flags)) == "X-Forwarded-Proto on a service that is not HTTPS"
     # bit 2, a raw service (tests/host/test_rules_raw.py), never with X-Forwarded-For
     assert _accepted(_set(blob, s, 4)).service(0)["flags"] == 4  # type: ignore[attr-defined]
     for flags in (5, 6, 7):

@@ -191,7 +191,7 @@ def test_validator_refuses_raw_with_x_forwarded_for() -> None:
     for flags, why in (
         (4 | 1, "X-Forwarded-For on a raw service"),
         (4 | 2, "X-Forwarded-For on a raw service"),
-        (8, "unknown service flags"),
+        (32, "unknown service flags"),
     ):
         b = bytearray(res.tables)
         struct.pack_into("<I", b, (off + W_FLAGS) * 4, flags)
