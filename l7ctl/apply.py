@@ -82,6 +82,10 @@ def _pool_settings(p: ir.Pool) -> list[str]:
 
 def _service_settings(s: ir.Service) -> list[str]:
     out = [f"listen {ir_endpoint(s.addr, s.port)}"]
+    if s.tls:
+        out.append("tls")
+        out += [f'certificate "{c.cert}" key "{c.key}"' for c in s.certificates]
+        out.append(f"x-forwarded-proto {'on' if s.xfp else 'off'}")
     out.append("relay raw" if s.raw else f"x-forwarded-for {s.xff}")
     out.append(f"log sample {s.log_sample}" if s.log == "sample" else f"log {s.log}")
     out += [f"limit {k} {v}" for k, v in sorted(s.limits.items())]
@@ -151,7 +155,8 @@ def ir_diff(old: ir.Config, new: ir.Config) -> list[str]:
     for name, sv in nsv.items():
         o = osv.get(name)
         if o is None:
-            out.append(f"+ service {name} listen {ir_endpoint(sv.addr, sv.port)}, "
+            out.append(f"+ service {name} listen {ir_endpoint(sv.addr, sv.port)}"
+                       + (" tls" if sv.tls else "") + ", "
                        + ("relay raw, " if sv.raw else "")
                        + f"{len(sv.rules)} rule(s)")  # fmt: skip
             continue
@@ -186,7 +191,7 @@ def l7_diff(
     if blob != new.tables:
         old = None
         if source and Path(source).is_file():
-            prev = compiler.compile_file(source)
+            prev = compiler.compile_file(source, tls_files=False)
             if prev.ok and prev.tables == blob:
                 old = prev.ir
         if old is None:

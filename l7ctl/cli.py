@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from l7ctl import __version__
 from l7ctl.errors import L7ctlError
@@ -92,6 +93,33 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     from l7ctl.httpparse import run
 
     return run(sys.stdin.buffer.read(), sys.stdout, response=args.response)
+
+
+def _cmd_tlsd(args: argparse.Namespace) -> int:
+    from l7ctl import tlsd
+
+    limits = tlsd.Limits(args.handshake_timeout, args.max_handshakes, args.max_per_source)
+    events = open(args.events, "a", encoding="utf-8") if args.events else None  # noqa: SIM115
+    try:
+        tlsd.serve(Path(args.file), limits, events, args.runtime_dir)
+    finally:
+        if events is not None:
+            events.close()
+    return 0
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _seconds(text: str) -> float:
+    t = float(text)
+    if not 0.1 <= t <= 300:
+        raise argparse.ArgumentTypeError("from 0.1 to 300 seconds")
+    return t
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +249,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--response", action="store_true", help="parse responses, not requests")
     s.set_defaults(func=_cmd_parse)
+
+    s = sub.add_parser(
+        "tlsd",
+        help="run the TLS daemon of FILE's HTTPS services",
+        description="Listen on the address of every TLS service of FILE ('listen ADDRESS "
+        "tls'), do each client's TLS handshake (certificate by SNI, TLS 1.2 and 1.3), put the "
+        "connection in kernel TLS and hand it to the module, which switches its requests. "
+        "SIGHUP reloads FILE; a file that does not compile changes nothing. Runs until "
+        "SIGTERM; ktcpvs-tlsd.service runs it. Needs CAP_NET_ADMIN and the key files.",
+    )
+    s.add_argument("file", metavar="FILE")
+    s.add_argument(
+        "--handshake-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="a handshake not done in this time is dropped (default 10)",
+    )
+    s.add_argument(
+        "--max-handshakes",
+        type=_positive,
+        default=1024,
+        metavar="N",
+        help="handshakes in progress at most; more connections are reset (default 1024)",
+    )
+    s.add_argument(
+        "--max-handshakes-per-source",
+        dest="max_per_source",
+        type=_positive,
+        default=32,
+        metavar="N",
+        help="handshakes in progress from one client address at most (default 32)",
+    )
+    s.add_argument("--events", metavar="FILE", help="append one JSON line per connection to FILE")
+    s.add_argument(
+        "--runtime-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the private key-log directory is made (default: the system's temp dir)",
+    )
+    s.set_defaults(func=_cmd_tlsd)
 
     # The rules-engine commands: check, route, test.
     from l7ctl.rulescli import register

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l7ctl import ir, mime, tables
+from l7ctl import ir, mime, tables, tlscert
 from l7ctl import regex as rx
 from l7ctl import rules_ast as A
 from l7ctl.evaluator import normalize_path
@@ -102,14 +102,21 @@ class Result:
         return "\n".join(d.format(self.sources) for d in self.diagnostics())
 
 
-def compile_file(path: str | os.PathLike[str], *, encode: bool = True) -> Result:
-    c = _Compiler()
+def compile_file(
+    path: str | os.PathLike[str], *, encode: bool = True, tls_files: bool = True
+) -> Result:
+    """Compile a rules file and its includes.  ``tls_files``: read and check
+    the TLS services' certificate and key files (`l7ctl check`, `apply`,
+    `tlsd`); without, their names are not known (`l7ctl route`, `test`)."""
+    c = _Compiler(tls_files)
     c.load(Path(path), None, [])
     return c.finish(encode)
 
 
-def compile_text(text: str, path: str = "<string>", *, encode: bool = True) -> Result:
-    c = _Compiler()
+def compile_text(
+    text: str, path: str = "<string>", *, encode: bool = True, tls_files: bool = True
+) -> Result:
+    c = _Compiler(tls_files)
     c.load_text(text, path, Path(path).parent if path != "<string>" else Path("."), [])
     return c.finish(encode)
 
@@ -151,7 +158,8 @@ def parse_duration_ms(text: str, default_unit: str = "s") -> int | None:
 
 
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, tls_files: bool = True) -> None:
+        self.tls_files = tls_files
         self.res = Result()
         self.items: list[A.Item] = []
         self.files: list[str] = []
@@ -828,6 +836,7 @@ class _Compiler:
             svc = _ServiceBuilder(self, name, pools)
             for r in it.rules:
                 svc.rule(r)
+            certificates = self.check_tls(it, opts)
             if opts.relay is not None:
                 self.check_raw(it, opts)
             elif not it.rules:
@@ -850,9 +859,74 @@ class _Compiler:
                     raw=opts.relay is not None,
                     log=opts.log,
                     log_sample=opts.log_sample,
+                    tls=it.tls is not None,
+                    certificates=certificates,
+                    xfp=opts.xfp,
                 )
             )
         return out
+
+    def check_tls(self, it: A.ServiceDecl, opts: _Options) -> tuple[ir.Certificate, ...]:
+        """A TLS service's certificates (read when ``tls_files``); nothing
+        of TLS in a plain service."""
+        if it.tls is None:
+            for c in it.certificates:
+                self.error(
+                    c.pos,
+                    "certificate in a service that is not HTTPS",
+                    it.listen.text,
+                    f"write 'service {it.name.text} listen {it.listen.text} tls {{'",
+                )
+            if opts.xfp_at is not None:
+                self.error(
+                    opts.xfp_at,
+                    "x-forwarded-proto in a service that is not HTTPS",
+                    it.name.text,
+                    "only a TLS service ('listen ADDRESS tls') sets X-Forwarded-Proto: https",
+                )
+            return ()
+        if opts.relay is not None:
+            self.error(
+                opts.relay.pos,
+                "relay raw in a TLS service",
+                it.name.text,
+                "a TLS service switches HTTP requests; raw relaying is for plain services",
+            )
+        if not it.certificates:
+            self.error(
+                it.tls,
+                "TLS service without a certificate",
+                it.name.text,
+                'add \'certificate "FILE" key "FILE";\' (one per certificate, chosen by SNI)',
+            )
+        out: list[ir.Certificate] = []
+        seen: dict[str, A.Pos] = {}
+        for c in it.certificates:
+            base = Path(c.pos.file).parent if c.pos.file != "<string>" else Path(".")
+            cert = (base / c.cert.text).absolute()
+            key = (base / c.key.text).absolute()
+            names: tuple[str, ...] = ()
+            if self.tls_files:
+                try:
+                    info = tlscert.inspect(cert, key)
+                except tlscert.CertError as e:
+                    val = c.key if e.which == "key" else c.cert
+                    self.error(val.pos, e.message, val.text, e.hint)
+                    continue
+                names = info.names
+                for w in info.warnings:
+                    self.warn(c.pos, w, c.cert.text)
+                for n in names:
+                    if n in seen:
+                        self.warn(
+                            c.cert.pos,
+                            "a name of two certificates",
+                            n,
+                            f"SNI {n} picks the first, at {seen[n]}",
+                        )
+                    seen.setdefault(n, c.cert.pos)
+            out.append(ir.Certificate(str(cert), str(key), names, _loc(c.pos)))
+        return tuple(out)
 
     def check_raw(self, it: A.ServiceDecl, opts: _Options) -> None:
         """A raw service (`relay raw;`) reads no HTTP: its one rule is an
@@ -974,6 +1048,19 @@ class _Compiler:
                 if once(o, "log"):
                     out.log = mode
                     out.log_sample = int(o.value.text) if mode == "sample" else 0
+            elif o.kind == "x-forwarded-proto":
+                if o.value.text not in ("on", "off"):
+                    self.error(
+                        o.value.pos,
+                        "expected 'on' or 'off'",
+                        o.value.text,
+                        "x-forwarded-proto on; sets X-Forwarded-Proto: https towards the "
+                        "servers, in place of any the client sent",
+                    )
+                    continue
+                if once(o, "x-forwarded-proto"):
+                    out.xfp = o.value.text == "on"
+                    out.xfp_at = o.pos
             elif o.kind == "relay":
                 if o.value.text not in ir.RELAY_MODES:
                     self.error(
@@ -1012,6 +1099,8 @@ class _Options:
     xff: str = "off"
     relay: A.Option | None = None  # `relay raw;`
     written: list[A.Option] = field(default_factory=list)
+    xfp: bool = False
+    xfp_at: A.Pos | None = None  # where x-forwarded-proto was written
     log: str = "on"
     log_sample: int = 0
 

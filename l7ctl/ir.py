@@ -269,6 +269,22 @@ class Service:
     raw: bool = False
     log: str = "on"  # one of LOG_MODES
     log_sample: int = 0  # "sample": log one request in this many (2..65535)
+    # `listen ADDRESS tls`: HTTPS, handshakes by `l7ctl tlsd` (docs/tls.md);
+    # the certificates in the order written, the first the default
+    tls: bool = False
+    certificates: tuple[Certificate, ...] = ()
+    xfp: bool = False  # `x-forwarded-proto on;`
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """`certificate "FILE" key "FILE";`: absolute paths, and the names the
+    certificate covers (empty when the files were not read)."""
+
+    cert: str
+    key: str
+    names: tuple[str, ...] = ()
+    loc: Loc | None = None
 
 
 @dataclass(frozen=True)

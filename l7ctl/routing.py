@@ -39,7 +39,7 @@ class Compiled:
 
 
 def load(path: str) -> Compiled:
-    res = compiler.compile_file(path)
+    res = compiler.compile_file(path, tls_files=False)
     if not res.ok or res.ir is None or res.tables is None:
         first = res.errors[0] if res.errors else None
         msg = first.format(res.sources).split("\n")[0] if first else "compilation failed"

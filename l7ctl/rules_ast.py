@@ -99,7 +99,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Option:
-    kind: str  # limit timeout x-forwarded-for relay log
+    kind: str  # limit timeout x-forwarded-for x-forwarded-proto relay log
     name: Val  # log: the mode
     value: Val  # log sample: N; else as name
     pos: Pos
@@ -156,6 +156,17 @@ class ServiceDecl:
     listen: Val
     rules: list[Rule]
     options: list[Option]
+    pos: Pos
+    tls: Pos | None = None  # where `tls` follows the listen address
+    certificates: list[CertDecl] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CertDecl:
+    """`certificate "FILE" key "FILE";` in a TLS service."""
+
+    cert: Val
+    key: Val
     pos: Pos
 
 
@@ -437,6 +448,19 @@ class _Builder(Transformer[Token, Any]):
         return Option("x-forwarded-for", v, v, self._pos(meta))
 
     @v_args(meta=True)
+    def xfp(self, meta: Any, ch: list[Any]) -> Option:
+        v = self._val(ch[0])
+        return Option("x-forwarded-proto", v, v, self._pos(meta))
+
+    @v_args(meta=True)
+    def tls(self, meta: Any, ch: list[Any]) -> Pos:
+        return self._pos(meta)
+
+    @v_args(meta=True)
+    def certificate(self, meta: Any, ch: list[Any]) -> CertDecl:
+        return CertDecl(self._val(ch[0]), self._val(ch[1]), self._pos(meta))
+
+    @v_args(meta=True)
     def relay(self, meta: Any, ch: list[Any]) -> Option:
         v = self._val(ch[0])
         return Option("relay", v, v, self._pos(meta))
@@ -483,7 +507,11 @@ class _Builder(Transformer[Token, Any]):
     def service(self, meta: Any, ch: list[Any]) -> ServiceDecl:
         rules = [c for c in ch[2:] if isinstance(c, Rule)]
         opts = [c for c in ch[2:] if isinstance(c, Option)]
-        return ServiceDecl(self._val(ch[0]), self._val(ch[1]), rules, opts, self._pos(meta))
+        certs = [c for c in ch[2:] if isinstance(c, CertDecl)]
+        tls = next((c for c in ch[2:] if isinstance(c, Pos)), None)
+        return ServiceDecl(
+            self._val(ch[0]), self._val(ch[1]), rules, opts, self._pos(meta), tls, certs
+        )
 
     @v_args(meta=True)
     def virtual(self, meta: Any, ch: list[Any]) -> VirtualDecl:

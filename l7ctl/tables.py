@@ -94,6 +94,8 @@ STATE = {s: i for i, s in enumerate(ir.STATES)}
 # with an X-Forwarded-For bit)
 SVC_XFF = {"off": 0, "append": 1, "replace": 2}
 SVC_RAW = 4
+SVC_TLS = 8
+SVC_XFP = 16
 # service record: limits 0..3 at words 9..12, limits 4..6 at words 32..34,
 # word 35 log mode, 36 log sample, words 37..39 reserved (0)
 SVC_LIMITS_LOW = 4
@@ -491,7 +493,12 @@ def _check_raw(svc: ir.Service) -> None:
 
 def service_flags(svc: ir.Service) -> int:
     """Word 8 of the service record."""
-    return SVC_XFF[svc.xff] | (SVC_RAW if svc.raw else 0)
+    return (
+        SVC_XFF[svc.xff]
+        | (SVC_RAW if svc.raw else 0)
+        | (SVC_TLS if svc.tls else 0)
+        | (SVC_XFP if svc.xfp else 0)
+    )
 
 
 def encode(cfg: ir.Config) -> bytes:

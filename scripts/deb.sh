@@ -1,6 +1,7 @@
 #!/bin/bash
 # make deb: the Debian packages, in build/deb/:
-#   ktcpvs-dkms_VERSION_all.deb   the module's sources under DKMS, ktcpvs.service,
+#   ktcpvs-dkms_VERSION_all.deb   the module's sources under DKMS, ktcpvs.service
+#                                 and ktcpvs-tlsd.service,
 #                                 /etc/ktcpvs/site.rules
 #   l7ctl_VERSION_ARCH.deb        the tool with its C extensions (Debian's lark,
 #                                 pyroute2, h11)
@@ -50,7 +51,9 @@ ktcpvs ($version) unstable; urgency=medium
 
  -- $maintainer  $when
 EOF
-sed "s|@L7CTL@|/usr/bin/l7ctl|g" packaging/ktcpvs.service.in >"$stage/debian/ktcpvs-dkms.ktcpvs.service"
+for unit in ktcpvs ktcpvs-tlsd; do
+	sed "s|@L7CTL@|/usr/bin/l7ctl|g" "packaging/$unit.service.in" >"$stage/debian/ktcpvs-dkms.$unit.service"
+done
 
 echo "deb: building ktcpvs-dkms and l7ctl $version (log: $out/build.log)"
 # Debian's own tools and Python, whatever PATH says (pyenv, a venv).
@@ -70,6 +73,7 @@ dpkg-deb -x "$l7ctl_deb" "$root"
 src=$root/usr/src/ktcpvs-$version
 for f in "$src/dkms.conf" "$src/Makefile" "$src/Kbuild" "$src/compat/compat.h" \
 	"$src/compat/probes/baseline.c" "$root/lib/systemd/system/ktcpvs.service" \
+	"$root/lib/systemd/system/ktcpvs-tlsd.service" \
 	"$root/etc/ktcpvs/site.rules" "$root/usr/bin/l7ctl"; do
 	[ -e "$f" ] || die "missing from the packages: ${f#"$root"}"
 done
@@ -78,8 +82,10 @@ if find "$src" \( -name '*.o' -o -name '*.ko' -o -name '.*.cmd' -o -name kt_have
 	die "build products in the ktcpvs-dkms package"
 fi
 cmp -s "$root/etc/ktcpvs/site.rules" packaging/site.rules || die "site.rules differs from packaging/site.rules"
-diff <(sed "s|@L7CTL@|/usr/bin/l7ctl|g" packaging/ktcpvs.service.in) \
-	"$root/lib/systemd/system/ktcpvs.service" || die "the packaged unit is not packaging/ktcpvs.service.in"
+for unit in ktcpvs ktcpvs-tlsd; do
+	diff <(sed "s|@L7CTL@|/usr/bin/l7ctl|g" "packaging/$unit.service.in") \
+		"$root/lib/systemd/system/$unit.service" || die "the packaged unit is not packaging/$unit.service.in"
+done
 depends=$(dpkg-deb -f "$l7ctl_deb" Depends)
 for p in python3-lark python3-pyroute2 python3-h11; do
 	[[ $depends == *"$p"* ]] || die "l7ctl does not depend on $p: $depends"

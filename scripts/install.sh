@@ -14,7 +14,8 @@
 #   /opt/ktcpvs/venv               l7ctl in its own virtual environment (no
 #                                  system Python package is touched), linked
 #                                  as /usr/local/bin/l7ctl
-#   /etc/systemd/system/ktcpvs.service
+#   /etc/systemd/system/ktcpvs.service and ktcpvs-tlsd.service (the TLS
+#                                  daemon, started with ktcpvs.service)
 #   /etc/ktcpvs/site.rules         commented, applies nothing; kept if present
 # VERSION is the module's own (scripts/version.sh).
 set -euo pipefail
@@ -23,6 +24,7 @@ cd "$(dirname "$0")/.."
 PREFIX_VENV=/opt/ktcpvs/venv
 BIN=/usr/local/bin/l7ctl
 UNIT=/etc/systemd/system/ktcpvs.service
+UNIT_TLSD=/etc/systemd/system/ktcpvs-tlsd.service
 RULES=/etc/ktcpvs/site.rules
 
 say() { echo "install: $*"; }
@@ -126,7 +128,8 @@ install_all() {
 
 	# The service and its rules.
 	sed "s|@L7CTL@|$BIN|g" packaging/ktcpvs.service.in >"$UNIT"
-	chmod 0644 "$UNIT"
+	sed "s|@L7CTL@|$BIN|g" packaging/ktcpvs-tlsd.service.in >"$UNIT_TLSD"
+	chmod 0644 "$UNIT" "$UNIT_TLSD"
 	if [ -e "$RULES" ]; then
 		say "$RULES exists: kept as it is"
 	else
@@ -143,13 +146,13 @@ uninstall_all() {
 	local v
 	if systemd_running && [ -e "$UNIT" ]; then
 		# Stopping unloads the module (flush, modprobe -r).
-		systemctl disable --now ktcpvs.service 2>/dev/null || true
+		systemctl disable --now ktcpvs-tlsd.service ktcpvs.service 2>/dev/null || true
 	fi
 	for v in $(dkms_versions); do
 		dkms remove -m ktcpvs -v "$v" --all || die "dkms remove ktcpvs/$v failed"
 	done
 	rm -rf /usr/src/ktcpvs-*
-	rm -f "$UNIT"
+	rm -f "$UNIT" "$UNIT_TLSD"
 	if systemd_running; then
 		systemctl daemon-reload
 	fi

@@ -177,15 +177,18 @@ def check_routed(paths: list[str], answers: list[Response]) -> None:
             assert r.body == b"<h1>static</h1>\n"
 
 
-def self_signed_cert(d: Path, name: str = "www.example.com") -> tuple[Path, Path]:
-    """A P-256 certificate for NAME and its key, in directory D."""
-    crt, key = d / "site.crt", d / "site.key"
+def self_signed_cert(d: Path, name: str = "www.example.com", *alt: str) -> tuple[Path, Path]:
+    """A P-256 certificate for NAME (and the names ALT) and its key (mode
+    0600), in directory D, as NAME.crt and NAME.key."""
+    crt, key = d / f"{name}.crt", d / f"{name}.key"
+    san = ",".join(f"DNS:{n}" for n in (name, *alt))
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-subj", f"/CN={name}", "-days", "2",
+         "-nodes", "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}", "-days", "2",
          "-keyout", str(key), "-out", str(crt)],
         check=True, capture_output=True,
     )  # fmt: skip
+    key.chmod(0o600)
     return crt, key
 
 

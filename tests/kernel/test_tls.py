@@ -1,11 +1,13 @@
-"""HTTPS through the switch: a TLS client connection handed over by its
-acceptor (KTCPVS_CMD_TLS_ADOPT, docs/tls.md) is switched like a plain one.
+"""HTTPS through the switch: `l7ctl tlsd` accepts on the TLS service's
+address, does the handshake, puts the connection in kernel TLS and hands it
+to the module (KTCPVS_CMD_TLS_ADOPT, docs/tls.md), which switches it like a
+plain one.
 
-The acceptor is tests/kernel/tls_acceptor.py in the director's namespace (as
-the project's daemon will be): the handshake in user space, both directions
-in kernel TLS, then the socket to the module for the demo site's service on
-10.0.0.1:80.  Clients are Python's ssl in the client namespace.  The
-backends are the demo site's, plain HTTP: what reached them is checked too.
+The daemon runs in the director's namespace on the demo site's rules plus a
+TLS service on 10.0.0.1:443 with two certificates (www.example.com and
+api.example.com, chosen by SNI).  Clients are Python's ssl and curl in the
+client namespace.  The backends are the demo site's, plain HTTP: what
+reached them is checked too.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from demo_site import (
+    RULES,
     VIP,
     Response,
     Site,
@@ -43,59 +47,102 @@ from l7ctl.netlink import Client
 
 HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
-PORTS = {"1.2": 8442, "1.3": 8443}
-SERVICE = f"{VIP}:80"
+PORT = 443
+SERVICE = f"{VIP}:{PORT}"
+HANDSHAKE_TIMEOUT = 3
+PER_SOURCE = 8
+
+TLS_RULES = """
+service secure listen 10.0.0.1:443 tls {{
+    certificate "{www_crt}" key "{www_key}";
+    certificate "{api_crt}" key "{api_key}";
+    x-forwarded-for on;
+    x-forwarded-proto on;
+    timeout backend 4s;
+    timeout connect 2s;
+    route images if type image/*;
+    route cgi    if path prefix "/cgi-bin/" or path suffix ".cgi";
+    route static;
+}}
+"""
+
+
+@dataclass
+class Https:
+    certs: dict[str, tuple[Path, Path]]  # by name: certificate, key
+    rules: Path
+    events: Path
+    daemon: subprocess.Popen[bytes]
+
+    def apply(self, site: Site) -> None:
+        """The rules with the TLS service, for the module and the daemon."""
+        site.apply_text(self.rules.read_text())
+        os.kill(self.daemon.pid, signal.SIGHUP)
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    d.chmod(0o755)
-    return self_signed_cert(d)
-
-
-@pytest.fixture(scope="module")
-def acceptors(site_session: Site, cert: tuple[Path, Path]) -> Iterator[dict[str, Path]]:
-    """One acceptor per TLS version, on the director; their logs."""
+def https_session(site_session: Site) -> Iterator[Https]:
     topo = site_session.topo
-    procs, logs = [], {}
-    for version, port in PORTS.items():
-        log = topo.tmp / f"tls-acceptor-{version}.jsonl"
-        log.write_text("")
-        procs.append(topo.spawn(
-            topo.director.ns,
-            [sys.executable, str(HERE / "tls_acceptor.py"), "--listen", f"{VIP}:{port}",
-             "--service", SERVICE, "--cert", str(cert[0]), "--key", str(cert[1]),
-             "--version", version, "--log", str(log)],
-            f"tls-acceptor-{version}.out",
-        ))  # fmt: skip
-        logs[version] = log
-    for port in PORTS.values():
-        wait_port(topo.director.ns, VIP, port)
-    yield logs
-    for p in procs:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+    d = topo.tmp / "tls"
+    d.mkdir(exist_ok=True)
+    d.chmod(0o755)
+    certs = {
+        "www": self_signed_cert(d, "www.example.com", "example.com"),
+        "api": self_signed_cert(d, "api.example.com", "*.api.example.com"),
+    }
+    text = RULES.format(sched="wlc", header_timeout="10s") + TLS_RULES.format(
+        www_crt=certs["www"][0], www_key=certs["www"][1],
+        api_crt=certs["api"][0], api_key=certs["api"][1],
+    )  # fmt: skip
+    site_session.apply_text(text)
+    rules = d / "site-tls.rules"
+    rules.write_text(text)
+    events = topo.tmp / "tlsd-events.jsonl"
+    events.write_text("")
+    daemon = topo.spawn(
+        topo.director.ns,
+        [sys.executable, "-m", "l7ctl", "tlsd", str(rules), "--events", str(events),
+         "--handshake-timeout", str(HANDSHAKE_TIMEOUT),
+         "--max-handshakes-per-source", str(PER_SOURCE)],
+        "tlsd.out",
+    )  # fmt: skip
+    wait_port(topo.director.ns, VIP, PORT)
+    yield Https(certs, rules, events, daemon)
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=10)
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        site_session.apply()
 
 
 @pytest.fixture
-def https(site: Site, acceptors: dict[str, Path]) -> dict[str, Path]:
-    return acceptors
+def https(site: Site, https_session: Https) -> Https:
+    """The site with its TLS service; the daemon's events emptied."""
+    https_session.events.write_text("")
+    return https_session
 
 
-def handovers(log: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line]
+def events(h: Https) -> list[dict[str, object]]:
+    """The daemon's events: one per connection it ended or handed over."""
+    return [json.loads(line) for line in h.events.read_text().splitlines() if line]
 
 
-def tls_connect(version: str, keylog: Path | None = None) -> ssl.SSLSocket:
-    """A client connection; an end without close_notify raises SSLEOFError."""
+def tls_connect(
+    version: str, keylog: Path | None = None, name: str | None = "www.example.com"
+) -> ssl.SSLSocket:
+    """A client connection of TLS VERSION with SNI NAME; an end without
+    close_notify raises SSLEOFError."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion[f"TLSv{version.replace('.', '_')}"]
     if keylog is not None:
         ctx.keylog_filename = str(keylog)
-    raw = socket.create_connection((VIP, PORTS[version]), timeout=30)
-    return ctx.wrap_socket(raw, server_hostname="www.example.com", suppress_ragged_eofs=False)
+    raw = socket.create_connection((VIP, PORT), timeout=30)
+    return ctx.wrap_socket(raw, server_hostname=name, suppress_ragged_eofs=False)
 
 
 def sniffing(fn: Callable[[], T]) -> tuple[T, bytes]:
@@ -134,7 +181,7 @@ CYCLE = ["/cgi-bin/a.cgi", "/img/a.png", "/index.html"]
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_keepalive_requests_over_tls_are_routed_each_to_its_pool(
-    site: Site, https: dict[str, Path], version: str
+    site: Site, https: Https, version: str
 ) -> None:
     paths = CYCLE * 3
 
@@ -149,16 +196,15 @@ def test_keepalive_requests_over_tls_are_routed_each_to_its_pool(
     got_version, answers = site.client(run)
     assert got_version == f"TLSv{version}"
     check_routed(paths, answers)
-    assert wait_for(lambda: len(handovers(https[version])) > 0)
-    assert all(h["ok"] for h in handovers(https[version])), handovers(https[version])
+    assert wait_for(lambda: len(events(https)) > 0)
+    assert [e["outcome"] for e in events(https)] == ["adopted"], events(https)
+    assert events(https)[0]["version"] == f"TLSv{version}"
     # the backends got the plain requests
     cgi = site.received("cgi")
     assert sum(1 for r in cgi if r.startswith("GET /cgi-bin/a.cgi HTTP/1.1\r\n")) == 3
 
 
-def test_nothing_sent_to_a_tls_client_is_plaintext_on_the_wire(
-    site: Site, https: dict[str, Path]
-) -> None:
+def test_nothing_sent_to_a_tls_client_is_plaintext_on_the_wire(site: Site, https: Https) -> None:
     """The same requests in plain HTTP (the control: the capture sees the
     answers) and over TLS 1.2 and 1.3: no byte of a head or a body the
     switch sent a TLS client appears on the client's link."""
@@ -175,7 +221,7 @@ def test_nothing_sent_to_a_tls_client_is_plaintext_on_the_wire(
 
     def over_tls() -> list[Response]:
         out: list[Response] = []
-        for version in PORTS:
+        for version in ("1.2", "1.3"):
             with tls_connect(version) as s:
                 for p in paths:
                     s.sendall(request(p))
@@ -190,7 +236,7 @@ def test_nothing_sent_to_a_tls_client_is_plaintext_on_the_wire(
     assert [m for m in markers if m in wire] == []
 
 
-def test_the_switchs_own_close_sends_close_notify(site: Site, https: dict[str, Path]) -> None:
+def test_the_switchs_own_close_sends_close_notify(site: Site, https: Https) -> None:
     """A request the switch refuses (400, then it closes): the answer, then
     close_notify before the FIN, so the client reads a clean end (an EOF
     without it raises SSLEOFError here)."""
@@ -209,7 +255,7 @@ def test_the_switchs_own_close_sends_close_notify(site: Site, https: dict[str, P
     assert rest == b""
 
 
-def test_pipelined_requests_over_tls(site: Site, https: dict[str, Path]) -> None:
+def test_pipelined_requests_over_tls(site: Site, https: Https) -> None:
     paths = CYCLE * 2
 
     def run() -> list[Response]:
@@ -220,7 +266,7 @@ def test_pipelined_requests_over_tls(site: Site, https: dict[str, Path]) -> None
     check_routed(paths, site.client(run))
 
 
-def test_a_64_mib_download_over_tls_is_byte_exact(site: Site, https: dict[str, Path]) -> None:
+def test_a_64_mib_download_over_tls_is_byte_exact(site: Site, https: Https) -> None:
     want = hashlib.sha256(bytes(range(256)) * 4096 * 64).hexdigest()
 
     def run() -> tuple[int, str, int]:
@@ -234,7 +280,7 @@ def test_a_64_mib_download_over_tls_is_byte_exact(site: Site, https: dict[str, P
     assert digest == want
 
 
-def test_an_upload_over_tls_reaches_the_backend_whole(site: Site, https: dict[str, Path]) -> None:
+def test_an_upload_over_tls_reaches_the_backend_whole(site: Site, https: Https) -> None:
     body = os.urandom(1 << 20)
 
     def run() -> Response:
@@ -252,7 +298,7 @@ def test_an_upload_over_tls_reaches_the_backend_whole(site: Site, https: dict[st
 
 
 def test_a_key_update_ends_the_connection_and_nothing_after_it_is_forwarded(
-    site: Site, https: dict[str, Path], tmp_path: Path
+    site: Site, https: Https, tmp_path: Path
 ) -> None:
     """The client sends a request, then a KeyUpdate record, then a second
     request still under the old key (the client's sending side moved into
@@ -292,6 +338,209 @@ def test_a_key_update_ends_the_connection_and_nothing_after_it_is_forwarded(
     assert not any("second.cgi" in r for r in cgi)
 
 
+def test_two_names_on_one_address_are_served_by_sni(site: Site, https: Https) -> None:
+    """Each handshake gets the certificate whose names cover the client's
+    SNI (exact, or a wildcard for one label); an unknown name or none gets
+    the first certificate."""
+    der = {k: ssl.PEM_cert_to_DER_cert(c.read_text()) for k, (c, _) in https.certs.items()}
+    cases = [
+        ("1.3", "www.example.com", "www"),
+        ("1.3", "example.com", "www"),
+        ("1.3", "api.example.com", "api"),
+        ("1.2", "api.example.com", "api"),
+        ("1.3", "v2.api.example.com", "api"),
+        ("1.3", "a.b.api.example.com", "www"),
+        ("1.3", "other.example.net", "www"),
+        ("1.2", None, "www"),
+    ]
+
+    def run() -> list[tuple[str, int]]:
+        out = []
+        for version, name, _ in cases:
+            with tls_connect(version, name=name) as s:
+                cert = s.getpeercert(binary_form=True)
+                s.sendall(request("/index.html"))
+                (r,) = read_responses(s, 1)
+                out.append((next(k for k, v in der.items() if v == cert), r.status))
+        return out
+
+    assert site.client(run) == [(want, 200) for _, _, want in cases]
+    assert wait_for(lambda: len(events(https)) == len(cases))
+    assert [e["sni"] for e in events(https)] == [name for _, name, _ in cases]
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_curl_verifies_the_certificate_of_its_name_and_is_routed(
+    site: Site, https: Https, version: str
+) -> None:
+    """curl, verifying against each certificate as its only trust anchor:
+    the handshake names the right certificate, and the request is routed."""
+    out = []
+    for key, name in (("www", "www.example.com"), ("api", "api.example.com")):
+        r = subprocess.run(
+            ["ip", "netns", "exec", site.topo.client.ns, "curl", "-sS", "-m", "30",
+             f"--tlsv{version}", "--tls-max", version, "--cacert", str(https.certs[key][0]),
+             "--resolve", f"{name}:{PORT}:{VIP}", "-D", "-", "-o", "/dev/null",
+             f"https://{name}/img/a.png"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        out.append(r.stdout)
+    for head in out:
+        assert head.startswith("HTTP/1.1 200")
+        assert any(f"x-backend: {b}" in head.lower() for b in ("img1", "img2")), head
+
+
+def test_x_forwarded_proto_replaces_the_clients(site: Site, https: Https) -> None:
+    def run() -> Response:
+        with tls_connect("1.3") as s:
+            s.sendall(b"GET /cgi-bin/xfp.cgi HTTP/1.1\r\nHost: www.example.com\r\n"
+                      b"X-Forwarded-Proto: http\r\nx-forwarded-proto: ftp\r\n\r\n")  # fmt: skip
+            (r,) = read_responses(s, 1)
+            return r
+
+    r = site.client(run)
+    assert r.status == 200 and r.backend == "cgi"
+    raw = json.loads(r.body)["raw"]
+    fields = [ln for ln in raw.split("\r\n") if ln.lower().startswith("x-forwarded-proto")]
+    assert fields == ["X-Forwarded-Proto: https"]
+
+
+def test_garbage_instead_of_a_client_hello_is_closed_and_reaches_no_backend(
+    site: Site, https: Https
+) -> None:
+    def run() -> list[bytes]:
+        out = []
+        for junk in (b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n" + b"x" * 64,
+                     b"\x16\x03\x01\x00\x05\x02" + b"\0" * 64,
+                     b"\x16\x03\x01\x00\x30\x01" + b"\0" * 64):  # fmt: skip
+            with socket.create_connection((VIP, PORT), timeout=10) as s:
+                s.sendall(junk)
+                got = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := s.recv(4096):
+                        got += chunk
+                out.append(got)
+        return out
+
+    answers = site.client(run)
+    assert answers[0] == answers[1] == b""  # closed without a word
+    assert not any(b"HTTP/" in a for a in answers)  # the last: a TLS alert at most
+    assert wait_for(lambda: len(events(https)) == 3)
+    assert [e["outcome"] for e in events(https)] == ["failed"] * 3
+    assert "not a TLS ClientHello" in str(events(https)[0]["error"])
+    assert site.all_received() == []
+
+
+def client_hello() -> bytes:
+    """A real ClientHello (TLS 1.3), as a client's first flight."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="www.example.com")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+def test_clients_that_stop_mid_handshake_are_dropped_in_bounded_time(
+    site: Site, https: Https
+) -> None:
+    """Clients that send nothing, half a ClientHello, or a whole one and no
+    more: each is dropped at the daemon's handshake timeout, no sooner; one
+    source may not hold more than its share of handshakes (the next
+    connection is reset at once); and a real client is served after."""
+    hello = client_hello()
+    firsts = [b""] * 3 + [hello[:20]] * 3 + [hello] * 2
+    assert len(firsts) == PER_SOURCE
+
+    def run() -> tuple[list[float], str, int]:
+        held = []
+        t0 = time.monotonic()
+        for first in firsts:
+            s = socket.create_connection((VIP, PORT), timeout=HANDSHAKE_TIMEOUT + 10)
+            if first:
+                s.sendall(first)
+            held.append(s)
+        time.sleep(0.5)
+        extra = socket.create_connection((VIP, PORT), timeout=10)
+        try:
+            extra.sendall(hello)
+            over = "served" if extra.recv(4096) else "closed"
+        except ConnectionResetError:
+            over = "reset"
+        extra.close()
+        ended = []
+        for s in held:
+            with contextlib.suppress(ConnectionResetError):
+                while s.recv(4096):
+                    pass
+            ended.append(time.monotonic() - t0)
+            s.close()
+        with tls_connect("1.3") as s:
+            s.sendall(request("/index.html"))
+            (r,) = read_responses(s, 1)
+        return ended, over, r.status
+
+    ended, over, status = site.client(run)
+    assert over == "reset"
+    assert all(HANDSHAKE_TIMEOUT - 0.5 <= t <= HANDSHAKE_TIMEOUT + 3 for t in ended), ended
+    assert status == 200
+    outcomes = [e["outcome"] for e in events(https)]
+    assert sorted(outcomes) == sorted(["over-limit"] + ["timeout"] * PER_SOURCE + ["adopted"])
+    assert site.all_received() == [] or all("index.html" in r for r in site.all_received())
+
+
+def misdirected() -> int:
+    (svc,) = [c for c in Client().stats() if c.kind == "service" and c.name == "secure"]
+    return svc.errors["misdirected"]
+
+
+def test_a_request_for_a_host_its_certificate_lacks_is_answered_421(
+    site: Site, https: Https
+) -> None:
+    """RFC 9110 15.5.20: the Host (or the absolute-form target's host) must
+    be a name of the certificate the handshake chose by SNI (exactly, or by
+    a one-label wildcard); other hosts get 421 and reach no backend."""
+    cases = [
+        ("www.example.com", "Host: www.example.com", 200),
+        ("www.example.com", "Host: example.com", 200),  # the same certificate
+        ("www.example.com", "Host: WWW.Example.COM.:443", 200),
+        ("www.example.com", "Host: api.example.com", 421),
+        ("www.example.com", "Host: v1.api.example.com", 421),
+        ("api.example.com", "Host: v1.api.example.com", 200),  # *.api.example.com
+        ("api.example.com", "Host: x.v1.api.example.com", 421),
+        ("api.example.com", "Host: www.example.com", 421),
+        ("nowhere.test", "Host: www.example.com", 200),  # no such name: the first cert
+        (None, "Host: api.example.com", 421),
+    ]
+
+    def run() -> list[int]:
+        out = []
+        for name, host, _ in cases:
+            with tls_connect("1.3", name=name) as s:
+                s.sendall(f"GET /cgi-bin/h.cgi HTTP/1.1\r\n{host}\r\n\r\n".encode())
+                (r,) = read_responses(s, 1)
+                out.append(r.status)
+        # the absolute form's host is the request's, whatever Host says
+        with tls_connect("1.2", name="www.example.com") as s:
+            s.sendall(b"GET https://api.example.com/cgi-bin/h.cgi HTTP/1.1\r\n"
+                      b"Host: www.example.com\r\n\r\n")  # fmt: skip
+            out.extend(r.status for r in read_responses(s, 1))
+        # HTTP/1.0 without a Host: nothing to compare
+        with tls_connect("1.3", name="www.example.com") as s:
+            s.sendall(b"GET /cgi-bin/h.cgi HTTP/1.0\r\n\r\n")
+            out.extend(r.status for r in read_responses(s, 1))
+        return out
+
+    before = site.director(misdirected)
+    got = site.client(run)
+    assert got == [want for _, _, want in cases] + [421, 200]
+    assert site.director(misdirected) - before == got.count(421)
+    assert len(site.received("cgi")) == got.count(200)
+
+
 def plain_pair() -> tuple[socket.socket, socket.socket]:
     ls = socket.create_server(("127.0.0.1", 0))
     c = socket.create_connection(ls.getsockname())
@@ -300,7 +549,7 @@ def plain_pair() -> tuple[socket.socket, socket.socket]:
     return c, s
 
 
-def test_handovers_the_module_refuses(site: Site) -> None:
+def test_handovers_the_module_refuses(site: Site, https: Https) -> None:
     def run() -> list[str]:
         out = []
         c, s = plain_pair()
@@ -308,6 +557,12 @@ def test_handovers_the_module_refuses(site: Site) -> None:
             for fd, service in ((s.fileno(), SERVICE), (c.fileno(), SERVICE), (999, SERVICE)):
                 try:
                     client.tls_adopt(fd, service)
+                    out.append("accepted")
+                except L7ctlError as e:
+                    out.append(str(e))
+            for names in (["WWW.example.com"], ["a", ""], ["*a.example.com"], ["x" * 254]):
+                try:
+                    client.tls_adopt(s.fileno(), SERVICE, names)
                     out.append("accepted")
                 except L7ctlError as e:
                     out.append(str(e))
@@ -322,14 +577,18 @@ def test_handovers_the_module_refuses(site: Site) -> None:
                 os.close(w)
         return out
 
-    no_tls, no_tls2, no_fd, pipe = site.director(run)
+    no_tls, no_tls2, no_fd, *bad_names, pipe = site.director(run)
+    assert len(bad_names) == 4
+    assert all("host names" in e for e in bad_names), bad_names
     assert "both directions must be in kernel TLS" in no_tls
     assert "both directions must be in kernel TLS" in no_tls2
     assert "not a socket" in no_fd
     assert "not a socket" in pipe
 
 
-def test_a_handover_to_no_service_or_twice_is_refused(site: Site, cert: tuple[Path, Path]) -> None:
+def test_a_handover_to_no_service_a_plain_one_or_twice_is_refused(site: Site, https: Https) -> None:
+    cert = https.certs["www"]
+
     def run() -> list[str]:
         sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         sctx.load_cert_chain(str(cert[0]), str(cert[1]))
@@ -349,7 +608,7 @@ def test_a_handover_to_no_service_or_twice_is_refused(site: Site, cert: tuple[Pa
         t.join()
         out = []
         with Client() as client:
-            for service in (f"{VIP}:81", SERVICE, SERVICE):
+            for service in (f"{VIP}:81", f"{VIP}:80", SERVICE, SERVICE):
                 try:
                     client.tls_adopt(srv.fileno(), service)
                     out.append("accepted")
@@ -359,13 +618,14 @@ def test_a_handover_to_no_service_or_twice_is_refused(site: Site, cert: tuple[Pa
         box[0].close()
         return out
 
-    nowhere, first, second = site.director(run)
+    nowhere, plain, first, second = site.director(run)
     assert "no service listens on that address" in nowhere
+    assert "not a TLS service" in plain
     assert first == "accepted"
     assert "already taken" in second
 
 
-def test_unload_with_tls_connections_open(site: Site, https: dict[str, Path]) -> None:
+def test_unload_with_tls_connections_open(site: Site, https: Https) -> None:
     """rmmod while TLS clients hold idle keep-alive connections and one is
     in the middle of a download: the module goes, the clients see their
     connections end, and it loads again."""
@@ -401,4 +661,16 @@ def test_unload_with_tls_connections_open(site: Site, https: dict[str, Path]) ->
         if not Path("/sys/module/ktcpvs").exists():
             subprocess.run(["insmod", ko], check=True)
     assert wait_for(lambda: Path("/sys/module/ktcpvs").exists())
-    site.apply()
+    https.apply(site)
+
+    # The daemon's netlink socket knew the old module: it opens a new one.
+    def again() -> int:
+        try:
+            with tls_connect("1.3") as s:
+                s.sendall(request("/index.html"))
+                (r,) = read_responses(s, 1)
+                return r.status
+        except (ssl.SSLError, OSError):
+            return 0
+
+    assert wait_for(lambda: site.client(again) == 200, timeout=10)

@@ -1,0 +1,511 @@
+"""``l7ctl tlsd``: the TLS daemon of the HTTPS services (docs/tls.md).
+
+For every TLS service of a rules file (``service NAME listen ADDRESS tls``)
+it listens on the service's address, does each client's handshake with
+Python's ssl over Debian's OpenSSL (the certificate chosen by SNI), puts
+both directions of the connection in kernel TLS and hands the socket to the
+module (KTCPVS_CMD_TLS_ADOPT), which switches its requests like a plain
+connection's.  The daemon never sees a request.
+
+One process, one thread, non-blocking: a handshake is a small state
+machine driven by a selector.  Bounded: handshakes in progress (in all and
+per client address), and the time each may take.  Keys: the certificates'
+private keys live in OpenSSL's contexts; the TLS 1.3 client traffic secret,
+which Debian 12's OpenSSL 3.0 does not install in the kernel itself, comes
+from OpenSSL's key log, a file of the daemon's own private directory that
+is emptied after every read (l7ctl/ktls.py derives the kernel's keys).
+
+SIGHUP reloads the rules file (a file that does not compile changes
+nothing); SIGTERM and SIGINT stop the daemon (connections already handed
+over are the module's and stay).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import ssl
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+from l7ctl import compiler, ir, ktls, tlscert
+from l7ctl.errors import L7ctlError
+from l7ctl.netlink import Client
+
+# The ciphers of TLS 1.2 that the kernel can run (AES-GCM, ChaCha20-Poly1305),
+# with forward secrecy only.  TLS 1.3's default suites are all three of
+# ktls.TLS13_CIPHERS.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+# A ClientHello's first bytes: record header (5), handshake header (4),
+# legacy_version (2), random (32).  RFC 8446 section 4.1.2.
+HELLO_PEEK = 43
+
+RETRY_LISTEN_S = 5.0  # a listener that could not be opened is tried again
+REPORT_S = 60.0  # the counters are logged this often, when they changed
+KEYLOG_SWEEP = 1 << 16  # the key log is emptied when it grows past this
+IP_FREEBIND = 15  # linux/in.h
+IPV6_FREEBIND = 78  # linux/in6.h
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The daemon's bounds (``l7ctl tlsd --help``)."""
+
+    handshake_timeout: float = 10.0
+    max_handshakes: int = 1024
+    max_per_source: int = 32
+
+
+@dataclass
+class _Service:
+    """A TLS service as served: its contexts, first the default, and listener."""
+
+    name: str
+    endpoint: str  # ADDR:PORT, the module's service key
+    family: int
+    sockaddr: tuple[Any, ...]
+    backlog: int
+    contexts: Contexts
+    sock: socket.socket | None = None
+    retry_at: float = 0.0
+
+
+@dataclass
+class _Handshake:
+    """One client connection between accept and handover."""
+
+    svc: _Service
+    sock: socket.socket
+    peer: str
+    deadline: float
+    tls: ssl.SSLSocket | None = None
+    random: bytes = b""
+    sni: str | None = None
+    names: tuple[str, ...] = ()  # the certificate's, for the module's 421
+
+
+@dataclass
+class Counters:
+    adopted: int = 0
+    failed: int = 0  # handshake failures: not TLS, alerts, resets
+    timed_out: int = 0
+    over_limit: int = 0  # closed at accept: too many handshakes in progress
+    refused: int = 0  # the module refused the handover
+
+    def line(self) -> str:
+        return (
+            f"{self.adopted} handed over, {self.failed} handshakes failed, "
+            f"{self.timed_out} timed out, {self.over_limit} closed over the limits, "
+            f"{self.refused} refused by the module"
+        )
+
+
+def endpoint_text(svc: ir.Service) -> str:
+    return f"[{svc.addr}]:{svc.port}" if svc.addr.version == 6 else f"{svc.addr}:{svc.port}"
+
+
+Contexts = list[tuple[tuple[str, ...], ssl.SSLContext]]
+
+
+def _match_context(contexts: Contexts, name: str) -> tuple[tuple[str, ...], ssl.SSLContext] | None:
+    """The first certificate whose names cover ``name`` (an exact name
+    first, then a wildcard): its names and context."""
+    name = name.lower().rstrip(".")
+    for names, ctx in contexts:
+        if name in names:
+            return names, ctx
+    for names, ctx in contexts:
+        if any(tlscert.name_matches(n, name) for n in names if n.startswith("*.")):
+            return names, ctx
+    return None
+
+
+class Daemon:
+    def __init__(
+        self,
+        rules: Path,
+        limits: Limits,
+        keylog_dir: Path,
+        events: IO[str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.limits = limits
+        self.keylog = keylog_dir / "keylog"
+        fd = os.open(self.keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        self.events = events
+        self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.sel = selectors.DefaultSelector()
+        self.services: dict[str, _Service] = {}
+        self.pending: dict[int, _Handshake] = {}  # by the socket's descriptor
+        self.per_source: dict[str, int] = {}
+        self.secrets: dict[bytes, bytes] = {}  # client random -> CLIENT_TRAFFIC_SECRET_0
+        self.counters = Counters()
+        self.client: Client | None = None
+        self.reload_asked = False
+        self.stop_asked = False
+        self.reported = Counters()
+        self.report_at = time.monotonic() + REPORT_S
+        # Signals wake the selector through this pair (signal.set_wakeup_fd).
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+
+    # ---- configuration ------------------------------------------------------------
+    def _context(self, cert: ir.Certificate) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert.cert, cert.key)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        ctx.set_ciphers(TLS12_CIPHERS)
+        ctx.options |= (
+            ssl.OP_NO_RENEGOTIATION
+            | ssl.OP_NO_COMPRESSION
+            | ssl.OP_CIPHER_SERVER_PREFERENCE
+            | ssl.OP_NO_TICKET
+            | ktls.SSL_OP_ENABLE_KTLS
+        )
+        # The server's first record under kernel TLS must be number 0: no
+        # TLS 1.3 session tickets after the handshake.
+        ctx.num_tickets = 0
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.keylog_filename = str(self.keylog)
+        return ctx
+
+    def load(self) -> dict[str, _Service]:
+        """The TLS services of the rules file.  Raises L7ctlError."""
+        res = compiler.compile_file(self.rules, encode=False)
+        if not res.ok or res.ir is None:
+            raise L7ctlError(f"{self.rules} does not compile:\n{res.format()}")
+        out: dict[str, _Service] = {}
+        for svc in res.ir.services:
+            if not svc.tls:
+                continue
+            contexts = []
+            for cert in svc.certificates:
+                try:
+                    contexts.append((cert.names, self._context(cert)))
+                except (OSError, ssl.SSLError) as e:
+                    raise L7ctlError(f"service {svc.name}: {cert.cert}: {e}") from None
+            contexts[0][1].sni_callback = self._sni(contexts)
+            ep = endpoint_text(svc)
+            family = socket.AF_INET6 if svc.addr.version == 6 else socket.AF_INET
+            sockaddr: tuple[Any, ...] = (str(svc.addr), svc.port)
+            backlog = svc.limits.get("backlog") or 511
+            out[ep] = _Service(svc.name, ep, family, sockaddr, backlog, contexts)
+        return out
+
+    def _sni(
+        self, contexts: Contexts
+    ) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
+        def pick(obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+            chosen = _match_context(contexts, name) if name else None
+            if chosen is not None and chosen[1] is not obj.context:
+                obj.context = chosen[1]
+            hs = self.pending.get(obj.fileno() if hasattr(obj, "fileno") else -1)
+            if hs is not None:
+                hs.sni = name
+                if chosen is not None:
+                    hs.names = chosen[0]
+            return None
+
+        return pick
+
+    def apply(self, new: dict[str, _Service]) -> None:
+        """Serve ``new``: listeners kept for addresses that stay."""
+        for ep, gone in list(self.services.items()):
+            if ep not in new:
+                self._close_listener(gone)
+                self.log(f"tlsd: service {gone.name} on {ep} removed")
+        for ep, svc in new.items():
+            old = self.services.get(ep)
+            if old is not None and old.sock is not None:
+                svc.sock = old.sock
+                self.sel.modify(svc.sock, selectors.EVENT_READ, svc)
+                if svc.backlog != old.backlog:
+                    svc.sock.listen(svc.backlog)
+            else:
+                self._open_listener(svc)
+        self.services = new
+
+    def _open_listener(self, svc: _Service) -> None:
+        s = socket.socket(svc.family, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # A virtual address may arrive later (keepalived), as for the
+            # module's own listeners.
+            if svc.family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            else:
+                s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            s.bind(svc.sockaddr)
+            s.listen(svc.backlog)
+            s.setblocking(False)
+        except OSError as e:
+            s.close()
+            svc.retry_at = time.monotonic() + RETRY_LISTEN_S
+            self.log(f"tlsd: service {svc.name}: cannot listen on {svc.endpoint}: {e.strerror}")
+            return
+        svc.sock = s
+        self.sel.register(s, selectors.EVENT_READ, svc)
+        self.log(f"tlsd: service {svc.name} listening on {svc.endpoint}")
+
+    def _close_listener(self, svc: _Service) -> None:
+        if svc.sock is not None:
+            self.sel.unregister(svc.sock)
+            svc.sock.close()
+            svc.sock = None
+
+    # ---- connections ----------------------------------------------------------------
+    def _accept(self, svc: _Service) -> None:
+        assert svc.sock is not None
+        for _ in range(64):
+            try:
+                conn, addr = svc.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.log(f"tlsd: accept on {svc.endpoint}: {e.strerror}")
+                    return
+                continue  # the client went before its accept
+            peer = str(addr[0])
+            n = self.per_source.get(peer, 0)
+            if len(self.pending) >= self.limits.max_handshakes or n >= self.limits.max_per_source:
+                self.counters.over_limit += 1
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # a reset: nothing was read, nothing is owed
+                self._event("over-limit", svc.name, peer)
+                continue
+            conn.setblocking(False)
+            # Readable once the ClientHello's random is in (or at the end).
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, HELLO_PEEK)
+            self.per_source[peer] = n + 1
+            hs = _Handshake(svc, conn, peer, time.monotonic() + self.limits.handshake_timeout)
+            hs.names = svc.contexts[0][0]  # unless SNI picks another
+            self.pending[conn.fileno()] = hs
+            self.sel.register(conn, selectors.EVENT_READ, hs)
+
+    def _step(self, hs: _Handshake) -> None:
+        try:
+            if hs.tls is None:
+                self._hello(hs)
+                if hs.tls is None:
+                    return
+            assert hs.tls is not None
+            try:
+                hs.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self.sel.modify(hs.sock, selectors.EVENT_READ, hs)
+                return
+            except ssl.SSLWantWriteError:
+                self.sel.modify(hs.sock, selectors.EVENT_WRITE, hs)
+                return
+            self._handover(hs)
+        except _Failed as e:
+            self._end(hs, "failed", str(e))
+        except (ssl.SSLError, OSError) as e:
+            self._end(hs, "failed", f"handshake: {e}")
+
+    def _hello(self, hs: _Handshake) -> None:
+        """Peek at the ClientHello: a TLS handshake record, and the client's
+        random, which names this connection's lines in the key log."""
+        head = hs.sock.recv(HELLO_PEEK, socket.MSG_PEEK)
+        if len(head) < HELLO_PEEK:
+            raise _Failed("not a TLS ClientHello (the client sent too little)")
+        if head[0] != ktls.RECORD_HANDSHAKE or head[5] != 1:
+            raise _Failed("not a TLS ClientHello")
+        hs.random = head[11:43]
+        hs.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        # wrap_socket makes a new socket object over the same descriptor
+        self.sel.unregister(hs.sock)
+        ctx = hs.svc.contexts[0][1]
+        hs.tls = ctx.wrap_socket(hs.sock, server_side=True, do_handshake_on_connect=False)
+        hs.sock = hs.tls
+        self.sel.register(hs.sock, selectors.EVENT_READ, hs)
+
+    def _secrets(self) -> None:
+        """Take the key log's new lines; empty it.  Single-threaded: OpenSSL
+        writes to it only inside do_handshake(), never during this."""
+        got = ktls.read_keylog(self.keylog, "CLIENT_TRAFFIC_SECRET_0")
+        os.truncate(self.keylog, 0)
+        for random, secret in got.items():
+            if any(h.random == random for h in self.pending.values()):
+                self.secrets[random] = secret
+
+    def _handover(self, hs: _Handshake) -> None:
+        tls = hs.tls
+        assert tls is not None
+        cipher = tls.cipher()
+        version = tls.version()
+        if cipher is None or version is None:
+            raise _Failed("no cipher after the handshake")
+        self._secrets()
+        if version == "TLSv1.3":
+            secret = self.secrets.pop(hs.random, None)
+            if secret is None:
+                raise _Failed("no client traffic secret in the key log")
+            suite = ktls.TLS13_CIPHERS.get(cipher[0])
+            if suite is None:
+                raise _Failed(f"cipher {cipher[0]} cannot run in kernel TLS")
+            with socket.socket(fileno=os.dup(tls.fileno())) as raw:
+                ktls.install(raw, ktls.TLS_RX, ktls.tls13_crypto_info(suite, secret))
+        try:
+            if self.client is None:
+                self.client = Client()
+            self.client.tls_adopt(tls.fileno(), hs.svc.endpoint, hs.names)
+        except L7ctlError as e:
+            self.counters.refused += 1
+            if self.client is not None:
+                # A new socket next time: the module may have been reloaded
+                # (its family's id with it); rare enough to be cheap.
+                self.client.close()
+                self.client = None
+            self._end(hs, "refused", str(e), version, cipher[0])
+            return
+        self.counters.adopted += 1
+        self._end(hs, "adopted", "", version, cipher[0])
+
+    def _end(
+        self, hs: _Handshake, outcome: str, error: str, version: str = "", cipher: str = ""
+    ) -> None:
+        fd = hs.sock.fileno()
+        if fd >= 0:
+            self.sel.unregister(hs.sock)
+            self.pending.pop(fd, None)
+        hs.sock.close()
+        if hs.tls is not None:
+            hs.tls.close()
+        self.secrets.pop(hs.random, None)
+        n = self.per_source.get(hs.peer, 1) - 1
+        if n:
+            self.per_source[hs.peer] = n
+        else:
+            self.per_source.pop(hs.peer, None)
+        if outcome == "failed":
+            self.counters.failed += 1
+        elif outcome == "timeout":
+            self.counters.timed_out += 1
+        self._event(outcome, hs.svc.name, hs.peer, hs.sni, version, cipher, error)
+
+    def _event(
+        self,
+        outcome: str,
+        service: str,
+        client: str,
+        sni: str | None = None,
+        version: str = "",
+        cipher: str = "",
+        error: str = "",
+    ) -> None:
+        """One line of ``--events``: a connection handed over or ended."""
+        if self.events is None:
+            return
+        ev = {
+            "outcome": outcome,
+            "service": service,
+            "client": client,
+            "sni": sni,
+            "version": version,
+            "cipher": cipher,
+            "error": error,
+        }
+        self.events.write(json.dumps(ev) + "\n")
+        self.events.flush()
+
+    def _expire(self, now: float) -> float:
+        """End the handshakes past their time, retry listeners, empty the
+        key log of what failed handshakes left, report; the next deadline."""
+        nxt = now + REPORT_S
+        if os.stat(self.keylog).st_size > KEYLOG_SWEEP:
+            self._secrets()
+        if now >= self.report_at:
+            self.report_at = now + REPORT_S
+            if self.counters != self.reported:
+                self.log(f"tlsd: {self.counters.line()}")
+                self.reported = replace(self.counters)
+        for hs in list(self.pending.values()):
+            if hs.deadline <= now:
+                self._end(hs, "timeout", "the handshake took too long")
+            else:
+                nxt = min(nxt, hs.deadline)
+        for svc in self.services.values():
+            if svc.sock is None:
+                if svc.retry_at <= now:
+                    self._open_listener(svc)
+                if svc.sock is None:
+                    nxt = min(nxt, svc.retry_at)
+        return nxt
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        self.apply(self.load())
+        while not self.stop_asked:
+            if self.reload_asked:
+                self.reload_asked = False
+                try:
+                    self.apply(self.load())
+                    self.log(f"tlsd: reloaded {self.rules}")
+                except L7ctlError as e:
+                    self.log(f"tlsd: reload refused, the running services stay: {e}")
+            now = time.monotonic()
+            nxt = self._expire(now)
+            for key, _ in self.sel.select(timeout=max(0.0, nxt - now)):
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        while self.wake_r.recv(64):
+                            pass
+                elif isinstance(key.data, _Service):
+                    self._accept(key.data)
+                elif key.fd in self.pending:
+                    self._step(key.data)
+        for hs in list(self.pending.values()):
+            self._end(hs, "failed", "the daemon stopped")
+        for svc in self.services.values():
+            self._close_listener(svc)
+        if self.client is not None:
+            self.client.close()
+        self.log(f"tlsd: stopped: {self.counters.line()}")
+
+
+class _Failed(Exception):
+    """A handshake that cannot go on (its reason)."""
+
+
+def serve(
+    rules: Path,
+    limits: Limits,
+    events: IO[str] | None = None,
+    runtime_dir: Path | None = None,
+) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    os.umask(0o077)
+    with tempfile.TemporaryDirectory(prefix="ktcpvs-tlsd-", dir=runtime_dir) as d:
+        os.chmod(d, 0o700)
+        daemon = Daemon(rules, limits, Path(d), events)
+
+        def on_hup(_sig: int, _frame: object) -> None:
+            daemon.reload_asked = True
+
+        def on_stop(_sig: int, _frame: object) -> None:
+            daemon.stop_asked = True
+
+        signal.set_wakeup_fd(daemon.wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        daemon.run()

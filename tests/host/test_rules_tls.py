@@ -1,0 +1,336 @@
+"""HTTPS services (docs/tls.md): `listen ADDRESS tls`, `certificate ... key
+...;`, `x-forwarded-proto`; the certificate checks of `l7ctl check`
+(l7ctl/tlscert.py); the flags in the tables and the C validator; the TLS
+daemon's choice of certificate and its bounds on handshakes (l7ctl/tlsd.py),
+as far as they go without kernel TLS (a whole handshake would attach the
+kernel's tls module: that is the guest's, tests/kernel/test_tls.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rules_helpers import POOLS, _match, needs_match
+from test_rules_raw import W_FLAGS, _svc_word
+
+from l7ctl import compiler, ir, tables, tlscert, tlsd
+from l7ctl.apply import ir_diff
+
+
+def make_cert(d: Path, name: str, *alt: str, days: int = 365) -> tuple[Path, Path]:
+    crt, key = d / f"{name}.crt", d / f"{name}.key"
+    san = ",".join(f"DNS:{n}" for n in (name, *alt))
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
+         "-days", str(days), "-keyout", str(key), "-out", str(crt)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return crt, key
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    d = tmp_path_factory.mktemp("certs")
+    return {
+        "www": make_cert(d, "www.example.com", "example.com"),
+        "api": make_cert(d, "api.example.com", "*.api.example.com"),
+        "soon": make_cert(d, "soon.example.com", days=5),
+    }
+
+
+def tls_service(certs: dict[str, tuple[Path, Path]], body: str = "", names: str = "www api") -> str:
+    lines = [f'    certificate "{certs[n][0]}" key "{certs[n][1]}";' for n in names.split()]
+    return (
+        POOLS
+        + "service secure listen 10.0.0.1:443 tls {\n"
+        + "\n".join(lines)
+        + "\n"
+        + body
+        + "    route a;\n}\n"
+    )
+
+
+def compile_at(tmp: Path, text: str, tls_files: bool = True) -> compiler.Result:
+    p = tmp / "site.rules"
+    p.write_text(text)
+    return compiler.compile_file(p, tls_files=tls_files)
+
+
+def where(res: compiler.Result) -> list[tuple[int, int, str]]:
+    return [(d.pos.line, d.pos.col, d.message) for d in res.errors]
+
+
+def test_a_tls_service_compiles_with_its_certificates_names_and_flags(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    res = compile_at(tmp_path, tls_service(certs, "    x-forwarded-proto on;\n"))
+    assert res.ok, res.format()
+    assert res.ir is not None and res.tables is not None
+    (s,) = res.ir.services
+    assert s.tls and s.xfp and s.port == 443
+    assert [c.names for c in s.certificates] == [
+        ("www.example.com", "example.com"),
+        ("api.example.com", "*.api.example.com"),
+    ]
+    assert s.certificates[0].cert == str(certs["www"][0])
+    assert _svc_word(res.tables, 0, W_FLAGS) == tables.SVC_TLS | tables.SVC_XFP == 24
+
+
+def test_relative_certificate_paths_are_from_the_rules_file(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    crt, key = certs["www"]
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    (sub / "w.crt").write_bytes(crt.read_bytes())
+    (sub / "w.key").write_bytes(key.read_bytes())
+    (sub / "w.key").chmod(0o600)
+    text = POOLS + 'service s listen 10.0.0.1:443 tls { certificate "w.crt" key "w.key"; route a; }'
+    res = compile_at(sub, text)
+    assert res.ok, res.format()
+    assert res.ir is not None
+    assert res.ir.services[0].certificates[0].cert == str(sub / "w.crt")
+
+
+def test_without_reading_the_files_the_names_are_unknown(tmp_path: Path) -> None:
+    text = POOLS + 'service s listen 10.0.0.1:443 tls { certificate "no" key "no"; route a; }'
+    res = compile_at(tmp_path, text, tls_files=False)
+    assert res.ok and res.ir is not None
+    assert res.ir.services[0].certificates[0].names == ()
+    assert not compile_at(tmp_path, text).ok
+
+
+def test_errors_name_file_line_and_column(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    www_crt, www_key = certs["www"]
+    api_key = certs["api"][1]
+    text = POOLS + (
+        "service plain listen 10.0.0.1:80 {\n"
+        "    x-forwarded-proto on;\n"
+        f'    certificate "{www_crt}" key "{www_key}";\n'
+        "    route a;\n"
+        "}\n"
+        "service bare listen 10.0.0.1:443 tls { route a; }\n"
+        "service bad listen 10.0.0.1:444 tls {\n"
+        f'    certificate "{www_crt}" key "{api_key}";\n'
+        f'    certificate "{tmp_path}/missing.crt" key "{www_key}";\n'
+        "    x-forwarded-proto maybe;\n"
+        "    relay raw;\n"
+        "    route a;\n"
+        "}\n"
+    )
+    res = compile_at(tmp_path, text)
+    base = POOLS.count("\n")
+    got = where(res)
+    assert (base + 2, 5, "x-forwarded-proto in a service that is not HTTPS") in got
+    assert (base + 3, 5, "certificate in a service that is not HTTPS") in got
+    assert (base + 6, 34, "TLS service without a certificate") in got
+    key_col = 5 + len(f'certificate "{www_crt}" key ')
+    assert (base + 8, key_col, "the key does not match the certificate") in got
+    assert (base + 9, 17, "cannot read the certificate file: No such file or directory") in got
+    assert (base + 10, 23, "expected 'on' or 'off'") in got
+    assert (base + 11, 5, "relay raw in a TLS service") in got
+    assert all(d.pos.file.endswith("site.rules") for d in res.errors)
+
+
+def test_a_key_others_can_read_is_refused_and_one_its_group_can_warned(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    crt, key = certs["www"]
+    mine = tmp_path / "k.key"
+    mine.write_bytes(key.read_bytes())
+    text = POOLS + (
+        f'service s listen 10.0.0.1:443 tls {{ certificate "{crt}" key "k.key"; route a; }}'
+    )
+    mine.chmod(0o644)
+    res = compile_at(tmp_path, text)
+    assert [d.message for d in res.errors] == ["the key file is readable by every user"]
+    assert "chmod 600" in res.errors[0].hint
+    mine.chmod(0o640)
+    res = compile_at(tmp_path, text)
+    assert res.ok
+    assert any("readable by its group" in w.message for w in res.warnings)
+
+
+def test_expiry_is_an_error_and_near_expiry_a_warning(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    crt, key = certs["soon"]
+    info = tlscert.inspect(crt, key)
+    assert any("expires on" in w for w in info.warnings)
+    with pytest.raises(tlscert.CertError, match="expired on"):
+        tlscert.inspect(crt, key, now=time.time() + 10 * 86400)
+    assert tlscert.inspect(*certs["www"]).warnings == ()
+
+
+def test_a_name_on_two_certificates_is_a_warning(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    dup = make_cert(tmp_path, "example.com")
+    text = tls_service(certs).replace(
+        "    route a;", f'    certificate "{dup[0]}" key "{dup[1]}";\n    route a;'
+    )
+    res = compile_at(tmp_path, text)
+    assert res.ok
+    assert [(w.message, w.text) for w in res.warnings if "two" in w.message] == [
+        ("a name of two certificates", "example.com")
+    ]
+
+
+def test_name_matching_follows_rfc_6125() -> None:
+    m = tlscert.name_matches
+    assert m("www.example.com", "WWW.Example.com.")
+    assert m("*.example.com", "a.example.com")
+    assert not m("*.example.com", "example.com")
+    assert not m("*.example.com", "a.b.example.com")
+    assert not m("www.example.com", "example.com")
+    assert tlscert.names_of({"subject": ((("commonName", "Only.CN"),),)}) == ("only.cn",)
+    assert tlscert.names_of(
+        {"subjectAltName": (("DNS", "a"), ("IP Address", "1.2.3.4"), ("DNS", "A"))}
+    ) == ("a",)
+
+
+def test_the_diff_names_tls(tmp_path: Path, certs: dict[str, tuple[Path, Path]]) -> None:
+    plain = compiler.compile_text(POOLS + "service secure listen 10.0.0.1:443 { route a; }")
+    tls = compile_at(tmp_path, tls_service(certs, "    x-forwarded-proto on;\n"))
+    assert plain.ir is not None and tls.ir is not None
+    lines = ir_diff(plain.ir, tls.ir)
+    assert "+ service secure: tls" in lines
+    assert "+ service secure: x-forwarded-proto on" in lines
+    empty = ir.Config((), (), ())
+    new = ir_diff(empty, tls.ir)
+    assert any(ln.startswith("+ service secure listen 10.0.0.1:443 tls, 1 rule") for ln in new)
+
+
+@needs_match
+def test_validator_takes_tls_and_refuses_forwarded_proto_without_it(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    assert _match is not None
+    res = compile_at(tmp_path, tls_service(certs, "    x-forwarded-proto on;\n"))
+    assert res.tables is not None
+    assert _match.Table(res.tables).service(0)["flags"] == 24  # type: ignore[attr-defined]
+    k = tables.SECTIONS.index("service")
+    off, _ = struct.unpack_from("<2I", res.tables, (tables.HDR_WORDS + 2 * k) * 4)
+    for flags, why in (
+        (16, "X-Forwarded-Proto on a service that is not HTTPS"),
+        (16 | 8 | 4, "X-Forwarded-Proto on a service that is not HTTPS"),
+        (32, "unknown service flags"),
+    ):
+        b = bytearray(res.tables)
+        struct.pack_into("<I", b, (off + W_FLAGS) * 4, flags)
+        with pytest.raises(ValueError, match=why):
+            _match.Table(bytes(b))
+
+
+# ---- the daemon, short of kernel TLS -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def daemon(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> Iterator[tuple[tlsd.Daemon, int, Path]]:
+    port = free_port()
+    rules = tmp_path / "site.rules"
+    rules.write_text(tls_service(certs).replace("10.0.0.1:443", f"127.0.0.1:{port}"))
+    events = tmp_path / "events.jsonl"
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    with open(events, "a", encoding="utf-8") as ev:
+        d = tlsd.Daemon(rules, tlsd.Limits(1.0, 16, 3), keys, ev, log=lambda _: None)
+        t = threading.Thread(target=d.run)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not d.services or next(iter(d.services.values())).sock is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        try:
+            yield d, port, events
+        finally:
+            d.stop_asked = True
+            d.wake_w.send(b"x")
+            t.join(10)
+            assert not t.is_alive()
+
+
+def outcomes(events: Path) -> list[str]:
+    return [json.loads(ln)["outcome"] for ln in events.read_text().splitlines()]
+
+
+def test_the_daemon_picks_the_certificate_by_sni(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
+) -> None:
+    rules = tmp_path / "site.rules"
+    rules.write_text(tls_service(certs))
+    d = tlsd.Daemon(rules, tlsd.Limits(), tmp_path, log=lambda _: None)
+    (svc,) = d.load().values()
+    assert svc.endpoint == "10.0.0.1:443"
+
+    def pick(name: str) -> int | None:
+        got = tlsd._match_context(svc.contexts, name)
+        if got is None:
+            return None
+        (i,) = [i for i, (names, ctx) in enumerate(svc.contexts) if ctx is got[1]]
+        assert got[0] == svc.contexts[i][0]
+        return i
+
+    assert pick("WWW.example.com") == 0
+    assert pick("example.com") == 0
+    assert pick("api.example.com") == 1
+    assert pick("v1.api.example.com") == 1
+    assert pick("x.v1.api.example.com") is None
+    assert pick("other.net") is None
+    assert svc.contexts[1][0] == ("api.example.com", "*.api.example.com")
+
+
+def test_a_file_that_does_not_compile_is_refused_by_the_daemon(tmp_path: Path) -> None:
+    rules = tmp_path / "site.rules"
+    rules.write_text(POOLS + 'service s listen 10.0.0.1:443 tls { certificate "x" key "y"; }')
+    d = tlsd.Daemon(rules, tlsd.Limits(), tmp_path, log=lambda _: None)
+    with pytest.raises(tlsd.L7ctlError, match="does not compile"):
+        d.load()
+
+
+def test_the_daemon_drops_garbage_stalls_and_a_source_over_its_share(
+    daemon: tuple[tlsd.Daemon, int, Path],
+) -> None:
+    d, port, events = daemon
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 64)
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(100) == b""
+    t0 = time.monotonic()
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    held[0].sendall(b"\x16\x03\x01")  # less than a ClientHello's head
+    time.sleep(0.3)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as extra,
+        pytest.raises(ConnectionResetError),
+    ):
+        extra.recv(100)
+    for s in held:
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(100) == b""
+        s.close()
+    assert 0.9 <= time.monotonic() - t0 <= 4
+    time.sleep(0.1)
+    assert outcomes(events) == ["failed", "over-limit", "timeout", "timeout", "timeout"]
+    assert d.pending == {} and d.per_source == {}
+    assert d.counters.line().startswith("0 handed over, 1 handshakes failed, 3 timed out, 1 ")
