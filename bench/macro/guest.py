@@ -12,6 +12,11 @@ and drives wrk from the client namespace:
                                           :8090 floor    --> images (every byte, no HTTP)
                         (direct: the director only forwards, the client talks to a backend)
 
+HTTPS (the https_* workloads): ktcpvs behind `l7ctl tlsd` on :443 (the handshake in
+user space, the records in kernel TLS, docs/tls.md), HAProxy on :8443 and nginx on
+:8444 terminating TLS themselves; one certificate (ECDSA P-256) and one cipher
+(TLS 1.3, TLS_AES_256_GCM_SHA384) for the three, no session resumption.
+
 Every run's answers are checked (bench/macro/check.lua: status and pool of
 every answer; bulk.lua + curl for the downloads); a run with any error is
 recorded as an error, never as throughput.  Each wrk run also reads the
@@ -57,6 +62,9 @@ VIP = "10.0.0.1"
 # "workq": ktcpvs's service with the module's softirq run off (the module
 # parameter fastpath=0: every step in the connection's work item)
 PORTS = {"ktcpvs": 80, "workq": 80, "haproxy": 8081, "nginx": 8082, "nolog": 8083, "floor": 8090}
+# HTTPS: the systems that terminate TLS, and where
+TLS_PORTS = {"ktcpvs": 443, "haproxy": 8443, "nginx": 8444}
+TLS_CIPHER = "TLS_AES_256_GCM_SHA384"  # OpenSSL's first TLS 1.3 choice, set for the peers
 SYSTEMS = ("direct", "floor", "ktcpvs", "workq", "nolog", "haproxy", "nginx")
 FASTPATH = Path("/sys/module/ktcpvs/parameters/fastpath")
 # The floor relays every connection to the images pool whatever it asks for
@@ -95,8 +103,11 @@ class Workload:
     paths: list[str] = field(default_factory=list)
     headers: list[str] = field(default_factory=list)
     size: int = 0  # bulk: bytes per answer
+    tls: bool = False  # HTTPS: the systems of TLS_PORTS only
 
     def url(self, system: str) -> str:
+        if self.tls:
+            return f"https://{VIP}:{TLS_PORTS[system]}{self.path}"
         if system == "direct":
             return f"http://{self.direct_host}:80{self.path}"
         return f"http://{VIP}:{PORTS[system]}{self.path}"
@@ -116,6 +127,11 @@ def workloads(quick: bool) -> list[Workload]:
                  script="bulk.lua", size=1 << 20),
         Workload("bulk_64m", "64 MiB downloads", "/files/64m.bin", BACKENDS["static1"], 1, 2,
                  d * 2, script="bulk.lua", size=64 << 20),
+        Workload("https_small_keepalive", "HTTPS, small (512 B), keep-alive", "/img/small.png",
+                 BACKENDS["img1"], 2, 32, d, tls=True),
+        Workload("https_small_close", "HTTPS, small (512 B), new connection (handshake) per "
+                 "request", "/img/small.png", BACKENDS["img1"], 2, 32, d,
+                 headers=["Connection: close"], tls=True),
     ]  # fmt: skip
 
 
@@ -148,6 +164,10 @@ class Bench:
 
     def workloads(self) -> list[Workload]:
         return [w for w in workloads(self.quick) if w.name in self.names]
+
+    def systems_for(self, w: Workload) -> tuple[str, ...]:
+        """The systems a workload runs on: HTTPS only where TLS is terminated."""
+        return tuple(s for s in self.systems if not w.tls or s in TLS_PORTS)
 
     # -- the site -------------------------------------------------------------
 
@@ -193,26 +213,73 @@ class Bench:
         # the rules in the director.
         from l7ctl.apply import apply_file
 
-        rules = HERE / "bench.rules"
+        # The HTTPS service: bench.rules and a TLS service with the bench's
+        # certificate, served by `l7ctl tlsd` (which reads the same file).
+        tls = self.tmp / "tls"
+        tls.mkdir()
+        crt, key, pem = tls / "bench.crt", tls / "bench.key", tls / "bench.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=bench.example",
+             "-addext", "subjectAltName=DNS:bench.example", "-days", "2",
+             "-keyout", str(key), "-out", str(crt)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        key.chmod(0o600)
+        pem.write_bytes(crt.read_bytes() + key.read_bytes())  # HAProxy's form
+        pem.chmod(0o600)
+        rules = self.tmp / "bench-tls.rules"
+        rules.write_text(
+            (HERE / "bench.rules").read_text()
+            + f"""
+service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
+    certificate "{crt}" key "{key}";
+    x-forwarded-for off;
+    timeout idle 300s;
+    timeout backend 60s;
+    route images if path prefix "/img/";
+    route cgi    if path prefix "/cgi-bin/";
+    route static;
+}}
+"""
+        )
         in_netns(d, lambda: apply_file(rules))
         wait_port(d, VIP, PORTS["ktcpvs"])
+        p = self.topo.spawn(d, [sys.executable, "-m", "l7ctl", "tlsd", str(rules),
+                                "--max-handshakes-per-source", "1024"], "tlsd.out")  # fmt: skip
+        self.pgids["tlsd"] = p.pid
+        wait_port(d, VIP, TLS_PORTS["ktcpvs"])
         wait_port(d, VIP, PORTS["floor"])
         wait_port(d, VIP, PORTS["nolog"])
         prefix = self.tmp / "haproxy"
         prefix.mkdir()
         fill(HERE / "haproxy.cfg.in", prefix / "haproxy.cfg", workers=self.cpus,
-             maxconn=100000, prefix=prefix)  # fmt: skip
+             maxconn=100000, prefix=prefix, pem=pem, cipher=TLS_CIPHER)  # fmt: skip
         p = self.topo.spawn(d, ["haproxy", "-db", "-f", str(prefix / "haproxy.cfg")], "haproxy.out")
         self.pgids["haproxy"] = p.pid
         wait_port(d, VIP, PORTS["haproxy"])
         prefix = self.tmp / "nginx-proxy"
         prefix.mkdir()
         fill(HERE / "nginx-proxy.conf.in", prefix / "nginx.conf", workers=self.cpus,
-             nofile=NOFILE, maxconn=65536, prefix=prefix)  # fmt: skip
+             nofile=NOFILE, maxconn=65536, prefix=prefix, crt=crt, key=key,
+             cipher=TLS_CIPHER)  # fmt: skip
         p = self.topo.spawn(d, ["nginx", "-c", str(prefix / "nginx.conf"), "-p", str(prefix)],
                             "nginx-proxy.out")  # fmt: skip
         self.pgids["nginx"] = p.pid
         wait_port(d, VIP, PORTS["nginx"])
+        for port in (TLS_PORTS["haproxy"], TLS_PORTS["nginx"]):
+            wait_port(d, VIP, port)
+        self.results["tls"] = {s: self.tls_session(s) for s in TLS_PORTS}
+
+    def tls_session(self, system: str) -> str:
+        """The protocol and cipher a client gets from a system's HTTPS port."""
+        r = self.topo.exec(self.topo.client.ns, "sh", "-c",
+                           f"openssl s_client -brief -connect {VIP}:{TLS_PORTS[system]} "
+                           "-servername bench.example </dev/null", check=False)  # fmt: skip
+        text = r.stdout + r.stderr
+        keys = ("Protocol version:", "Ciphersuite:", "Peer Temp Key:")
+        got = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith(keys)]
+        return ", ".join(got) or f"no session: {text.strip()[-200:]}"
 
     def versions(self) -> dict[str, str]:
         def first(*argv: str) -> str:
@@ -225,6 +292,7 @@ class Bench:
             "haproxy": first("haproxy", "-v"),
             "nginx": first("nginx", "-v"),
             "wrk": first("wrk", "-v"),
+            "openssl": first("openssl", "version"),
             "ktcpvs": Path("/sys/module/ktcpvs/version").read_text().strip()
             if Path("/sys/module/ktcpvs/version").exists() else "?",
         }  # fmt: skip
@@ -318,15 +386,16 @@ class Bench:
         for w in wls:
             self.results["workloads"][w.name] = {
                 "title": w.title, "threads": w.threads, "connections": w.conns,
-                "seconds": w.seconds, "runs": {s: [] for s in self.systems},
+                "seconds": w.seconds, "runs": {s: [] for s in self.systems_for(w)},
             }  # fmt: skip
         for rep in range(reps):
             for w in wls:
                 # Each repetition starts with another system, so that none
                 # always runs first (with cold backends, pools and caches)
                 # or always right after the same neighbour.
-                k = rep % len(self.systems)
-                for system in (*self.systems[k:], *self.systems[:k]):
+                systems = self.systems_for(w)
+                k = rep % max(1, len(systems))
+                for system in (*systems[k:], *systems[:k]):
                     if rep == 0:
                         self.warm_up(w, system)
                     if w.size and rep == 0:
@@ -507,7 +576,7 @@ class Bench:
             runs: dict[str, Any] = entry.setdefault("workloads", {})
             for w in self.workloads():
                 runs[w.name] = {}
-                for system in self.systems:
+                for system in self.systems_for(w):
                     self.warm_up(w, system)
                     out.unlink(missing_ok=True)
                     s0 = self.snmp()

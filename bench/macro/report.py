@@ -143,6 +143,8 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
     counts = (macro.get("counts") or {}).get("workloads", {})
     workloads: dict[str, Any] = {}
     for wname, w in macro.get("workloads", {}).items():
+        # the systems that ran it (HTTPS: those terminating TLS)
+        ran = [s for s in present if s in w["runs"]]
         systems = {
             s: summarize_runs(
                 wname,
@@ -155,19 +157,20 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
                 },
                 int(w["connections"]),
             )
-            for s in present
+            for s in ran
         }
         key = "mbps" if wname in BULK else "rps"
-        fig = {s: med(systems[s], key) for s in present}
-        cpu = {s: med(systems[s], "cpu_us") for s in present}
+        fig = {s: med(systems[s], key) for s in ran}
+        cpu = {s: med(systems[s], "cpu_us") for s in ran}
         floor_cpu, ha_cpu = cpu.get("floor"), cpu.get("haproxy")
         ratios: dict[str, Any] = {}
-        for s in present:
+        for s in ran:
             c = cpu[s]
             above = None if c is None or floor_cpu is None else c - floor_cpu
             ha_above = None if ha_cpu is None or floor_cpu is None else ha_cpu - floor_cpu
             ratios[s] = {
                 "to_haproxy": ratio(fig[s], fig.get("haproxy")),
+                "to_nginx": ratio(fig[s], fig.get("nginx")),
                 "to_direct": ratio(fig[s], fig.get("direct")),
                 "to_floor": ratio(fig[s], fig.get("floor")),
                 "to_nolog": ratio(fig[s], fig.get("nolog")),
@@ -175,10 +178,11 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
                 "cpu_above_floor_to_haproxy": ratio(above, ha_above)
                 if ha_above and ha_above > 0
                 else None,
+                "cpu_to_haproxy": ratio(c, ha_cpu),
             }
-        cts = {s: counted(wname, counts.get(wname, {}).get(s)) for s in present}
+        cts = {s: counted(wname, counts.get(wname, {}).get(s)) for s in ran}
         floor_pr = cts.get("floor", {}).get("per_request")
-        for s in present:
+        for s in ran:
             pr = cts[s].get("per_request")
             if pr is not None and floor_pr is not None:
                 cts[s]["above_floor"] = {
@@ -191,6 +195,7 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
             "seconds": w["seconds"],
             "figure": key,
             "per": "download" if wname in BULK else "request",
+            "present": ran,
             "systems": systems,
             "ratios": ratios,
             "counts": cts,
@@ -253,6 +258,11 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
 
     for wl in ("small_keepalive", "mixed_keepalive", "small_close"):
         at_least(f"ktcpvs / HAProxy req/s, {wl}", r(wl, "to_haproxy"), 2.0)
+    for wl in ("https_small_keepalive", "https_small_close"):
+        # issue 15: HTTPS against the peers terminating TLS themselves
+        at_least(f"ktcpvs / HAProxy req/s, {wl}", r(wl, "to_haproxy"), 1.0)
+        at_least(f"ktcpvs / nginx req/s, {wl}", r(wl, "to_nginx"), 1.0)
+        at_most(f"ktcpvs / HAProxy CPU per request, {wl}", r(wl, "cpu_to_haproxy"), 1.0)
     for wl in w:
         unit = "MB/s" if wl in BULK else "req/s"
         at_least(f"ktcpvs / floor {unit}, {wl}", r(wl, "to_floor"), 0.9)
@@ -308,7 +318,7 @@ def count_rows(s: dict[str, Any], wname: str) -> tuple[list[str], list[list[str]
     """Rows of the per-request figures of one workload: label, then one cell
     per system."""
     w = s["workloads"][wname]
-    present = s["systems"]
+    present = w["present"]
     rows: list[list[str]] = []
     per = w["per"]
 
@@ -356,22 +366,22 @@ def dominant(s: dict[str, Any], wname: str, system: str, n: int = 5) -> str:
 def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
     lines = []
     hdr = (
-        f"{'workload':<17}{'system':<8}{'req/s':>9} {'[min-max]':<15}{'MB/s':>8}"
+        f"{'workload':<22}{'system':<8}{'req/s':>9} {'[min-max]':<15}{'MB/s':>8}"
         f"{'p50 ms':>8}{'p99 ms':>8}{'CPU µs':>8}{'>floor':>8}{'÷HAP':>6}{'÷dir':>6}{'÷floor':>7}"
     )
     lines += [hdr, "-" * len(hdr)]
     for wname, w in s["workloads"].items():
-        for sys_ in s["systems"]:
+        for sys_ in w["present"]:
             st, r = w["systems"][sys_], w["ratios"][sys_]
             lines.append(
-                f"{wname:<17}{sys_:<8}{fmt(st, 'rps', '.0f'):>9} {rng(st, 'rps', '.0f'):<15}"
+                f"{wname:<22}{sys_:<8}{fmt(st, 'rps', '.0f'):>9} {rng(st, 'rps', '.0f'):<15}"
                 f"{fmt(st, 'mbps', '.1f'):>8}{fmt(st, 'p50_ms', '.1f'):>8}"
                 f"{fmt(st, 'p99_ms', '.1f'):>8}{fmt(st, 'cpu_us', '.0f'):>8}"
                 f"{num(r['cpu_us_above_floor'], '.0f'):>8}{num(r['to_haproxy']):>6}"
                 f"{num(r['to_direct']):>6}{num(r['to_floor']):>7}"
             )
             if "error" in st:
-                lines.append(f"{'':<25}error: {st['error'][0][:100]}")
+                lines.append(f"{'':<30}error: {st['error'][0][:100]}")
     for wname in s["workloads"]:
         present, rows = count_rows(s, wname)
         lines += ["", f"{wname}: per {s['workloads'][wname]['per']}"]
@@ -416,7 +426,7 @@ def markdown(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for wname, w in s["workloads"].items():
-        for sys_ in s["systems"]:
+        for sys_ in w["present"]:
             st, r = w["systems"][sys_], w["ratios"][sys_]
             if "error" in st:
                 out.append(f"| {wname} | {sys_} | ERROR: {st['error'][0][:80]} |" + " |" * 8)
@@ -436,7 +446,7 @@ def markdown(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
         for row in rows:
             label = row[0].replace("  of", "&nbsp;&nbsp;of")
             out.append(f"| {label} | " + " | ".join(row[1:]) + " |")
-        doms = [(x, dominant(s, wname, x)) for x in PROXIES]
+        doms = [(x, dominant(s, wname, x)) for x in PROXIES if x in w["present"]]
         out += [""] + [f"- {x} above the floor: {d}" for x, d in doms if d]
     out += [
         "",
@@ -474,7 +484,6 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (make bench-setup): no chart"
-    present = s["systems"]
     panels: list[tuple[str, dict[str, Any], str, str]] = []
     for w in s["workloads"].values():
         key = w["figure"]
@@ -485,7 +494,7 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
         panels.append(
             (
                 f"memory, {m['connections']:,} held connections",
-                m["systems"],
+                {x: m["systems"][x] for x in s["systems"]},
                 "bytes_per_conn",
                 "bytes per connection",
             )
@@ -499,7 +508,7 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
         ax.axis("off")
     for ax, (title, systems, key, unit) in zip(axes.flat, panels, strict=False):
         xs, meds, lo, hi, colors, labels = [], [], [], [], [], []
-        for i, sys_ in enumerate(present):
+        for i, sys_ in enumerate(systems):
             st = systems[sys_]
             xs.append(i)
             colors.append(COLORS[sys_])
@@ -514,7 +523,7 @@ def chart(s: dict[str, Any], path: Path, note: str) -> str | None:
                 hi.append(st[key]["max"] - st[key]["median"])
                 labels.append(f"{st[key]['median']:.0f}")
         ax.bar(xs, meds, color=colors, yerr=[lo, hi], capsize=4)
-        ax.set_xticks(xs, list(present))
+        ax.set_xticks(xs, list(systems))
         ax.set_title(title, fontsize=9)
         ax.set_ylabel(unit, fontsize=8)
         ax.tick_params(labelsize=7)

@@ -89,3 +89,34 @@ def test_runs_without_client_time_have_no_client_figure() -> None:
     del r["client_cpu_s"]
     s = report.summarize(macro({"ktcpvs": [r]}))
     assert "client_cpu_us" not in s["workloads"]["small_keepalive"]["systems"]["ktcpvs"]
+
+
+def test_an_https_workload_is_reported_for_the_systems_that_ran_it() -> None:
+    """HTTPS runs on the systems terminating TLS only: the others are left
+    out of its rows and ratios (not errors), and its targets are reported."""
+    m = macro({s: [run(1000, 10.0, 2.0, 1.0)] for s in ("direct", "floor", "ktcpvs", "haproxy")})
+    m["systems"] = ["direct", "floor", "ktcpvs", "haproxy", "nginx"]
+    m["workloads"]["https_small_close"] = {
+        "title": "HTTPS",
+        "threads": 2,
+        "connections": 32,
+        "seconds": 5.0,
+        "runs": {
+            "ktcpvs": [run(300, 10.0, 5.0, 1.0)],
+            "haproxy": [run(200, 10.0, 5.0, 1.0)],
+            "nginx": [run(600, 10.0, 5.0, 1.0)],
+        },
+    }
+    s = report.summarize(m)
+    w = s["workloads"]["https_small_close"]
+    assert w["present"] == ["ktcpvs", "haproxy", "nginx"]
+    assert w["ratios"]["ktcpvs"]["to_haproxy"] == pytest.approx(1.5)
+    assert w["ratios"]["ktcpvs"]["to_nginx"] == pytest.approx(0.5)
+    assert w["ratios"]["ktcpvs"]["cpu_to_haproxy"] == pytest.approx(200 / 300, abs=1e-3)
+    text = report.table(s, report.targets(s))
+    rows = [ln for ln in text.splitlines() if ln.startswith("https_small_close ")]
+    assert [r.split()[1] for r in rows] == ["ktcpvs", "haproxy", "nginx"]
+    got = {t["target"]: t["met"] for t in report.targets(s)}
+    assert got["ktcpvs / HAProxy req/s, https_small_close"] is True
+    assert got["ktcpvs / nginx req/s, https_small_close"] is False
+    assert "https_small_close" in report.markdown(s, report.targets(s))
