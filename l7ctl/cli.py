@@ -8,6 +8,7 @@ printed as one line on stderr with exit status 1 (2 for usage errors).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,19 +100,27 @@ def _cmd_tlsd(args: argparse.Namespace) -> int:
     from l7ctl import tlsd
 
     limits = tlsd.Limits(args.handshake_timeout, args.max_handshakes, args.max_per_source)
+    workers = args.workers or os.cpu_count() or 1
     events = open(args.events, "a", encoding="utf-8") if args.events else None  # noqa: SIM115
     try:
-        tlsd.serve(Path(args.file), limits, events, args.runtime_dir)
+        ok = tlsd.serve(Path(args.file), limits, events, args.runtime_dir, workers)
     finally:
         if events is not None:
             events.close()
-    return 0
+    return 0 if ok else 1
 
 
 def _positive(text: str) -> int:
     n = int(text)
     if n < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _count(text: str) -> int:
+    n = int(text)
+    if not 0 <= n <= 256:
+        raise argparse.ArgumentTypeError("from 0 to 256")
     return n
 
 
@@ -281,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         metavar="N",
         help="handshakes in progress from one client address at most (default 32)",
+    )
+    s.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="processes, each listening on every address (SO_REUSEPORT) with its own bounds; "
+        "0: one per CPU (default 1)",
     )
     s.add_argument("--events", metavar="FILE", help="append one JSON line per connection to FILE")
     s.add_argument(

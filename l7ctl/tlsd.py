@@ -23,6 +23,7 @@ over are the module's and stay).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -140,8 +141,10 @@ class Daemon:
         keylog_dir: Path,
         events: IO[str] | None = None,
         log: Callable[[str], None] | None = None,
+        reuseport: bool = False,
     ) -> None:
         self.rules = rules
+        self.reuseport = reuseport  # one of several workers on each address
         self.limits = limits
         self.keylog = keylog_dir / "keylog"
         fd = os.open(self.keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -246,6 +249,8 @@ class Daemon:
         s = socket.socket(svc.family, socket.SOCK_STREAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuseport:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             # A virtual address may arrive later (keepalived), as for the
             # module's own listeners.
             if svc.family == socket.AF_INET6:
@@ -486,26 +491,89 @@ class _Failed(Exception):
     """A handshake that cannot go on (its reason)."""
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker(
+    rules: Path,
+    limits: Limits,
+    keylog_dir: Path,
+    events: IO[str] | None,
+    reuseport: bool,
+    children: list[int],
+) -> bool:
+    """One worker's daemon until SIGTERM or SIGINT; the first (the main
+    process) passes both signals and SIGHUP on to the others (CHILDREN),
+    and stops when one of them ends.  False if a worker ended first."""
+    keylog_dir.mkdir(mode=0o700)
+    daemon = Daemon(rules, limits, keylog_dir, events, reuseport=reuseport)
+    lost: list[int] = []
+
+    def on_hup(sig: int, _frame: object) -> None:
+        daemon.reload_asked = True
+        for pid in children:
+            os.kill(pid, sig)
+
+    def on_stop(sig: int, _frame: object) -> None:
+        daemon.stop_asked = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def on_child(_sig: int, _frame: object) -> None:
+        with contextlib.suppress(ChildProcessError):
+            while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:
+                if pid in children:
+                    children.remove(pid)
+                    if not daemon.stop_asked:
+                        lost.append(pid)
+        if lost and not daemon.stop_asked:
+            daemon.log(f"tlsd: worker {lost[0]} ended: stopping (the service restarts it all)")
+            on_stop(signal.SIGTERM, None)
+
+    signal.set_wakeup_fd(daemon.wake_w.fileno(), warn_on_full_buffer=False)
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if children:
+        signal.signal(signal.SIGCHLD, on_child)
+    daemon.run()
+    return not lost
+
+
 def serve(
     rules: Path,
     limits: Limits,
     events: IO[str] | None = None,
     runtime_dir: Path | None = None,
-) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+    workers: int = 1,
+) -> bool:
+    """Run the daemon until SIGTERM or SIGINT: WORKERS processes, each with
+    its own listener on every address (SO_REUSEPORT: the kernel spreads the
+    connections), its own bounds (Limits are per worker) and key log.
+    False if a worker ended on its own."""
     os.umask(0o077)
     with tempfile.TemporaryDirectory(prefix="ktcpvs-tlsd-", dir=runtime_dir) as d:
         os.chmod(d, 0o700)
-        daemon = Daemon(rules, limits, Path(d), events)
-
-        def on_hup(_sig: int, _frame: object) -> None:
-            daemon.reload_asked = True
-
-        def on_stop(_sig: int, _frame: object) -> None:
-            daemon.stop_asked = True
-
-        signal.set_wakeup_fd(daemon.wake_w.fileno(), warn_on_full_buffer=False)
-        signal.signal(signal.SIGHUP, on_hup)
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        daemon.run()
+        children: list[int] = []
+        for i in range(1, workers):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    # end with the main process, whatever ends it
+                    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+                    _worker(rules, limits, Path(d) / f"w{i}", events, True, [])
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        try:
+            return _worker(rules, limits, Path(d) / "w0", events, workers > 1, children)
+        finally:
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            for pid in children:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)

@@ -13,9 +13,9 @@ and drives wrk from the client namespace:
                         (direct: the director only forwards, the client talks to a backend)
 
 HTTPS (the https_* workloads): ktcpvs behind `l7ctl tlsd` on :443 (the handshake in
-user space, the records in kernel TLS, docs/tls.md), HAProxy on :8443 and nginx on
-:8444 terminating TLS themselves; one certificate (ECDSA P-256) and one cipher
-(TLS 1.3, TLS_AES_256_GCM_SHA384) for the three, no session resumption.
+user space, one worker per CPU, the records in kernel TLS, docs/tls.md), HAProxy on
+:8443 and nginx on :8444 terminating TLS themselves; one certificate (ECDSA P-256)
+and one cipher (TLS 1.3, TLS_AES_256_GCM_SHA384) for the three, no session resumption.
 
 Every run's answers are checked (bench/macro/check.lua: status and pool of
 every answer; bulk.lua + curl for the downloads); a run with any error is
@@ -246,6 +246,7 @@ service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
         in_netns(d, lambda: apply_file(rules))
         wait_port(d, VIP, PORTS["ktcpvs"])
         p = self.topo.spawn(d, [sys.executable, "-m", "l7ctl", "tlsd", str(rules),
+                                "--workers", str(self.cpus),
                                 "--max-handshakes-per-source", "1024"], "tlsd.out")  # fmt: skip
         self.pgids["tlsd"] = p.pid
         wait_port(d, VIP, TLS_PORTS["ktcpvs"])

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -244,12 +247,17 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def daemon(
-    tmp_path: Path, certs: dict[str, tuple[Path, Path]]
-) -> Iterator[tuple[tlsd.Daemon, int, Path]]:
-    port = free_port()
+def daemon_rules(tmp_path: Path, certs: dict[str, tuple[Path, Path]]) -> Path:
+    """A TLS service on a free port of 127.0.0.1."""
     rules = tmp_path / "site.rules"
-    rules.write_text(tls_service(certs).replace("10.0.0.1:443", f"127.0.0.1:{port}"))
+    rules.write_text(tls_service(certs).replace("10.0.0.1:443", f"127.0.0.1:{free_port()}"))
+    return rules
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, daemon_rules: Path) -> Iterator[tuple[tlsd.Daemon, int, Path]]:
+    rules = daemon_rules
+    port = int(rules.read_text().split("127.0.0.1:")[1].split()[0])
     events = tmp_path / "events.jsonl"
     keys = tmp_path / "keys"
     keys.mkdir(mode=0o700)
@@ -334,3 +342,42 @@ def test_the_daemon_drops_garbage_stalls_and_a_source_over_its_share(
     assert outcomes(events) == ["failed", "over-limit", "timeout", "timeout", "timeout"]
     assert d.pending == {} and d.per_source == {}
     assert d.counters.line().startswith("0 handed over, 1 handshakes failed, 3 timed out, 1 ")
+
+
+def test_workers_share_the_address_and_stop_together(tmp_path: Path, daemon_rules: Path) -> None:
+    """--workers 2: two processes listen on the address (SO_REUSEPORT); a
+    SIGHUP reaches both, SIGTERM stops both (exit 0); a worker that ends on
+    its own stops the whole daemon with exit 1, for the service to restart."""
+    port = int(daemon_rules.read_text().split("127.0.0.1:")[1].split()[0])
+
+    def start() -> tuple[subprocess.Popen[str], list[int]]:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "l7ctl", "tlsd", str(daemon_rules), "--workers", "2"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+            listening = subprocess.run(
+                ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True
+            ).stdout
+            if len(kids) == 1 and listening.count("pid=") == 2:
+                return p, [int(k) for k in kids]
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.1)
+
+    p, (child,) = start()
+    p.send_signal(signal.SIGHUP)
+    time.sleep(2)  # each worker's loop reloads before it is asked to stop
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    assert err.count("tlsd: reloaded") == 2 and err.count("tlsd: stopped") == 2
+    assert not Path(f"/proc/{child}").exists()
+
+    p, (child,) = start()
+    os.kill(child, signal.SIGKILL)
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 1
+    assert f"worker {child} ended" in err
