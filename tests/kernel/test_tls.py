@@ -329,9 +329,11 @@ def test_a_key_update_ends_the_connection_and_nothing_after_it_is_forwarded(
                 pass  # closed or reset: either ends it
             return first, rest
 
-    first, rest = site.client(run)
+    (first, rest), wire = site.client(lambda: sniffing(run))
     assert first.status == 200 and first.backend == "cgi"
     assert rest == b""
+    # on the client's link, both ways: no request, no answer in the clear
+    assert [m for m in (b"cgi-bin", b"HTTP/1.1", b"X-Backend") if m in wire] == []
     time.sleep(1)
     cgi = site.received("cgi")
     assert any(r.startswith("GET /cgi-bin/first.cgi ") for r in cgi)
@@ -424,9 +426,12 @@ def test_garbage_instead_of_a_client_hello_is_closed_and_reaches_no_backend(
                 out.append(got)
         return out
 
-    answers = site.client(run)
+    answers, wire = site.client(lambda: sniffing(run))
     assert answers[0] == answers[1] == b""  # closed without a word
     assert not any(b"HTTP/" in a for a in answers)  # the last: a TLS alert at most
+    # the capture of the client's link: no answer of any HTTP server in it
+    answers_seen = (b"HTTP/1.1 2", b"HTTP/1.1 4", b"HTTP/1.1 5", b"X-Backend")
+    assert [m for m in answers_seen if m in wire] == []
     assert wait_for(lambda: len(events(https)) == 3)
     assert [e["outcome"] for e in events(https)] == ["failed"] * 3
     assert "not a TLS ClientHello" in str(events(https)[0]["error"])
