@@ -53,6 +53,7 @@ from l7ctl.protocol import (
     SCHEDULERS,
     STATES,
     Counters,
+    Handover,
     Info,
     ModuleNotLoaded,
     PermissionDenied,
@@ -98,6 +99,7 @@ __all__ = [
     "STATES",
     "Client",
     "Counters",
+    "Handover",
     "Info",
     "ModuleNotLoaded",
     "PermissionDenied",
@@ -134,6 +136,7 @@ class Client(GenlClient):
     def __init__(self) -> None:
         super().__init__()
         self._queries: Reader | None = None  # the read-only queries' socket, on first use
+        self._handover: Handover | None = None  # TLS handovers' socket, on first use
 
     def missing(self) -> L7ctlError:
         return ModuleNotLoaded()
@@ -147,6 +150,8 @@ class Client(GenlClient):
     def close(self) -> None:
         if self._queries is not None:
             self._queries.close()
+        if self._handover is not None:
+            self._handover.close()
         super().close()
 
     def _reader(self) -> Reader:
@@ -224,23 +229,10 @@ class Client(GenlClient):
             raise _error(e, "changing the server") from None
 
     def tls_adopt(self, fd: int, service: str, names: Sequence[str] | None = None) -> None:
-        """Hand the module a client connection whose TLS handshake is done
-        and whose two directions are in kernel TLS (docs/tls.md): the socket
-        of descriptor FD (the caller's), for the service listening on
-        SERVICE (ADDR:PORT).  NAMES: the host names of the handshake's
-        certificate (lower case, "*." wildcards); a request for another
-        host is answered 421 (None: no check).  The caller closes its
-        descriptor afterwards; the connection is the module's from here on."""
-        attrs: list[tuple[str, Any]] = [
-            ("KTCPVS_A_FD", fd),
-            ("KTCPVS_A_OBJ_ADDR", encode_addr(service)),
-        ]
-        if names is not None:
-            attrs.append(("KTCPVS_A_TLS_NAMES", b"".join(n.encode() + b"\0" for n in names)))
-        try:
-            self.request(CMD_TLS_ADOPT, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
-        except NetlinkError as e:
-            raise _error(e, "handing over the TLS connection") from None
+        """KTCPVS_CMD_TLS_ADOPT (docs/tls.md): protocol.Handover.tls_adopt."""
+        if self._handover is None:
+            self._handover = Handover()
+        self._handover.tls_adopt(fd, service, names)
 
     def running_config(self) -> tuple[bytes, str] | None:
         """The running compiled configuration and its source file, or None."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 import errno
 import ipaddress
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from l7ctl import rawgenl
 from l7ctl.errors import L7ctlError
-from l7ctl.rawgenl import NLM_F_DUMP, NLM_F_REQUEST, AttrTable
+from l7ctl.rawgenl import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, AttrTable
 
 GENL_NAME = "ktcpvs"
 GENL_VERSION = 1
@@ -265,6 +266,59 @@ def assemble_config(parts: list[Any]) -> tuple[bytes, str] | None:
     return bytes(buf), parts[0].get_attr("KTCPVS_A_SOURCE") or ""
 
 
+def family_socket(timeout: float) -> rawgenl.Socket:
+    """A plain netlink socket bound to the ktcpvs family of the caller's
+    network namespace."""
+    try:
+        return rawgenl.Socket(GENL_NAME, ATTRS, GENL_VERSION, timeout)
+    except rawgenl.NetlinkFailure as e:
+        if e.code == errno.ENOENT:
+            raise ModuleNotLoaded() from None
+        raise refusal(e.code, e.reason(), "resolving the ktcpvs netlink family") from None
+    except rawgenl.NoAnswer as e:
+        raise L7ctlError(f"resolving the ktcpvs netlink family failed: {e}") from None
+
+
+class Handover:
+    """KTCPVS_CMD_TLS_ADOPT, the TLS daemon's request (one per connection),
+    over a plain socket: the standard library only, no pyroute2 in the
+    daemon's per-connection path (docs/tls.md)."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self._sock = family_socket(timeout)
+
+    def tls_adopt(self, fd: int, service: str, names: Sequence[str] | None = None) -> None:
+        """Hand the module a client connection whose TLS handshake is done
+        and whose two directions are in kernel TLS: the socket of descriptor
+        FD (the caller's), for the TLS service on SERVICE (ADDR:PORT).
+        NAMES: the host names of the handshake's certificate (lower case,
+        "*." wildcards); a request for another host is answered 421 (None:
+        no check).  The caller closes its descriptor afterwards; the
+        connection is the module's from here on."""
+        attrs: list[tuple[str, Any]] = [
+            ("KTCPVS_A_FD", fd),
+            ("KTCPVS_A_OBJ_ADDR", encode_addr(service)),
+        ]
+        if names is not None:
+            attrs.append(("KTCPVS_A_TLS_NAMES", b"".join(n.encode() + b"\0" for n in names)))
+        what = "handing over the TLS connection"
+        try:
+            self._sock.request(CMD_TLS_ADOPT, attrs, NLM_F_REQUEST | NLM_F_ACK)
+        except rawgenl.NetlinkFailure as e:
+            raise refusal(e.code, e.reason(), what) from None
+        except rawgenl.NoAnswer as e:
+            raise L7ctlError(f"{what} failed: {e}") from None
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Handover:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Reader:
     """The read-only queries of the ktcpvs family in the caller's network
     namespace: the module's status, the counters, the running configuration,
@@ -272,14 +326,7 @@ class Reader:
     kernel's answer."""
 
     def __init__(self, timeout: float = 10.0) -> None:
-        try:
-            self._sock = rawgenl.Socket(GENL_NAME, ATTRS, GENL_VERSION, timeout)
-        except rawgenl.NetlinkFailure as e:
-            if e.code == errno.ENOENT:
-                raise ModuleNotLoaded() from None
-            raise refusal(e.code, e.reason(), "resolving the ktcpvs netlink family") from None
-        except rawgenl.NoAnswer as e:
-            raise L7ctlError(f"resolving the ktcpvs netlink family failed: {e}") from None
+        self._sock = family_socket(timeout)
 
     def _request(
         self, cmd: int, what: str, flags: int = NLM_F_REQUEST, unsupported: str = ""

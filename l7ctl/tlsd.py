@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from l7ctl import compiler, ir, ktls, tlscert
 from l7ctl.errors import L7ctlError
-from l7ctl.netlink import Client
+from l7ctl.protocol import Handover
 
 # The ciphers of TLS 1.2 that the kernel can run (AES-GCM, ChaCha20-Poly1305),
 # with forward secrecy only.  TLS 1.3's default suites are all three of
@@ -157,7 +157,7 @@ class Daemon:
         self.per_source: dict[str, int] = {}
         self.secrets: dict[bytes, bytes] = {}  # client random -> CLIENT_TRAFFIC_SECRET_0
         self.counters = Counters()
-        self.client: Client | None = None
+        self.client: Handover | None = None  # on first use
         self.reload_asked = False
         self.stop_asked = False
         self.reported = Counters()
@@ -371,7 +371,7 @@ class Daemon:
                 ktls.install(raw, ktls.TLS_RX, ktls.tls13_crypto_info(suite, secret))
         try:
             if self.client is None:
-                self.client = Client()
+                self.client = Handover()
             self.client.tls_adopt(tls.fileno(), hs.svc.endpoint, hs.names)
         except L7ctlError as e:
             self.counters.refused += 1

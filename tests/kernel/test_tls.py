@@ -634,6 +634,54 @@ def test_a_handover_to_no_service_a_plain_one_or_twice_is_refused(site: Site, ht
     assert "already taken" in second
 
 
+def busy_threads(seconds: float) -> tuple[float, list[tuple[float, str]]]:
+    """The guest's busy share of all CPUs over SECONDS (/proc/stat), and the
+    threads that used CPU meanwhile, busiest first (seconds, name)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat() -> tuple[list[int], dict[str, tuple[int, str]]]:
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        threads = {}
+        for t in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                raw = t.read_text()
+                name = raw[raw.index("(") + 1 : raw.rindex(")")]
+                f = raw[raw.rindex(")") + 2 :].split()
+                threads[str(t)] = (int(f[11]) + int(f[12]), name)
+        return cpu, threads
+
+    c0, t0 = stat()
+    time.sleep(seconds)
+    c1, t1 = stat()
+    d = [b - a for a, b in zip(c0, c1, strict=False)]
+    busy = 1 - (d[3] + d[4]) / max(1, sum(d))  # idle and iowait
+    used = [((v[0] - t0[k][0]) / tick, v[1]) for k, v in t1.items() if k in t0 and v[0] > t0[k][0]]
+    return busy, sorted(used, reverse=True)
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["keepalive", "close"])
+def test_after_wrk_over_https_everything_goes_idle(site: Site, https: Https, close: bool) -> None:
+    """wrk over HTTPS (32 connections, keep-alive or a handshake per
+    request), then nothing: the service's connections all end, and the
+    guest goes idle -- no connection, work item or daemon left spinning."""
+    argv = ["ip", "netns", "exec", site.topo.client.ns, "wrk", "-t2", "-c32", "-d3s",
+            "--timeout", "10s", "-H", "Host: www.example.com"]  # fmt: skip
+    if close:
+        argv += ["-H", "Connection: close"]
+    r = subprocess.run([*argv, f"https://{VIP}:{PORT}/img/a.png"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "requests in" in r.stdout and "Non-2xx" not in r.stdout, r.stdout
+
+    def active() -> int:
+        (svc,) = [c for c in Client().stats() if c.kind == "service" and c.name == "secure"]
+        return svc.active
+
+    assert wait_for(lambda: site.director(active) == 0, timeout=30), site.director(active)
+    busy, used = busy_threads(3.0)
+    assert busy < 0.25, f"{busy:.0%} busy after the clients left: {used[:8]}"
+
+
 def test_unload_with_tls_connections_open(site: Site, https: Https) -> None:
     """rmmod while TLS clients hold idle keep-alive connections and one is
     in the middle of a download: the module goes, the clients see their
