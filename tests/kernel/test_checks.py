@@ -174,7 +174,7 @@ def test_http_check_takes_a_stopped_server_out_and_back(checks: Checks) -> None:
     again = checks.check_is("hc", f"{FLAKY}:80", "up")
     assert again.check_changes == changes + 2
     got = checks.client(lambda: [request(f"/hc/{i}") for i in range(4)])
-    assert {b for _, b in got} == {"flaky", "img2"}
+    assert {b for _, b in got} == {"flaky", "img2"}, got  # (status, backend) of each
     assert up.check == "up"
 
 
