@@ -13,11 +13,15 @@ test) says there must be one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import socket
+import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -174,3 +178,74 @@ def test_installed_site_rules_apply_nothing(installed: Path) -> None:
     r = subprocess.run([l7ctl, "check", str(RULES)], capture_output=True, text=True, check=True)
     assert ": ok: 0 service(s), 0 rule(s), 0 pool(s), 0 virtual service(s)" in r.stdout
     assert all(line.startswith("#") or not line.strip() for line in RULES.read_text().splitlines())
+
+
+def test_tls_daemon_unit_serves_https_and_stops(installed: Path, tmp_path: Path) -> None:
+    """ktcpvs-tlsd.service as installed beside ktcpvs.service: its ExecStart,
+    with the installed l7ctl, serves a TLS service of site.rules (the
+    handshake, kernel TLS, the handover to the installed module), its
+    ExecReload reloads it, and SIGTERM (systemd's stop) ends it cleanly."""
+    tlsd_unit = installed.parent / "ktcpvs-tlsd.service"
+    assert tlsd_unit.exists(), f"no {tlsd_unit} beside {installed}"
+    (start,) = exec_lines(tlsd_unit, "ExecStart")
+    (reload,) = exec_lines(tlsd_unit, "ExecReload")
+    rundir = Path(start[start.index("--runtime-dir") + 1])
+    rundir.mkdir(mode=0o700, exist_ok=True)  # systemd's RuntimeDirectory=
+    crt, key = tmp_path / "installed.crt", tmp_path / "installed.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", "/CN=installed.example", "-days", "2",
+         "-keyout", str(key), "-out", str(crt)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    key.chmod(0o600)
+    run_all(exec_lines(installed, "ExecStart"))
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 8081), Backend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    daemon = None
+    try:
+        RULES.write_text(
+            SITE + f"service secure listen 127.0.0.1:8443 tls {{\n"
+            f'    certificate "{crt}" key "{key}";\n    route local;\n}}\n'
+        )
+        run_all(exec_lines(installed, "ExecReload"))
+        daemon = subprocess.Popen(start, stderr=subprocess.PIPE, text=True)
+
+        def https_get() -> bytes:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(crt)
+            raw = socket.create_connection(("127.0.0.1", 8443), timeout=30)
+            with ctx.wrap_socket(raw, server_hostname="installed.example") as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: installed.example\r\nConnection: close\r\n\r\n")
+                data = b""
+                with contextlib.suppress(ssl.SSLError):
+                    while chunk := s.recv(65536):
+                        data += chunk
+            return data
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = https_get()
+                break
+            except (ConnectionRefusedError, ssl.SSLError):
+                assert time.monotonic() < deadline and daemon.poll() is None
+                time.sleep(0.5)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert b"answered by the backend behind the installed module" in answer
+        run_all([[a.replace("$MAINPID", str(daemon.pid)) for a in reload]])
+        time.sleep(2)
+        assert https_get().startswith(b"HTTP/1.1 200")
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=30)
+        assert daemon.returncode == 0, err
+        assert "tlsd: reloaded /etc/ktcpvs/site.rules" in err
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        server.shutdown()
+        server.server_close()
+    run_all(exec_lines(installed, "ExecStop"))
+    assert not loaded()
