@@ -91,6 +91,7 @@ class _Handshake:
     sock: socket.socket
     peer: str
     deadline: float
+    fd: int = -1  # its key in pending, whatever object holds it meanwhile
     tls: ssl.SSLSocket | None = None
     random: bytes = b""
     sni: str | None = None
@@ -301,6 +302,7 @@ class Daemon:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, HELLO_PEEK)
             self.per_source[peer] = n + 1
             hs = _Handshake(svc, conn, peer, time.monotonic() + self.limits.handshake_timeout)
+            hs.fd = conn.fileno()
             hs.names = svc.contexts[0][0]  # unless SNI picks another
             self.pending[conn.fileno()] = hs
             self.sel.register(conn, selectors.EVENT_READ, hs)
@@ -388,10 +390,10 @@ class Daemon:
     def _end(
         self, hs: _Handshake, outcome: str, error: str, version: str = "", cipher: str = ""
     ) -> None:
-        fd = hs.sock.fileno()
-        if fd >= 0:
-            self.sel.unregister(hs.sock)
-            self.pending.pop(fd, None)
+        if self.pending.pop(hs.fd, None) is None:
+            return  # ended already
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(hs.sock)  # not registered while its TLS is set up
         hs.sock.close()
         if hs.tls is not None:
             hs.tls.close()

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -381,3 +382,25 @@ def test_workers_share_the_address_and_stop_together(tmp_path: Path, daemon_rule
     _, err = p.communicate(timeout=20)
     assert p.returncode == 1
     assert f"worker {child} ended" in err
+
+
+def test_a_handshake_whose_ssl_setup_fails_is_forgotten_once(
+    daemon: tuple[tlsd.Daemon, int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenSSL refusing to set the connection up (after the ClientHello's
+    head was peeked, the socket out of the selector): one event, nothing
+    left pending, the source's count back to zero."""
+    d, port, events = daemon
+
+    def refuse(*_a: object, **_k: object) -> ssl.SSLSocket:
+        raise ssl.SSLError("refused for the test")
+
+    monkeypatch.setattr(ssl.SSLContext, "wrap_socket", refuse)
+    hello = b"\x16\x03\x01\x00\x40\x01" + b"\0" * 64
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(hello)
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(100) == b""
+    time.sleep(1.5)  # past the handshake timeout (1 s): nothing to end twice
+    assert outcomes(events) == ["failed"]
+    assert d.pending == {} and d.per_source == {}
