@@ -103,7 +103,9 @@ def _cmd_tlsd(args: argparse.Namespace) -> int:
     workers = args.workers or os.cpu_count() or 1
     events = open(args.events, "a", encoding="utf-8") if args.events else None  # noqa: SIM115
     try:
-        ok = tlsd.serve(Path(args.file), limits, events, args.runtime_dir, workers)
+        ok = tlsd.serve(
+            Path(args.file), limits, events, args.runtime_dir, workers, args.ticket_lifetime
+        )
     finally:
         if events is not None:
             events.close()
@@ -121,6 +123,15 @@ def _count(text: str) -> int:
     n = int(text)
     if not 0 <= n <= 256:
         raise argparse.ArgumentTypeError("from 0 to 256")
+    return n
+
+
+def _ticket_lifetime(text: str) -> int:
+    from l7ctl import tickets
+
+    n = int(text)
+    if not 0 <= n <= tickets.LIFETIME_MAX:
+        raise argparse.ArgumentTypeError(f"from 0 to {tickets.LIFETIME_MAX} seconds")
     return n
 
 
@@ -298,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes, each listening on every address (SO_REUSEPORT) with its own bounds; "
         "0: one per CPU (default 1)",
+    )
+    s.add_argument(
+        "--ticket-lifetime",
+        type=_ticket_lifetime,
+        default=300,
+        metavar="SECONDS",
+        help="session tickets let a client resume without a full handshake; their key, shared "
+        "by the workers, is replaced this often, and a ticket opens until then; 0: no tickets, "
+        "a full handshake every time (default 300)",
     )
     s.add_argument("--events", metavar="FILE", help="append one JSON line per connection to FILE")
     s.add_argument(

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from l7ctl import compiler, ir, ktls, tlscert
+from l7ctl import compiler, ir, ktls, tickets, tlscert
 from l7ctl.errors import L7ctlError
 from l7ctl.protocol import Handover
 
@@ -96,11 +96,13 @@ class _Handshake:
     random: bytes = b""
     sni: str | None = None
     names: tuple[str, ...] = ()  # the certificate's, for the module's 421
+    resumed: bool = False  # a session resumed from a ticket
 
 
 @dataclass
 class Counters:
     adopted: int = 0
+    resumed: int = 0  # of them, sessions resumed from a ticket
     failed: int = 0  # handshake failures: not TLS, alerts, resets
     timed_out: int = 0
     over_limit: int = 0  # closed at accept: too many handshakes in progress
@@ -108,7 +110,8 @@ class Counters:
 
     def line(self) -> str:
         return (
-            f"{self.adopted} handed over, {self.failed} handshakes failed, "
+            f"{self.adopted} handed over ({self.resumed} resumed), "
+            f"{self.failed} handshakes failed, "
             f"{self.timed_out} timed out, {self.over_limit} closed over the limits, "
             f"{self.refused} refused by the module"
         )
@@ -143,8 +146,10 @@ class Daemon:
         events: IO[str] | None = None,
         log: Callable[[str], None] | None = None,
         reuseport: bool = False,
+        ticket_keys: tickets.TicketKeys | None = None,
     ) -> None:
         self.rules = rules
+        self.tickets = ticket_keys  # None: no session resumption
         self.reuseport = reuseport  # one of several workers on each address
         self.limits = limits
         self.keylog = keylog_dir / "keylog"
@@ -180,18 +185,24 @@ class Daemon:
             ssl.OP_NO_RENEGOTIATION
             | ssl.OP_NO_COMPRESSION
             | ssl.OP_CIPHER_SERVER_PREFERENCE
-            | ssl.OP_NO_TICKET
             | ktls.SSL_OP_ENABLE_KTLS
         )
-        # The server's first record under kernel TLS must be number 0: no
-        # TLS 1.3 session tickets after the handshake.
-        ctx.num_tickets = 0
+        if self.tickets is None:
+            ctx.options |= ssl.OP_NO_TICKET
+            ctx.num_tickets = 0  # nor TLS 1.3's stateful tickets
+        else:
+            # Stateless tickets of the shared key; OpenSSL sends TLS 1.3's
+            # (two, its default) at the end of the handshake, before kernel
+            # TLS is handed over, and numbers the records after them itself.
+            tickets.install(ctx, self.tickets)
         ctx.set_alpn_protocols(["http/1.1"])
         ctx.keylog_filename = str(self.keylog)
         return ctx
 
     def load(self) -> dict[str, _Service]:
         """The TLS services of the rules file.  Raises L7ctlError."""
+        if self.tickets is not None and self.tickets.advance(time.monotonic()):
+            self._rotate()  # the running contexts too, should this load fail
         res = compiler.compile_file(self.rules, encode=False)
         if not res.ok or res.ir is None:
             raise L7ctlError(f"{self.rules} does not compile:\n{res.format()}")
@@ -385,6 +396,8 @@ class Daemon:
             self._end(hs, "refused", str(e), version, cipher[0])
             return
         self.counters.adopted += 1
+        hs.resumed = bool(tls.session_reused)
+        self.counters.resumed += hs.resumed
         self._end(hs, "adopted", "", version, cipher[0])
 
     def _end(
@@ -407,7 +420,7 @@ class Daemon:
             self.counters.failed += 1
         elif outcome == "timeout":
             self.counters.timed_out += 1
-        self._event(outcome, hs.svc.name, hs.peer, hs.sni, version, cipher, error)
+        self._event(outcome, hs.svc.name, hs.peer, hs.sni, version, cipher, error, hs.resumed)
 
     def _event(
         self,
@@ -418,6 +431,7 @@ class Daemon:
         version: str = "",
         cipher: str = "",
         error: str = "",
+        resumed: bool = False,
     ) -> None:
         """One line of ``--events``: a connection handed over or ended."""
         if self.events is None:
@@ -429,6 +443,7 @@ class Daemon:
             "sni": sni,
             "version": version,
             "cipher": cipher,
+            "resumed": resumed,
             "error": error,
         }
         self.events.write(json.dumps(ev) + "\n")
@@ -438,6 +453,10 @@ class Daemon:
         """End the handshakes past their time, retry listeners, empty the
         key log of what failed handshakes left, report; the next deadline."""
         nxt = now + REPORT_S
+        if self.tickets is not None:
+            if self.tickets.advance(now):
+                self._rotate()
+            nxt = min(nxt, self.tickets.rotate_at)
         if os.stat(self.keylog).st_size > KEYLOG_SWEEP:
             self._secrets()
         if now >= self.report_at:
@@ -457,6 +476,13 @@ class Daemon:
                 if svc.sock is None:
                     nxt = min(nxt, svc.retry_at)
         return nxt
+
+    def _rotate(self) -> None:
+        """The new period's ticket key on every context."""
+        assert self.tickets is not None
+        for svc in self.services.values():
+            for _names, ctx in svc.contexts:
+                tickets.install(ctx, self.tickets)
 
     # ---- the loop ----------------------------------------------------------------------
     def run(self) -> None:
@@ -503,12 +529,13 @@ def _worker(
     events: IO[str] | None,
     reuseport: bool,
     children: list[int],
+    ticket_keys: tickets.TicketKeys | None,
 ) -> bool:
     """One worker's daemon until SIGTERM or SIGINT; the first (the main
     process) passes both signals and SIGHUP on to the others (CHILDREN),
     and stops when one of them ends.  False if a worker ended first."""
     keylog_dir.mkdir(mode=0o700)
-    daemon = Daemon(rules, limits, keylog_dir, events, reuseport=reuseport)
+    daemon = Daemon(rules, limits, keylog_dir, events, reuseport=reuseport, ticket_keys=ticket_keys)
     lost: list[int] = []
 
     def on_hup(sig: int, _frame: object) -> None:
@@ -549,12 +576,18 @@ def serve(
     events: IO[str] | None = None,
     runtime_dir: Path | None = None,
     workers: int = 1,
+    ticket_lifetime: int = tickets.LIFETIME_DEFAULT,
 ) -> bool:
     """Run the daemon until SIGTERM or SIGINT: WORKERS processes, each with
     its own listener on every address (SO_REUSEPORT: the kernel spreads the
     connections), its own bounds (Limits are per worker) and key log.
+    Session tickets (TICKET_LIFETIME seconds, 0: none) open on every
+    worker: the seed of their keys is made here, before the fork.
     False if a worker ended on its own."""
     os.umask(0o077)
+    keys = None
+    if ticket_lifetime:
+        keys = tickets.TicketKeys(os.urandom(tickets.SEED_LEN), ticket_lifetime, time.monotonic())
     with tempfile.TemporaryDirectory(prefix="ktcpvs-tlsd-", dir=runtime_dir) as d:
         os.chmod(d, 0o700)
         children: list[int] = []
@@ -565,13 +598,13 @@ def serve(
                 try:
                     # end with the main process, whatever ends it
                     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-                    _worker(rules, limits, Path(d) / f"w{i}", events, True, [])
+                    _worker(rules, limits, Path(d) / f"w{i}", events, True, [], keys)
                     code = 0
                 finally:
                     os._exit(code)
             children.append(pid)
         try:
-            return _worker(rules, limits, Path(d) / "w0", events, workers > 1, children)
+            return _worker(rules, limits, Path(d) / "w0", events, workers > 1, children, keys)
         finally:
             for pid in children:
                 with contextlib.suppress(ProcessLookupError):

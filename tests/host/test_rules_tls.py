@@ -342,7 +342,9 @@ def test_the_daemon_drops_garbage_stalls_and_a_source_over_its_share(
     time.sleep(0.1)
     assert outcomes(events) == ["failed", "over-limit", "timeout", "timeout", "timeout"]
     assert d.pending == {} and d.per_source == {}
-    assert d.counters.line().startswith("0 handed over, 1 handshakes failed, 3 timed out, 1 ")
+    assert d.counters.line().startswith(
+        "0 handed over (0 resumed), 1 handshakes failed, 3 timed out, 1 "
+    )
 
 
 def test_workers_share_the_address_and_stop_together(tmp_path: Path, daemon_rules: Path) -> None:

@@ -212,16 +212,23 @@ def test_tls_daemon_unit_serves_https_and_stops(installed: Path, tmp_path: Path)
         run_all(exec_lines(installed, "ExecReload"))
         daemon = subprocess.Popen(start, stderr=subprocess.PIPE, text=True)
 
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(crt)
+        resumed: list[bool] = []
+        session: list[ssl.SSLSession] = []  # the last connection's
+
         def https_get() -> bytes:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.load_verify_locations(crt)
             raw = socket.create_connection(("127.0.0.1", 8443), timeout=30)
-            with ctx.wrap_socket(raw, server_hostname="installed.example") as s:
+            last = session[-1] if session else None
+            with ctx.wrap_socket(raw, server_hostname="installed.example", session=last) as s:
                 s.sendall(b"GET / HTTP/1.1\r\nHost: installed.example\r\nConnection: close\r\n\r\n")
                 data = b""
                 with contextlib.suppress(ssl.SSLError):
                     while chunk := s.recv(65536):
                         data += chunk
+                resumed.append(s.session_reused)
+                if s.session is not None:
+                    session.append(s.session)
             return data
 
         deadline = time.monotonic() + 60
@@ -234,9 +241,14 @@ def test_tls_daemon_unit_serves_https_and_stops(installed: Path, tmp_path: Path)
                 time.sleep(0.5)
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
         assert b"answered by the backend behind the installed module" in answer
+        # The unit runs a worker per CPU; a session resumes on any of them.
+        resumed.clear()
+        assert all(https_get().startswith(b"HTTP/1.1 200") for _ in range(8))
+        assert resumed == [True] * 8
         run_all([[a.replace("$MAINPID", str(daemon.pid)) for a in reload]])
         time.sleep(2)
         assert https_get().startswith(b"HTTP/1.1 200")
+        assert resumed[-1], "the reload kept the ticket key"
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=30)
         assert daemon.returncode == 0, err
