@@ -343,6 +343,7 @@ void kt_pipe_init(struct kt_pipe *p);
 void kt_pipe_purge(struct kt_pipe *p);
 int kt_pipe_fill(struct kt_pipe *p, struct socket *from, u64 max);
 int kt_pipe_flush(struct kt_pipe *p, struct socket *to);
+int kt_pipe_flush_tls(struct kt_pipe *p, struct socket *to);
 enum kt_io kt_dir_send(struct kt_conn *c, struct kt_dir *d);
 enum kt_io kt_dir_step(struct kt_conn *c, struct kt_dir *d);
 enum kt_io kt_dir_tunnel(struct kt_conn *c, struct kt_dir *d);

@@ -126,6 +126,103 @@ int kt_pipe_flush(struct kt_pipe *p, struct socket *to)
 	return kt_sock_call(to->sk, kt_pipe_flush_locked, p);
 }
 
+/*
+ * Send the contiguous bytes of @skb at @off (at most @len) to the TLS
+ * socket @to, through TLS's sendmsg: a page fragment's bytes by reference
+ * (TLS takes its own reference on the page and encrypts from it), the
+ * head's bytes and a page TLS cannot take by copy.  Bytes sent (> 0),
+ * -EAGAIN, or -errno.
+ */
+static int kt_skb_send_tls(struct socket *to, struct sk_buff *skb, u32 off,
+			   u32 len, bool more)
+{
+	int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+	struct sk_buff *list = NULL;
+	struct msghdr msg = { };
+	struct kvec kv;
+	u32 part;
+	int i;
+
+again:
+	if (off < skb_headlen(skb)) {
+		part = min(len, skb_headlen(skb) - off);
+		kv.iov_base = skb->data + off;
+		goto copy;
+	}
+	off -= skb_headlen(skb);
+	for (i = 0; i < skb_shinfo(skb)->nr_frags; i++) {
+		const skb_frag_t *f = &skb_shinfo(skb)->frags[i];
+
+		if (off >= skb_frag_size(f)) {
+			off -= skb_frag_size(f);
+			continue;
+		}
+		part = min(len, skb_frag_size(f) - off);
+		if (more || part < len)
+			flags |= MSG_MORE;
+		if (sendpage_ok(skb_frag_page(f)))
+			return kt_send_page(to, skb_frag_page(f),
+					    skb_frag_off(f) + off, part, flags);
+		kv.iov_base = skb_frag_address(f) + off;
+		goto copy;
+	}
+	/* the frag list: one level deep, as the network stack builds it */
+	if (!list) {
+		skb_walk_frags(skb, list) {
+			if (off < list->len && !skb_has_frag_list(list)) {
+				skb = list;
+				goto again;
+			}
+			off -= list->len;
+		}
+	}
+	WARN_ON_ONCE(1);	/* bytes the pipe counted but cannot find */
+	return -EIO;
+copy:
+	if (more || part < len)
+		flags |= MSG_MORE;
+	kv.iov_len = part;
+	msg.msg_flags = flags;
+	return kernel_sendmsg(to, &msg, &kv, 1, part);
+}
+
+/*
+ * Send what @p holds on the TLS socket @to (the client of a TLS
+ * connection).  Not skb_send_sock_locked(): under the TCP socket's lock it
+ * would put the skbs on the wire around TLS.  Every piece but the pipe's
+ * last says MSG_MORE, so TLS fills whole records.  Process context: TLS
+ * takes its own locks (a TLS connection's steps run in its work only).
+ * Bytes sent (> 0), -EAGAIN, or -errno.
+ */
+int kt_pipe_flush_tls(struct kt_pipe *p, struct socket *to)
+{
+	struct sk_buff *skb;
+	int sent = 0, n = -EAGAIN;
+
+	if (WARN_ON_ONCE(!in_task()))
+		return -EAGAIN;
+	while ((skb = skb_peek(&p->q))) {
+		struct kt_pipe_cb *cb = KT_PIPE_CB(skb);
+
+		n = kt_skb_send_tls(to, skb, cb->off, cb->len,
+				    p->bytes > cb->len);
+		if (n <= 0)
+			break;
+		sent += n;
+		cb->off += n;
+		cb->len -= n;
+		p->bytes -= n;
+		if (!cb->len) {
+			__skb_unlink(skb, &p->q);
+			consume_skb(skb);
+			kt_alloc_dec();
+		}
+	}
+	if (sent)
+		return sent;
+	return n < 0 ? n : -EAGAIN;
+}
+
 /* ---- one direction ---------------------------------------------------------- */
 
 /* Count @n bytes that went to @d's destination (@spliced: from the pipe). */
@@ -214,7 +311,10 @@ static enum kt_io kt_dir_splice(struct kt_conn *c, struct kt_dir *d)
 
 	if (WARN_ON_ONCE(!dst))
 		return KT_IO_DST_ERR;
-	n = kt_pipe_flush(&d->pipe, dst);
+	if (c->tls && d == &c->down)
+		n = kt_pipe_flush_tls(&d->pipe, dst);
+	else
+		n = kt_pipe_flush(&d->pipe, dst);
 	if (n == -EAGAIN)
 		return KT_IO_AGAIN;
 	if (n < 0)
@@ -238,14 +338,14 @@ static enum kt_io kt_dir_feed(struct kt_dir *d)
 }
 
 /*
- * The pipe passes skbs between plain TCP sockets only: a TLS socket's
- * queue holds ciphertext, and sending skbs to one would bypass TLS
- * (docs/tls.md).  A TLS connection's bytes go through the buffers, both
- * ways: one copy each way, which TLS's own record buffers need anyway.
+ * A TLS client's socket holds ciphertext: what it sends is read through
+ * TLS's recvmsg into the buffer (a copy: TLS decrypts into it).  Towards
+ * it, the pipe's pages go to TLS's sendmsg by reference (kt_pipe_flush_tls),
+ * which encrypts from them: zero-copy as between plain sockets.
  */
-static bool kt_dir_zero_copy(const struct kt_conn *c)
+static bool kt_dir_zero_copy(const struct kt_conn *c, const struct kt_dir *d)
 {
-	return !c->tls;
+	return !c->tls || d == &c->down;
 }
 
 /*
@@ -265,7 +365,7 @@ static enum kt_io kt_dir_read(struct kt_conn *c, struct kt_dir *d)
 		return KT_IO_SRC_ERR;
 	if (!kt_sk_readable(src->sk))
 		return KT_IO_AGAIN;
-	if (op && kt_dir_zero_copy(c)) {
+	if (op && kt_dir_zero_copy(c, d)) {
 		n = kt_pipe_fill(&d->pipe, src, op);
 		if (n <= 0)
 			return kt_io_of(n);
@@ -325,7 +425,7 @@ enum kt_io kt_dir_tunnel(struct kt_conn *c, struct kt_dir *d)
 	}
 	if (!kt_sk_readable(src->sk))
 		return KT_IO_AGAIN;
-	if (!kt_dir_zero_copy(c)) {
+	if (!kt_dir_zero_copy(c, d)) {
 		if (kt_buf_get(d) || WARN_ON_ONCE(d->len >= d->cap))
 			return KT_IO_SRC_ERR;
 		n = kt_recv(src, d->buf + d->len, d->cap - d->len);

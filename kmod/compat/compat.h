@@ -16,9 +16,11 @@
 #ifndef KT_COMPAT_H
 #define KT_COMPAT_H
 
+#include <linux/bvec.h>
 #include <linux/container_of.h>
 #include <linux/net.h>
 #include <linux/socket.h>
+#include <linux/uio.h>
 #include <linux/timer.h>
 #include <linux/workqueue.h>
 
@@ -62,5 +64,33 @@ static inline int timer_delete(struct timer_list *timer)
 #ifndef KT_HAVE_WQ_PERCPU
 #define WQ_PERCPU 0
 #endif
+
+/*
+ * 6.5: sendmsg() with MSG_SPLICE_PAGES (a page by reference, in a bvec
+ * iterator) replaced ->sendpage() and kernel_sendpage().  kt_send_page()
+ * sends @len bytes of @page at @off by reference either way; @flags are
+ * sendmsg()'s (MSG_DONTWAIT, MSG_NOSIGNAL, MSG_MORE).  Probed by
+ * kernel_sendpage(), not by the flag: Debian's 6.1 defines the flag, but
+ * its sendmsg() implementations ignore or refuse it.  With sendpage, "more
+ * follows" is also MSG_SENDPAGE_NOTLAST, which TLS reads to keep its record
+ * open.  The page must be one sendpage_ok() accepts.  Process context: the
+ * protocol may take its socket lock and sleep on its own locks.
+ */
+static inline int kt_send_page(struct socket *sock, struct page *page,
+			       size_t off, size_t len, int flags)
+{
+#ifdef KT_HAVE_KERNEL_SENDPAGE
+	if (flags & MSG_MORE)
+		flags |= MSG_SENDPAGE_NOTLAST;
+	return kernel_sendpage(sock, page, off, len, flags);
+#else
+	struct bio_vec bvec;
+	struct msghdr msg = { .msg_flags = flags | MSG_SPLICE_PAGES };
+
+	bvec_set_page(&bvec, page, len, off);
+	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bvec, 1, len);
+	return sock_sendmsg(sock, &msg);
+#endif
+}
 
 #endif /* KT_COMPAT_H */

@@ -43,3 +43,10 @@ struct workqueue_struct *kt_selftest_wq(void)
 {
 	return alloc_workqueue("kt_selftest", WQ_MEM_RECLAIM | WQ_PERCPU, 0);
 }
+
+int kt_selftest_send_page(struct socket *sock, struct page *page);
+int kt_selftest_send_page(struct socket *sock, struct page *page)
+{
+	return kt_send_page(sock, page, 0, PAGE_SIZE,
+			    MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE);
+}

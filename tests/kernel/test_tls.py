@@ -44,6 +44,7 @@ from topology import wait_port
 from l7ctl import ktls
 from l7ctl.errors import L7ctlError
 from l7ctl.netlink import Client
+from l7ctl.protocol import Counters
 
 HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -204,12 +205,74 @@ def test_keepalive_requests_over_tls_are_routed_each_to_its_pool(
     assert sum(1 for r in cgi if r.startswith("GET /cgi-bin/a.cgi HTTP/1.1\r\n")) == 3
 
 
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_a_resumed_session_is_routed_like_a_full_handshake(
+    site: Site, https: Https, version: str
+) -> None:
+    """A client that kept the session ticket of its first connection
+    resumes (no certificate sent), and its connection is in kernel TLS and
+    switched like any other: the record numbers after the daemon's tickets
+    are the kernel's."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion[f"TLSv{version.replace('.', '_')}"]
+
+    def connect(
+        session: ssl.SSLSession | None,
+    ) -> tuple[bool, ssl.SSLSession | None, list[Response]]:
+        raw = socket.create_connection((VIP, PORT), timeout=30)
+        with ctx.wrap_socket(raw, server_hostname="www.example.com", session=session) as s:
+            out: list[Response] = []
+            for p in CYCLE:
+                s.sendall(request(p))
+                out.extend(read_responses(s, 1))
+            return s.session_reused, s.session, out
+
+    def run() -> list[tuple[bool, list[Response]]]:
+        # (the session stays in the client's namespace: it does not pickle)
+        first = connect(None)
+        got = [first, connect(first[1]), connect(first[1])]
+        return [(reused, answers) for reused, _, answers in got]
+
+    got = site.client(run)
+    assert [reused for reused, _ in got] == [False, True, True]
+    for _, answers in got:
+        check_routed(CYCLE, answers)
+    assert wait_for(lambda: len(events(https)) == 3)
+    assert [(e["outcome"], e["resumed"]) for e in events(https)] == [
+        ("adopted", False), ("adopted", True), ("adopted", True)
+    ]  # fmt: skip
+
+
+def tls_service(site: Site) -> Counters:
+    """The TLS service's counters."""
+    (svc,) = [
+        c
+        for c in site.director(lambda: Client().stats())
+        if c.kind == "service" and c.name == "secure"
+    ]
+    return svc
+
+
 def test_nothing_sent_to_a_tls_client_is_plaintext_on_the_wire(site: Site, https: Https) -> None:
     """The same requests in plain HTTP (the control: the capture sees the
     answers) and over TLS 1.2 and 1.3: no byte of a head or a body the
-    switch sent a TLS client appears on the client's link."""
-    paths = ["/index.html", "/cgi-bin/wire-check.cgi"]
-    markers = [b"<h1>static</h1>", b"wire-check", b"HTTP/1.1 200", b"X-Backend"]
+    switch sent a TLS client appears on the client's link, whether it was
+    buffered (heads, small bodies) or passed zero-copy (most of the 256 KiB
+    body, whose pages TLS encrypts from: counted spliced)."""
+    marker = b"spliced-body-marker-"
+    body = marker * (256 * 1024 // len(marker))
+    (site.docroot / "doc" / "wire.bin").write_bytes(body)
+    paths = ["/index.html", "/cgi-bin/wire-check.cgi", "/doc/wire.bin"]
+
+    def check(got: list[Response], rounds: int) -> None:
+        pairs = list(zip(paths * rounds, got, strict=True))
+        small = [(p, r) for p, r in pairs if p != paths[2]]
+        check_routed([p for p, _ in small], [r for _, r in small])
+        assert all(r.status == 200 and r.body == body for p, r in pairs if p == paths[2])
+
+    markers = [b"<h1>static</h1>", b"wire-check", b"HTTP/1.1 200", b"X-Backend", marker]
 
     def plain() -> list[Response]:
         with socket.create_connection((VIP, 80), timeout=30) as s:
@@ -229,11 +292,13 @@ def test_nothing_sent_to_a_tls_client_is_plaintext_on_the_wire(site: Site, https
         return out
 
     answers, wire = site.client(lambda: sniffing(plain))
-    check_routed(paths, answers)
+    check(answers, 1)
     assert all(m in wire for m in markers), "the capture does not see plain answers"
+    before = tls_service(site)
     answers, wire = site.client(lambda: sniffing(over_tls))
-    check_routed(paths * 2, answers)
+    check(answers, 2)
     assert [m for m in markers if m in wire] == []
+    assert tls_service(site).spliced - before.spliced >= 2 * (256 - 16) * 1024
 
 
 def test_the_switchs_own_close_sends_close_notify(site: Site, https: Https) -> None:
@@ -266,7 +331,7 @@ def test_pipelined_requests_over_tls(site: Site, https: Https) -> None:
     check_routed(paths, site.client(run))
 
 
-def test_a_64_mib_download_over_tls_is_byte_exact(site: Site, https: Https) -> None:
+def test_a_64_mib_download_over_tls_is_byte_exact_and_spliced(site: Site, https: Https) -> None:
     want = hashlib.sha256(bytes(range(256)) * 4096 * 64).hexdigest()
 
     def run() -> tuple[int, str, int]:
@@ -275,9 +340,14 @@ def test_a_64_mib_download_over_tls_is_byte_exact(site: Site, https: Https) -> N
             (r,) = read_responses(s, 1)
             return r.status, hashlib.sha256(r.body).hexdigest(), len(r.body)
 
+    before = tls_service(site)
     status, digest, n = site.client(run)
     assert (status, n) == (200, 64 << 20)
     assert digest == want
+    # zero-copy towards the client: the backend's pages went to TLS by
+    # reference, all but the first read's (the head and up to 16 KiB)
+    after = tls_service(site)
+    assert after.spliced - before.spliced >= (64 << 20) - 16384
 
 
 def test_an_upload_over_tls_reaches_the_backend_whole(site: Site, https: Https) -> None:
