@@ -15,7 +15,10 @@ and drives wrk from the client namespace:
 HTTPS (the https_* workloads): ktcpvs behind `l7ctl tlsd` on :443 (the handshake in
 user space, one worker per CPU, the records in kernel TLS, docs/tls.md), HAProxy on
 :8443 and nginx on :8444 terminating TLS themselves; one certificate (ECDSA P-256)
-and one cipher (TLS 1.3, TLS_AES_256_GCM_SHA384) for the three, no session resumption.
+and one cipher (TLS 1.3, TLS_AES_256_GCM_SHA384) for the three.  Those ports resume
+sessions from stateless tickets (each system's own keys; wrk offers its last
+connection's ticket); a second port of each (:4443, :9443, :9444) issues no ticket
+and keeps no session: every handshake there is a full one (https_full_close).
 
 Every run's answers are checked (bench/macro/check.lua: status and pool of
 every answer; bulk.lua + curl for the downloads); a run with any error is
@@ -38,6 +41,9 @@ import os
 import platform
 import resource
 import shutil
+import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -62,8 +68,9 @@ VIP = "10.0.0.1"
 # "workq": ktcpvs's service with the module's softirq run off (the module
 # parameter fastpath=0: every step in the connection's work item)
 PORTS = {"ktcpvs": 80, "workq": 80, "haproxy": 8081, "nginx": 8082, "nolog": 8083, "floor": 8090}
-# HTTPS: the systems that terminate TLS, and where
+# HTTPS: the systems that terminate TLS, and where: sessions resumed, or never
 TLS_PORTS = {"ktcpvs": 443, "haproxy": 8443, "nginx": 8444}
+FULL_TLS_PORTS = {"ktcpvs": 4443, "haproxy": 9443, "nginx": 9444}
 TLS_CIPHER = "TLS_AES_256_GCM_SHA384"  # OpenSSL's first TLS 1.3 choice, set for the peers
 TLS_NAME = "bench.example"  # the certificate's name
 SYSTEMS = ("direct", "floor", "ktcpvs", "workq", "nolog", "haproxy", "nginx")
@@ -105,10 +112,12 @@ class Workload:
     headers: list[str] = field(default_factory=list)
     size: int = 0  # bulk: bytes per answer
     tls: bool = False  # HTTPS: the systems of TLS_PORTS only
+    full_handshakes: bool = False  # HTTPS where no session resumes (FULL_TLS_PORTS)
 
     def url(self, system: str) -> str:
         if self.tls:
-            return f"https://{VIP}:{TLS_PORTS[system]}{self.path}"
+            port = (FULL_TLS_PORTS if self.full_handshakes else TLS_PORTS)[system]
+            return f"https://{VIP}:{port}{self.path}"
         if system == "direct":
             return f"http://{self.direct_host}:80{self.path}"
         return f"http://{VIP}:{PORTS[system]}{self.path}"
@@ -131,9 +140,16 @@ def workloads(quick: bool) -> list[Workload]:
         # Host: a name of the certificate (ktcpvs answers 421 to any other)
         Workload("https_small_keepalive", "HTTPS, small (512 B), keep-alive", "/img/small.png",
                  BACKENDS["img1"], 2, 32, d, headers=[f"Host: {TLS_NAME}"], tls=True),
-        Workload("https_small_close", "HTTPS, small (512 B), new connection (handshake) per "
-                 "request", "/img/small.png", BACKENDS["img1"], 2, 32, d,
+        Workload("https_small_close", "HTTPS, small (512 B), new connection per request, "
+                 "session resumed", "/img/small.png", BACKENDS["img1"], 2, 32, d,
                  headers=["Connection: close", f"Host: {TLS_NAME}"], tls=True),
+        Workload("https_full_close", "HTTPS, small (512 B), new connection per request, "
+                 "full handshake", "/img/small.png", BACKENDS["img1"], 2, 32, d,
+                 headers=["Connection: close", f"Host: {TLS_NAME}"], tls=True,
+                 full_handshakes=True),
+        Workload("https_bulk_1m", "HTTPS, 1 MiB downloads", "/files/1m.bin", BACKENDS["static1"],
+                 1, 4, d, script="bulk.lua", size=1 << 20, headers=[f"Host: {TLS_NAME}"],
+                 tls=True),
     ]  # fmt: skip
 
 
@@ -230,11 +246,13 @@ class Bench:
         key.chmod(0o600)
         pem.write_bytes(crt.read_bytes() + key.read_bytes())  # HAProxy's form
         pem.chmod(0o600)
-        rules = self.tmp / "bench-tls.rules"
-        rules.write_text(
-            (HERE / "bench.rules").read_text()
-            + f"""
-service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
+
+        # Two TLS services: one whose daemon resumes sessions (its default
+        # tickets) and one whose daemon has none (--ticket-lifetime 0).  The
+        # module is given both; each daemon reads a file with its own.
+        def tls_service(name: str, port: int) -> str:
+            return f"""
+service {name} listen {VIP}:{port} tls {{
     certificate "{crt}" key "{key}";
     x-forwarded-for off;
     timeout idle 300s;
@@ -244,14 +262,32 @@ service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
     route static;
 }}
 """
-        )
+
+        site = (HERE / "bench.rules").read_text()
+        resumed = tls_service("secure", TLS_PORTS["ktcpvs"])
+        full = tls_service("secure_full", FULL_TLS_PORTS["ktcpvs"])
+        rules = self.tmp / "bench-tls.rules"
+        rules.write_text(site + resumed + full)
         in_netns(d, lambda: apply_file(rules))
         wait_port(d, VIP, PORTS["ktcpvs"])
-        p = self.topo.spawn(d, [sys.executable, "-m", "l7ctl", "tlsd", str(rules),
-                                "--workers", str(self.cpus),
-                                "--max-handshakes-per-source", "1024"], "tlsd.out")  # fmt: skip
-        self.pgids["tlsd"] = p.pid
-        wait_port(d, VIP, TLS_PORTS["ktcpvs"])
+        for tag, text, extra in (("", resumed, []), ("-full", full, ["--ticket-lifetime", "0"])):
+            own = self.tmp / f"tlsd{tag}.rules"
+            own.write_text(site + text)
+            workers = self.cpus
+            prof: list[str] = []
+            if self.cfg.get("profile_tlsd"):
+                # run.py --profile-tlsd: one worker (cProfile follows no fork)
+                prof, workers = ["-m", "cProfile", "-o", str(self.tmp / f"tlsd{tag}.prof")], 1
+            if self.cfg.get("tlsd_events") or self.cfg.get("profile_tlsd"):
+                extra = [*extra, "--events", str(self.tmp / f"tlsd{tag}-events.jsonl")]
+            p = self.topo.spawn(d, [sys.executable, *prof, "-m", "l7ctl", "tlsd", str(own),
+                                    "--workers", str(workers),
+                                    "--max-handshakes-per-source", "1024", *extra],
+                                f"tlsd{tag}.out")  # fmt: skip
+            self.pgids[f"tlsd{tag}"] = p.pid
+        slow = 600.0 if self.cfg.get("profile_tlsd") else 60.0  # cProfile: a slow start
+        wait_port(d, VIP, TLS_PORTS["ktcpvs"], timeout=slow)
+        wait_port(d, VIP, FULL_TLS_PORTS["ktcpvs"], timeout=slow)
         wait_port(d, VIP, PORTS["floor"])
         wait_port(d, VIP, PORTS["nolog"])
         prefix = self.tmp / "haproxy"
@@ -270,19 +306,29 @@ service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
                             "nginx-proxy.out")  # fmt: skip
         self.pgids["nginx"] = p.pid
         wait_port(d, VIP, PORTS["nginx"])
-        for port in (TLS_PORTS["haproxy"], TLS_PORTS["nginx"]):
+        for port in [*TLS_PORTS.values(), *FULL_TLS_PORTS.values()]:
             wait_port(d, VIP, port)
-        self.results["tls"] = {s: self.tls_session(s) for s in TLS_PORTS}
+        self.results["tls"] = {s: self.tls_session(TLS_PORTS[s]) for s in TLS_PORTS}
+        self.results["tls_full"] = {s: self.tls_session(FULL_TLS_PORTS[s]) for s in FULL_TLS_PORTS}
 
-    def tls_session(self, system: str) -> str:
-        """The protocol and cipher a client gets from a system's HTTPS port."""
+    def tls_session(self, port: int) -> str:
+        """The protocol, cipher and key exchange a client gets from a system's
+        HTTPS port, and whether a second connection resumes the first one's
+        session (Python's ssl, as wrk does: the ticket kept from a connection
+        read to its end, offered on the next)."""
         r = self.topo.exec(self.topo.client.ns, "sh", "-c",
-                           f"openssl s_client -brief -connect {VIP}:{TLS_PORTS[system]} "
+                           f"openssl s_client -brief -connect {VIP}:{port} "
                            f"-servername {TLS_NAME} </dev/null", check=False)  # fmt: skip
         text = r.stdout + r.stderr
-        keys = ("Protocol version:", "Ciphersuite:", "Peer Temp Key:")
+        keys = ("Protocol version:", "Ciphersuite:", "Server Temp Key:", "Peer Temp Key:")
         got = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith(keys)]
-        return ", ".join(got) or f"no session: {text.strip()[-200:]}"
+        if not got:
+            return f"no session: {text.strip()[-200:]}"
+        try:
+            reused = in_netns(self.topo.client.ns, lambda: resumes(port))
+        except Exception as e:  # a diagnostic: reported, not raised
+            return ", ".join(got) + f", resumption not checked: {e}"
+        return ", ".join(got) + (", resumed" if reused else ", not resumed")
 
     def versions(self) -> dict[str, str]:
         def first(*argv: str) -> str:
@@ -311,9 +357,10 @@ service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
         """One download with curl: status 200, the static pool (the floor's
         pool for the floor), the full size."""
         self.fastpath(system)
+        tls = ["-k", *(a for h in w.headers for a in ("-H", h))] if w.tls else []
         r = self.topo.exec(self.topo.client.ns, "curl", "-sS", "-o", "/dev/null", "-D", "-",
                            "-w", "KTSIZE %{http_code} %{size_download}\n", "--max-time", "120",
-                           w.url(system), check=False)  # fmt: skip
+                           *tls, w.url(system), check=False)  # fmt: skip
         lines = r.stdout.lower().splitlines()
         size = [ln.split() for ln in lines if ln.startswith("ktsize")]
         if r.returncode != 0 or not size:
@@ -636,6 +683,16 @@ service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
             self.results["errors"].append(traceback.format_exc())
             log(traceback.format_exc())
         finally:
+            if self.cfg.get("profile_tlsd"):
+                self.results["tlsd_profile"] = {
+                    "resumed": self.tlsd_profile(""),
+                    "full": self.tlsd_profile("-full"),
+                }
+            if self.cfg.get("tlsd_events") or self.cfg.get("profile_tlsd"):
+                self.results["tlsd_outcomes"] = {
+                    "resumed": self.tlsd_outcomes(""),
+                    "full": self.tlsd_outcomes("-full"),
+                }
             self.results["guest_seconds"] = round(time.monotonic() - t0, 1)
             self.save()
             with contextlib.suppress(Exception):
@@ -646,6 +703,67 @@ service secure listen {VIP}:{TLS_PORTS["ktcpvs"]} tls {{
             self.topo.down()
         log(f"done in {time.monotonic() - t0:.0f} s")
         return 1 if self.results["errors"] else 0
+
+    def tlsd_profile(self, tag: str) -> dict[str, Any]:
+        """Stop a profiled daemon (TAG "": the resuming port's, "-full": the
+        full-handshake port's) and read its profile: the functions with the
+        most time of their own, per connection handed over."""
+        import pstats
+
+        pid = self.pgids.get(f"tlsd{tag}")
+        if pid is None:
+            return {"error": "no profiled daemon"}
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        prof = self.tmp / f"tlsd{tag}.prof"
+        for _ in range(300):
+            if prof.exists() and prof.stat().st_size:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        out = (self.tmp / f"tlsd{tag}.out").read_text(errors="replace")
+        stopped = [ln for ln in out.splitlines() if "tlsd: stopped:" in ln]
+        conns = int(stopped[-1].split("stopped:")[1].split()[0]) if stopped else 0
+        if not prof.exists():
+            return {"error": "no profile written", "log": out[-500:]}
+        st = pstats.Stats(str(prof))
+        rows = []
+        for (file, line, fn), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+            rows.append({"function": f"{Path(file).name}:{line}({fn})", "calls": nc,
+                         "own_s": round(tt, 4), "cumulative_s": round(ct, 4)})  # fmt: skip
+        rows.sort(key=lambda r: -float(r["own_s"]))
+        total = sum(float(r["own_s"]) for r in rows)
+        return {"handed_over": conns, "total_s": round(total, 3), "top": rows[:40]}
+
+    def tlsd_outcomes(self, tag: str) -> dict[str, int]:
+        """run.py --tlsd-events: how a daemon's connections ended, counted
+        by outcome (resumed or not) and error."""
+        outcomes: dict[str, int] = {}
+        events = self.tmp / f"tlsd{tag}-events.jsonl"
+        for line in events.read_text().splitlines() if events.exists() else []:
+            ev = json.loads(line)
+            key = f"{ev['outcome']}{' resumed' if ev.get('resumed') else ''}: {ev['error']}"
+            outcomes[key] = outcomes.get(key, 0) + 1
+        return outcomes
+
+
+def resumes(port: int) -> bool:
+    """Whether a session of VIP:PORT resumes on the next connection."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = f"GET /img/small.png HTTP/1.1\r\nHost: {TLS_NAME}\r\nConnection: close\r\n\r\n"
+    session = None
+    reused = False
+    for _ in range(2):
+        raw = socket.create_connection((VIP, port), timeout=30)
+        with ctx.wrap_socket(raw, server_hostname=TLS_NAME, session=session) as s:
+            s.sendall(req.encode())
+            with contextlib.suppress(ssl.SSLError, OSError):
+                while s.recv(65536):  # to the end: TLS 1.3's tickets come first
+                    pass
+            session, reused = s.session, bool(s.session_reused)
+    return reused
 
 
 def _flush() -> None:

@@ -116,6 +116,17 @@ def main() -> int:
         help="comma-separated workload names (default all)",
     )
     ap.add_argument("--reps", type=int, default=0, help="repetitions (default 3; quick 1)")
+    ap.add_argument(
+        "--tlsd-events",
+        action="store_true",
+        help="count how the TLS daemons' connections ended (--events), in the report",
+    )
+    ap.add_argument(
+        "--profile-tlsd",
+        action="store_true",
+        help="run the TLS daemons under cProfile (one worker each) and report where their "
+        "time goes per connection (a diagnostic run: its HTTPS figures are not comparable)",
+    )
     args = ap.parse_args()
 
     bench = ROOT / "build" / "bench"
@@ -133,6 +144,10 @@ def main() -> int:
         }
         if args.reps:
             cfg["reps"] = args.reps
+        if args.profile_tlsd:
+            cfg["profile_tlsd"] = True
+        if args.tlsd_events:
+            cfg["tlsd_events"] = True
         (bench / "macro-config.json").write_text(json.dumps(cfg))
         kver = subprocess.run(
             [str(ROOT / "scripts/kver.sh"), args.kernel], capture_output=True, text=True, check=True

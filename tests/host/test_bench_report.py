@@ -120,3 +120,41 @@ def test_an_https_workload_is_reported_for_the_systems_that_ran_it() -> None:
     assert got["ktcpvs / HAProxy req/s, https_small_close"] is True
     assert got["ktcpvs / nginx req/s, https_small_close"] is False
     assert "https_small_close" in report.markdown(s, report.targets(s))
+
+
+def test_tls_sessions_that_do_not_resume_as_their_port_says_are_flagged() -> None:
+    """The HTTPS ports must resume sessions and the full-handshake ports
+    must not, or the workloads compare different handshakes."""
+    m = {
+        "tls": {
+            "ktcpvs": "TLSv1.3, TLS_AES_256_GCM_SHA384, X25519, 253 bits, resumed",
+            "haproxy": "TLSv1.3, TLS_AES_256_GCM_SHA384, X25519, 253 bits, not resumed",
+        },
+        "tls_full": {"nginx": "TLSv1.3, TLS_AES_256_GCM_SHA384, X25519, 253 bits, resumed"},
+    }
+    notes = report.tls_notes(m)
+    warnings = [n for n in notes if "WARNING" in n]
+    assert warnings == [
+        "TLS, haproxy, HTTPS port: WARNING: sessions do not resume",
+        "TLS, nginx, full-handshake port: WARNING: sessions resume",
+    ]
+    assert len(notes) == 5 and report.tls_notes({}) == []
+
+
+def test_the_daemon_profile_is_reported_per_connection() -> None:
+    prof = {
+        "handed_over": 100,
+        "total_s": 2.0,
+        "top": [
+            {"function": "~:0(do_handshake)", "calls": 300, "own_s": 1.5, "cumulative_s": 1.5},
+            {"function": "tlsd.py:1(_secrets)", "calls": 100, "own_s": 0.5, "cumulative_s": 0.6},
+        ],
+    }
+    lines = report.profile_lines({"tlsd_profile": {"full": prof}})
+    assert lines[0] == (
+        "tlsd profile (full): 100 connections handed over, 20000 µs of profiled time each"
+    )
+    assert lines[2].split() == ["15000", "75.0%", "3.00", "~:0(do_handshake)"]
+    assert report.profile_lines({}) == []
+    got = report.profile_lines({"tlsd_profile": {"resumed": {"error": "x"}}})
+    assert got == ["tlsd profile (resumed): x"]

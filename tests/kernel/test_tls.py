@@ -209,10 +209,12 @@ def test_keepalive_requests_over_tls_are_routed_each_to_its_pool(
 def test_a_resumed_session_is_routed_like_a_full_handshake(
     site: Site, https: Https, version: str
 ) -> None:
-    """A client that kept the session ticket of its first connection
-    resumes (no certificate sent), and its connection is in kernel TLS and
-    switched like any other: the record numbers after the daemon's tickets
-    are the kernel's."""
+    """A client that kept the session ticket of its last connection resumes
+    (no certificate sent), again and again (each resumed connection brings
+    a new ticket), and its connection is in kernel TLS and switched like any
+    other: the record numbers after the daemon's tickets are the kernel's.
+    Each connection ends as a browser's may: its last request asks to
+    close, and the client reads to the end (close_notify)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -220,28 +222,35 @@ def test_a_resumed_session_is_routed_like_a_full_handshake(
 
     def connect(
         session: ssl.SSLSession | None,
-    ) -> tuple[bool, ssl.SSLSession | None, list[Response]]:
+    ) -> tuple[bool, ssl.SSLSession | None, list[Response], bytes]:
         raw = socket.create_connection((VIP, PORT), timeout=30)
         with ctx.wrap_socket(raw, server_hostname="www.example.com", session=session) as s:
             out: list[Response] = []
-            for p in CYCLE:
-                s.sendall(request(p))
+            for i, p in enumerate(CYCLE):
+                s.sendall(request(p, close=i == len(CYCLE) - 1))
                 out.extend(read_responses(s, 1))
-            return s.session_reused, s.session, out
+            rest = b""
+            while chunk := s.recv(4096):  # to the end, which must be clean
+                rest += chunk
+            return s.session_reused, s.session, out, rest
 
-    def run() -> list[tuple[bool, list[Response]]]:
-        # (the session stays in the client's namespace: it does not pickle)
-        first = connect(None)
-        got = [first, connect(first[1]), connect(first[1])]
-        return [(reused, answers) for reused, _, answers in got]
+    def run() -> list[tuple[bool, list[Response], bytes]]:
+        # (the sessions stay in the client's namespace: they do not pickle)
+        got = []
+        session = None
+        for _ in range(4):
+            reused, session, answers, rest = connect(session)
+            got.append((reused, answers, rest))
+        return got
 
     got = site.client(run)
-    assert [reused for reused, _ in got] == [False, True, True]
-    for _, answers in got:
+    assert [reused for reused, _, _ in got] == [False, True, True, True]
+    for _, answers, rest in got:
         check_routed(CYCLE, answers)
-    assert wait_for(lambda: len(events(https)) == 3)
+        assert rest == b""
+    assert wait_for(lambda: len(events(https)) == 4)
     assert [(e["outcome"], e["resumed"]) for e in events(https)] == [
-        ("adopted", False), ("adopted", True), ("adopted", True)
+        ("adopted", False), ("adopted", True), ("adopted", True), ("adopted", True)
     ]  # fmt: skip
 
 
