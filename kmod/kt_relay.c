@@ -90,6 +90,21 @@ int kt_pipe_fill(struct kt_pipe *p, struct socket *from, u64 max)
 	return kt_sock_call(from->sk, kt_pipe_fill_locked, &desc);
 }
 
+/* @n bytes of @skb, the first of @p, were sent: drop them, and the skb once all are. */
+static void kt_pipe_sent(struct kt_pipe *p, struct sk_buff *skb, int n)
+{
+	struct kt_pipe_cb *cb = KT_PIPE_CB(skb);
+
+	cb->off += n;
+	cb->len -= n;
+	p->bytes -= n;
+	if (!cb->len) {
+		__skb_unlink(skb, &p->q);
+		consume_skb(skb);
+		kt_alloc_dec();
+	}
+}
+
 static int kt_pipe_flush_locked(struct sock *sk, void *arg)
 {
 	struct kt_pipe *p = arg;
@@ -105,14 +120,7 @@ static int kt_pipe_flush_locked(struct sock *sk, void *arg)
 		if (n <= 0)
 			break;
 		sent += n;
-		cb->off += n;
-		cb->len -= n;
-		p->bytes -= n;
-		if (!cb->len) {
-			__skb_unlink(skb, &p->q);
-			consume_skb(skb);
-			kt_alloc_dec();
-		}
+		kt_pipe_sent(p, skb, n);
 	}
 	kt_tx_end(sk, &save, sent ? 0 : n);
 	if (sent)
@@ -209,14 +217,7 @@ int kt_pipe_flush_tls(struct kt_pipe *p, struct socket *to)
 		if (n <= 0)
 			break;
 		sent += n;
-		cb->off += n;
-		cb->len -= n;
-		p->bytes -= n;
-		if (!cb->len) {
-			__skb_unlink(skb, &p->q);
-			consume_skb(skb);
-			kt_alloc_dec();
-		}
+		kt_pipe_sent(p, skb, n);
 	}
 	if (sent)
 		return sent;

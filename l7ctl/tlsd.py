@@ -56,6 +56,7 @@ HELLO_PEEK = 43
 RETRY_LISTEN_S = 5.0  # a listener that could not be opened is tried again
 REPORT_S = 60.0  # the counters are logged this often, when they changed
 KEYLOG_SWEEP = 1 << 16  # the key log is emptied when it grows past this
+SWEEP_CHECK_S = 1.0  # its size looked at this often (every handover empties it)
 IP_FREEBIND = 15  # linux/in.h
 IPV6_FREEBIND = 78  # linux/in6.h
 
@@ -168,6 +169,7 @@ class Daemon:
         self.stop_asked = False
         self.reported = Counters()
         self.report_at = time.monotonic() + REPORT_S
+        self.sweep_at = 0.0
         # Signals wake the selector through this pair (signal.set_wakeup_fd).
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
@@ -457,8 +459,10 @@ class Daemon:
             if self.tickets.advance(now):
                 self._rotate()
             nxt = min(nxt, self.tickets.rotate_at)
-        if os.stat(self.keylog).st_size > KEYLOG_SWEEP:
-            self._secrets()
+        if now >= self.sweep_at:
+            self.sweep_at = now + SWEEP_CHECK_S
+            if os.stat(self.keylog).st_size > KEYLOG_SWEEP:
+                self._secrets()
         if now >= self.report_at:
             self.report_at = now + REPORT_S
             if self.counters != self.reported:

@@ -406,3 +406,23 @@ def test_a_handshake_whose_ssl_setup_fails_is_forgotten_once(
     time.sleep(1.5)  # past the handshake timeout (1 s): nothing to end twice
     assert outcomes(events) == ["failed"]
     assert d.pending == {} and d.per_source == {}
+
+
+def test_the_key_log_is_emptied_past_its_bound_looked_at_once_a_second(
+    tmp_path: Path, daemon_rules: Path
+) -> None:
+    """Lines of handshakes that never reach a handover (failed, timed out)
+    would pile up in the key log: past 64 KiB it is emptied, its size looked
+    at no more than once a second (a handover empties it anyway)."""
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    d = tlsd.Daemon(daemon_rules, tlsd.Limits(), keys, log=lambda _: None)
+    big = b"CLIENT_RANDOM " + b"0" * 200 + b"\n"
+    d.keylog.write_bytes(big * 400)
+    d._expire(100.0)
+    assert d.keylog.stat().st_size == 0
+    d.keylog.write_bytes(big * 400)
+    d._expire(100.5)
+    assert d.keylog.stat().st_size == len(big) * 400  # not looked at yet
+    d._expire(101.0)
+    assert d.keylog.stat().st_size == 0
