@@ -234,17 +234,21 @@ def test_a_resumed_session_is_routed_like_a_full_handshake(
                 rest += chunk
             return s.session_reused, s.session, out, rest
 
-    def run() -> list[tuple[bool, list[Response], bytes]]:
+    def run() -> tuple[list[tuple[bool, list[Response], bytes]], list[bytes]]:
         # (the sessions stay in the client's namespace: they do not pickle)
         got = []
+        ids = []  # the client names a session by its ticket: a new ticket, a new id
         session = None
         for _ in range(4):
             reused, session, answers, rest = connect(session)
             got.append((reused, answers, rest))
-        return got
+            ids.append(session.id if session is not None else b"")
+        return got, ids
 
-    got = site.client(run)
+    got, ids = site.client(run)
     assert [reused for reused, _, _ in got] == [False, True, True, True]
+    if version == "1.3":  # (TLS 1.2 keeps the session's id across tickets)
+        assert len(set(ids)) == 4, "a resumed connection brought no new ticket"
     for _, answers, rest in got:
         check_routed(CYCLE, answers)
         assert rest == b""
