@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from l7ctl import __version__
+from l7ctl import __version__, tickets
 from l7ctl.errors import L7ctlError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -127,8 +127,6 @@ def _count(text: str) -> int:
 
 
 def _ticket_lifetime(text: str) -> int:
-    from l7ctl import tickets
-
     n = int(text)
     if not 0 <= n <= tickets.LIFETIME_MAX:
         raise argparse.ArgumentTypeError(f"from 0 to {tickets.LIFETIME_MAX} seconds")
@@ -313,11 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--ticket-lifetime",
         type=_ticket_lifetime,
-        default=300,
+        default=tickets.LIFETIME_DEFAULT,
         metavar="SECONDS",
         help="session tickets let a client resume without a full handshake; their key, shared "
         "by the workers, is replaced this often, and a ticket opens until then; 0: no tickets, "
-        "a full handshake every time (default 300)",
+        f"a full handshake every time (default {tickets.LIFETIME_DEFAULT})",
     )
     s.add_argument("--events", metavar="FILE", help="append one JSON line per connection to FILE")
     s.add_argument(
