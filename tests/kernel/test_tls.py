@@ -779,6 +779,27 @@ def test_after_wrk_over_https_everything_goes_idle(site: Site, https: Https, clo
     assert busy < 0.25, f"{busy:.0%} busy after the clients left: {used[:8]}"
 
 
+def test_wrk_resumes_every_connection_after_its_first(site: Site, https: Https) -> None:
+    """wrk with a new connection per request keeps each connection's
+    session (SSL_clear) and offers it on the next: after the first, full
+    handshake of each of its connections, every handover is a resumed one.
+    (make bench's resumed workload counts on it; a session a client marks
+    unusable -- an unclean end -- would show here as full handshakes.)"""
+    conns = 4  # in flight at once, within the daemon's share per source
+    argv = ["ip", "netns", "exec", site.topo.client.ns, "wrk", "-t2", f"-c{conns}", "-d3s",
+            "--timeout", "10s", "-H", "Host: www.example.com", "-H", "Connection: close",
+            f"https://{VIP}:{PORT}/index.html"]  # fmt: skip
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Non-2xx" not in r.stdout, r.stdout
+    # wrk's exit cuts the connections it had open: those end unadopted
+    time.sleep(1)
+    adopted = [e for e in events(https) if e["outcome"] == "adopted"]
+    full = [e for e in adopted if not e["resumed"]]
+    assert len(adopted) > 2 * conns, r.stdout
+    assert len(full) == conns, f"{len(full)} full handshakes of {len(adopted)}"
+
+
 def test_unload_with_tls_connections_open(site: Site, https: Https) -> None:
     """rmmod while TLS clients hold idle keep-alive connections and one is
     in the middle of a download: the module goes, the clients see their
