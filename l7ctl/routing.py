@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l7ctl import compiler, ir
+from l7ctl import compiler, ir, tlscert
 from l7ctl import evaluator as ev
 from l7ctl.errors import L7ctlError
 
@@ -32,6 +32,8 @@ class Compiled:
     config: ir.Config
     tables: bytes
     table: Any = None  # l7ctl._match.Table, when the extension is built
+    # a TLS service's certificate file -> its host names (read when needed)
+    cert_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def engine(self) -> str:
@@ -149,6 +151,17 @@ def build_request(
     return parse_raw(raw, client)
 
 
+@dataclass(frozen=True)
+class TlsView:
+    """A TLS service's handshake as the request's connection had it: the
+    SNI sent, the certificate it chose and that certificate's names."""
+
+    sni: str | None
+    certificate: str
+    names: tuple[str, ...]
+    host_ok: bool  # the request's host is one of the names: else 421
+
+
 @dataclass
 class Explanation:
     service: ir.Service
@@ -159,9 +172,18 @@ class Explanation:
     reference_rule: int = -1
     agree: bool = True
     pool: ir.Pool | None = None
+    tls: TlsView | None = None
+
+    @property
+    def misdirected(self) -> bool:
+        """Answered 421 before any rule: the host is not a name of the
+        certificate the handshake chose (RFC 9110 15.5.20)."""
+        return self.tls is not None and not self.tls.host_ok
 
     @property
     def action(self) -> str:
+        if self.misdirected:
+            return "misdirected 421 (the host is not a name of the certificate)"
         if self.rule is None:
             return "block 404 (no rule matched)"
         return str(self.rule.action)
@@ -175,7 +197,8 @@ class Explanation:
 
     def to_json(self) -> dict[str, Any]:
         r = self.rule
-        return {
+        tls = self.tls
+        out: dict[str, Any] = {
             "service": self.service.name,
             "rule": None
             if r is None
@@ -197,6 +220,16 @@ class Explanation:
                 "query": self.request.query.decode("latin-1"),
             },
         }
+        if tls is not None:
+            out["tls"] = {
+                "sni": tls.sni,
+                "certificate": tls.certificate,
+                "names": list(tls.names),
+                "host_ok": tls.host_ok,
+            }
+        if self.misdirected:
+            out.update(rule=None, action="misdirected", pool=None, status=421, why=[])
+        return out
 
     def format(self) -> str:
         q = self.request
@@ -207,7 +240,17 @@ class Explanation:
             + (f" from {q.client}" if q.client else ""),
             f"service: {self.service.name} ({_ep(self.service.addr, self.service.port)})",
         ]
-        if self.rule is None:
+        tls = self.tls
+        if tls is not None:
+            sni = repr(tls.sni) if tls.sni else "none"
+            lines.append(f"tls:     SNI {sni} chose {tls.certificate} ({', '.join(tls.names)})")
+        if self.misdirected:
+            lines.append("rule:    none tried")
+            lines.append(
+                "action:  421 Misdirected Request: the host is not a name of the certificate "
+                "the handshake chose (RFC 9110 15.5.20)"
+            )
+        elif self.rule is None:
             lines.append("rule:    none matched")
             lines.append("action:  block 404 (the default when no rule matches)")
         else:
@@ -270,7 +313,39 @@ def match(c: Compiled, svc: ir.Service, req: ev.Request) -> tuple[int, list[int]
     return int(rule), [int(p) for p in preds]
 
 
-def route(c: Compiled, svc: ir.Service, req: ev.Request) -> Explanation:
+def tls_view(c: Compiled, svc: ir.Service, req: ev.Request, sni: str | None) -> TlsView | None:
+    """For a TLS service, the certificate SNI chooses (the daemon's choice,
+    tlscert.pick) and whether the request's host is one of its names (the
+    module's check, made only when the request names a host).  Reads each
+    certificate file once; L7ctlError if one cannot be read."""
+    if not svc.tls or not svc.certificates:
+        return None
+    names = []
+    for cert in svc.certificates:
+        if cert.cert not in c.cert_names:
+            try:
+                c.cert_names[cert.cert] = tlscert.cert_names(Path(cert.cert))
+            except tlscert.CertError as e:
+                raise L7ctlError(
+                    f"service {svc.name}: {e.message} (the certificate's names decide "
+                    "which hosts are answered 421)"
+                ) from None
+        names.append(c.cert_names[cert.cert])
+    i = tlscert.pick(names, sni)
+    host = req.host.decode("latin-1")
+    ok = not host or tlscert.host_ok(names[i], host)
+    return TlsView(sni, svc.certificates[i].cert, names[i], ok)
+
+
+def route(c: Compiled, svc: ir.Service, req: ev.Request, sni: str | None = None) -> Explanation:
+    """Where REQ goes in SVC.  For a TLS service, SNI is the name the
+    client's handshake sent ("": none); by default the request's host, as
+    browsers send."""
+    if sni is None:
+        sni = req.host.decode("latin-1")
+    tls = tls_view(c, svc, req, sni or None)
+    if tls is not None and not tls.host_ok:
+        return Explanation(svc, req, None, [], c.engine, tls=tls)
     ref = ev.evaluate(svc, req)
     if c.table is not None:
         idx, preds = match(c, svc, req)
@@ -286,7 +361,7 @@ def route(c: Compiled, svc: ir.Service, req: ev.Request) -> Explanation:
         agree = agree and same_action(
             c, c.table.result(svc_index(c, svc), *request_args(req)), rule
         )
-    return Explanation(svc, req, rule, sorted(preds), c.engine, ref.index, agree, pool)
+    return Explanation(svc, req, rule, sorted(preds), c.engine, ref.index, agree, pool, tls)
 
 
 def request_args(req: ev.Request) -> tuple[Any, ...]:
@@ -325,7 +400,10 @@ class Case:
     headers: list[str]
     client: str | None
     service: str | None
-    expect: str  # normalized: "route POOL" / "block N" / "redirect N [LOC]" / "none"
+    expect: (
+        str  # normalized: "route POOL" / "block N" / "redirect N [LOC]" / "misdirected" / "none"
+    )
+    sni: str | None = None  # a TLS service's handshake name; None: the host
 
 
 @dataclass
@@ -365,11 +443,12 @@ def parse_cases(path: str, pools: set[str]) -> list[Case]:
         except ValueError as e:
             raise L7ctlError(f"{path}:{n}: {e}") from None
         method, url, headers, client, service = "GET", "", [], None, None
+        sni: str | None = None
         pos: list[str] = []
         i = 0
         while i < len(words):
             w = words[i]
-            if w in ("-H", "--header", "--from", "--service") and i + 1 >= len(words):
+            if w in ("-H", "--header", "--from", "--service", "--sni") and i + 1 >= len(words):
                 raise L7ctlError(f"{path}:{n}: {w} needs a value")
             if w in ("-H", "--header"):
                 headers.append(words[i + 1])
@@ -380,6 +459,9 @@ def parse_cases(path: str, pools: set[str]) -> list[Case]:
             elif w == "--service":
                 service = words[i + 1]
                 i += 2
+            elif w == "--sni":
+                sni = words[i + 1]
+                i += 2
             else:
                 pos.append(w)
                 i += 1
@@ -389,9 +471,8 @@ def parse_cases(path: str, pools: set[str]) -> list[Case]:
             method, url = pos
         else:
             raise L7ctlError(f"{path}:{n}: expected [METHOD] URL before '=>'")
-        cases.append(
-            Case(n, line, method, url, headers, client, service, _norm_expect(exp, pools, path, n))
-        )
+        expect = _norm_expect(exp, pools, path, n)
+        cases.append(Case(n, line, method, url, headers, client, service, expect, sni))
     return cases
 
 
@@ -405,17 +486,20 @@ def _norm_expect(exp: str, pools: set[str], path: str, n: int) -> str:
         return " ".join(w[:3])
     if w[0] == "answer" and len(w) == 2 and w[1].isdigit():
         return f"answer {w[1]}"
-    if w[0] == "none" and len(w) == 1:
-        return "none"
+    if w[0] in ("none", "misdirected") and len(w) == 1:
+        return w[0]
     if len(w) == 1 and w[0] in pools:
         return f"route {w[0]}"
     raise L7ctlError(
         f"{path}:{n}: bad expectation {exp.strip()!r}: expected POOL, route POOL, block STATUS, "
-        "redirect STATUS [LOCATION], answer STATUS or none"
+        "redirect STATUS [LOCATION], answer STATUS, misdirected (421) or none"
     )
 
 
-def _got(rule: ir.Rule | None, expect: str) -> str:
+def _got(ex: Explanation, expect: str) -> str:
+    if ex.misdirected:
+        return "misdirected"
+    rule = ex.rule
     if rule is None:
         return "none"
     a = rule.action
@@ -441,13 +525,13 @@ def run_cases(c: Compiled, cases: list[Case]) -> TestReport:
             req = build_request(
                 case.method, case.url, case.headers, case.client, _ep(svc.addr, svc.port)
             )
-            ex = route(c, svc, req)
+            ex = route(c, svc, req, case.sni)
         except L7ctlError as e:
             rep.results.append(CaseResult(case, "error", False, None, str(e)))
             continue
         if ex.rule is not None:
             hit.add((svc.name, ex.rule.index))
-        got = _got(ex.rule, case.expect)
+        got = _got(ex, case.expect)
         ok = got == case.expect and ex.agree
         rep.results.append(
             CaseResult(

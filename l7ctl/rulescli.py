@@ -80,7 +80,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
         req = routing.build_request(
             method, url, args.header, args.client, routing._ep(svc.addr, svc.port)
         )
-    ex = routing.route(c, svc, req)
+    ex = routing.route(c, svc, req, args.sni)
     if args.json:
         print(json.dumps(ex.to_json(), indent=2))
     else:
@@ -154,6 +154,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.add_argument("--from", dest="client", metavar="ADDR", help="client address")
     s.add_argument("--service", metavar="NAME", help="service to route in (if several)")
+    s.add_argument(
+        "--sni",
+        metavar="NAME",
+        help="a TLS service's handshake name, which chooses the certificate whose names the "
+        "host must be (else 421); default: the request's host, as browsers send; '': none",
+    )
     s.add_argument("--raw", action="store_true", help="read raw request bytes from stdin")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_cmd_route)
@@ -162,9 +168,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "test",
         help="run request -> expected action cases against a rules file",
         description="Each line of CASES is '[METHOD] URL [-H 'N: v']... [--from ADDR] "
-        "[--service NAME] => EXPECTED' where EXPECTED is POOL, route POOL, block STATUS, "
-        "redirect STATUS [LOCATION], answer STATUS or none. Reports failures and the rules "
-        "no case exercised. Exit 1 on any failure.",
+        "[--service NAME] [--sni NAME] => EXPECTED' where EXPECTED is POOL, route POOL, "
+        "block STATUS, redirect STATUS [LOCATION], answer STATUS, misdirected (421: a TLS "
+        "service's host that is not a name of the certificate SNI chose) or none. Reports "
+        "failures and the rules no case exercised. Exit 1 on any failure.",
     )
     s.add_argument("file", metavar="FILE")
     s.add_argument("cases", metavar="CASES")

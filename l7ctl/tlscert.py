@@ -14,6 +14,7 @@ import re
 import ssl
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,57 @@ def name_matches(pattern: str, host: str) -> bool:
     return host == pattern
 
 
+def host_ok(names: Sequence[str], host: str) -> bool:
+    """Whether a request's HOST may be served on a connection whose
+    handshake chose a certificate of NAMES: the module's check (a host that
+    is not gets 421, RFC 9110 15.5.20)."""
+    return any(name_matches(n, host) for n in names)
+
+
+def pick(certificates: Sequence[Sequence[str]], sni: str | None) -> int:
+    """The certificate a handshake chooses by SNI among the names of
+    CERTIFICATES (in the order written): the first that has the name
+    exactly, else the first that covers it by a wildcard, else (no name, or
+    one none covers) the first, the default."""
+    if sni:
+        name = sni.lower().rstrip(".")
+        for i, names in enumerate(certificates):
+            if name in names:
+                return i
+        for i, names in enumerate(certificates):
+            if any(name_matches(n, name) for n in names if n.startswith("*.")):
+                return i
+    return 0
+
+
+def _host_names(decoded: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The certificate's names that are host names, and a warning for each
+    other one."""
+    names: list[str] = []
+    warnings: list[str] = []
+    for n in names_of(decoded):
+        if len(n) <= 253 and _HOST_NAME.fullmatch(n):
+            names.append(n)
+        else:
+            warnings.append(f"the certificate's name {n!r} is not a host name: ignored")
+    return names, warnings
+
+
+def cert_names(cert: Path) -> tuple[str, ...]:
+    """The names the switch checks a request's host against, read from the
+    certificate file alone (no key).  Raises :class:`CertError`."""
+    try:
+        with open(cert, "rb"):
+            pass
+    except OSError as e:
+        raise CertError(f"cannot read the certificate file {cert}: {e.strerror}") from e
+    try:
+        decoded = _decode(cert)
+    except ssl.SSLError as e:
+        raise CertError(f"{cert}: not a PEM certificate: {e.reason or e}") from e
+    return tuple(_host_names(decoded)[0])
+
+
 def inspect(cert: Path, key: Path, now: float | None = None) -> CertInfo:
     """Check a certificate and its key as the daemon will load them.
     Raises :class:`CertError`."""
@@ -111,13 +163,7 @@ def inspect(cert: Path, key: Path, now: float | None = None) -> CertInfo:
         decoded = _decode(cert)
     except ssl.SSLError as e:
         raise CertError(f"not a PEM certificate: {e.reason or e}") from e
-    warnings: list[str] = []
-    names = []
-    for n in names_of(decoded):
-        if len(n) <= 253 and _HOST_NAME.fullmatch(n):
-            names.append(n)
-        else:
-            warnings.append(f"the certificate's name {n!r} is not a host name: ignored")
+    names, warnings = _host_names(decoded)
     if not names:
         raise CertError(
             "the certificate names no host",

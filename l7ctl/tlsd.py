@@ -126,16 +126,13 @@ Contexts = list[tuple[tuple[str, ...], ssl.SSLContext]]
 
 
 def _match_context(contexts: Contexts, name: str) -> tuple[tuple[str, ...], ssl.SSLContext] | None:
-    """The first certificate whose names cover ``name`` (an exact name
-    first, then a wildcard): its names and context."""
-    name = name.lower().rstrip(".")
-    for names, ctx in contexts:
-        if name in names:
-            return names, ctx
-    for names, ctx in contexts:
-        if any(tlscert.name_matches(n, name) for n in names if n.startswith("*.")):
-            return names, ctx
-    return None
+    """The certificate whose names cover ``name`` (tlscert.pick: an exact
+    name first, then a wildcard): its names and context; None if none does."""
+    i = tlscert.pick([names for names, _ in contexts], name)
+    names, ctx = contexts[i]
+    if i == 0 and not any(tlscert.name_matches(n, name) for n in names):
+        return None
+    return names, ctx
 
 
 class Daemon:

@@ -329,9 +329,11 @@ def test_the_daemon_drops_garbage_stalls_and_a_source_over_its_share(
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
     held[0].sendall(b"\x16\x03\x01")  # less than a ClientHello's head
     time.sleep(0.3)
+    # reset at accept: connect() itself fails if the reset comes before the
+    # client is back from it (a loaded host), else the first read does
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as extra,
         pytest.raises(ConnectionResetError),
+        socket.create_connection(("127.0.0.1", port), timeout=5) as extra,
     ):
         extra.recv(100)
     for s in held:
@@ -426,3 +428,102 @@ def test_the_key_log_is_emptied_past_its_bound_looked_at_once_a_second(
     assert d.keylog.stat().st_size == len(big) * 400  # not looked at yet
     d._expire(101.0)
     assert d.keylog.stat().st_size == 0
+
+
+# The module's 421 cases (tests/kernel/test_tls.py), as l7ctl route sees them:
+# (SNI, Host, answered by the rules).
+MISDIRECTION = [
+    ("www.example.com", "www.example.com", True),
+    ("www.example.com", "example.com", True),  # the same certificate
+    ("www.example.com", "WWW.Example.COM.:443", True),
+    ("www.example.com", "api.example.com", False),
+    ("www.example.com", "v1.api.example.com", False),
+    ("api.example.com", "v1.api.example.com", True),  # *.api.example.com
+    ("api.example.com", "x.v1.api.example.com", False),
+    ("api.example.com", "www.example.com", False),
+    ("", "www.example.com", True),  # no SNI: the first certificate
+    ("", "api.example.com", False),
+    ("other.example.org", "example.com", True),  # a name none has: the first
+]
+
+
+@needs_match
+def test_route_answers_421_where_the_module_would(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from l7ctl import cli
+
+    rules = tmp_path / "site.rules"
+    rules.write_text(tls_service(certs))
+    for sni, host, served in MISDIRECTION:
+        argv = ["route", str(rules), "/index.html", "-H", f"Host: {host}", "--sni", sni, "--json"]
+        assert cli.main(argv) == 0
+        got = json.loads(capsys.readouterr().out)
+        want_cert = str(certs["api" if sni.startswith("api") else "www"][0])
+        assert got["tls"]["certificate"] == want_cert, (sni, host)
+        assert got["tls"]["host_ok"] is served, (sni, host)
+        if served:
+            assert (got["action"], got["pool"]) == ("route", "a"), (sni, host)
+        else:
+            assert (got["action"], got["status"], got["rule"]) == ("misdirected", 421, None)
+    # by default the SNI is the request's host, as a browser sends it
+    assert cli.main(["route", str(rules), "http://v1.api.example.com/"]) == 0
+    out = capsys.readouterr().out
+    assert "SNI 'v1.api.example.com' chose" in out and "api.example.com.crt" in out
+    assert "action:  route a" in out
+    assert cli.main(["route", str(rules), "http://x.v1.api.example.com/"]) == 0
+    out = capsys.readouterr().out
+    assert "action:  421 Misdirected Request" in out and "rule:    none tried" in out
+
+
+@needs_match
+def test_cases_expect_misdirected_and_name_the_sni(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from l7ctl import cli
+
+    rules = tmp_path / "site.rules"
+    rules.write_text(tls_service(certs))
+    cases = tmp_path / "site.cases"
+    cases.write_text(
+        "".join(
+            f"GET /x -H 'Host: {host}' --sni '{sni}' => {'a' if served else 'misdirected'}\n"
+            for sni, host, served in MISDIRECTION
+        )
+        + "GET /x -H 'Host: api.example.com' --sni www.example.com => a\n"
+    )
+    assert cli.main(["test", str(rules), str(cases)]) == 1
+    out = capsys.readouterr().out
+    n = len(MISDIRECTION)
+    assert f"{n}/{n + 1} cases passed" in out
+    assert "expected route a, got misdirected" in out
+
+
+def test_route_names_a_certificate_it_cannot_read(
+    tmp_path: Path, certs: dict[str, tuple[Path, Path]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from l7ctl import cli
+
+    crt = tmp_path / "gone.crt"
+    crt.write_bytes(certs["www"][0].read_bytes())
+    rules = tmp_path / "site.rules"
+    rules.write_text(tls_service(certs).replace(str(certs["www"][0]), str(crt)))
+    crt.unlink()
+    assert cli.main(["route", str(rules), "http://www.example.com/"]) == 1
+    err = capsys.readouterr().err
+    assert "service secure: cannot read the certificate file" in err and "gone.crt" in err
+    assert "421" in err
+
+
+def test_pick_and_host_ok_are_the_daemons_and_the_modules_rules() -> None:
+    www = ("www.example.com", "example.com")
+    api = ("api.example.com", "*.api.example.com")
+    assert tlscert.pick([www, api], "API.example.com.") == 1
+    assert tlscert.pick([www, api], "v1.api.example.com") == 1
+    assert tlscert.pick([www, api], "x.v1.api.example.com") == 0
+    assert tlscert.pick([www, api], None) == 0
+    # an exact name wins over an earlier wildcard
+    assert tlscert.pick([("*.example.com",), ("www.example.com",)], "www.example.com") == 1
+    assert tlscert.host_ok(api, "v1.api.example.com")
+    assert not tlscert.host_ok(api, ".api.example.com")  # an empty label
+    assert not tlscert.host_ok(api, "api.example.com.evil")
