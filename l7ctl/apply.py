@@ -42,6 +42,7 @@ class ApplyResult:
     l7_diff: list[str] = field(default_factory=list)  # human-readable lines
     ipvs_ops: list[ipvs.Op] = field(default_factory=list)
     virtuals: int = 0
+    tls_services: int = 0  # served by l7ctl tlsd, which reads the file itself
 
     def describe(self) -> list[str]:
         """The difference as lines for the operator (dry run and apply)."""
@@ -250,6 +251,7 @@ def apply_file(path: str | Path, *, dry_run: bool = False) -> ApplyResult:
             result = ApplyResult(
                 l7_changed or bool(ops), None, nsvc, len(blob), warnings,
                 l7_changed, l7_lines, ops, len(virtuals),
+                sum(s.tls for s in res.ir.services),
             )  # fmt: skip
             if dry_run or not result.changed:
                 return result

@@ -51,14 +51,21 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         what += f" and {res.virtuals} IPVS virtual service(s)"
     if not res.changed:
         print(f"{args.file}: no change (ktcpvs and IPVS already run this configuration)")
-        return 0
-    for line in res.describe():
-        print(line)
-    if args.dry_run:
-        print(f"{args.file}: would apply {what}, {res.size} bytes of tables (dry run)")
     else:
+        for line in res.describe():
+            print(line)
+        if args.dry_run:
+            print(f"{args.file}: would apply {what}, {res.size} bytes of tables (dry run)")
+            return 0
         gen = f", generation {res.generation}" if res.generation is not None else ""
         print(f"{args.file}: applied {what}{gen}")
+    # Under systemd (INVOCATION_ID) the unit's reload reaches the daemon itself.
+    if res.tls_services and not args.dry_run and "INVOCATION_ID" not in os.environ:
+        print(
+            f"{args.file}: {res.tls_services} TLS service(s): l7ctl tlsd reads the file itself; "
+            "reload it for new listeners and certificates (systemctl reload ktcpvs-tlsd, "
+            "or SIGHUP)"
+        )
     return 0
 
 

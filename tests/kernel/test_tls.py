@@ -801,6 +801,23 @@ def test_wrk_resumes_every_connection_after_its_first(site: Site, https: Https) 
     assert len(full) == conns, f"{len(full)} full handshakes of {len(adopted)}"
 
 
+def test_apply_says_the_tls_daemon_reads_the_file_itself(site: Site, https: Https) -> None:
+    """l7ctl apply by hand (no change here: a renewed certificate is one)
+    reminds that the daemon must be reloaded; under systemd, whose reload
+    reaches the daemon, it does not."""
+    env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
+    argv = ["ip", "netns", "exec", site.topo.director.ns,
+            sys.executable, "-m", "l7ctl", "apply", str(https.rules)]  # fmt: skip
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "no change" in r.stdout
+    assert "1 TLS service(s): l7ctl tlsd reads the file itself; reload it" in r.stdout
+    env["INVOCATION_ID"] = "0" * 32
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "no change" in r.stdout and "TLS service" not in r.stdout
+
+
 def test_unload_with_tls_connections_open(site: Site, https: Https) -> None:
     """rmmod while TLS clients hold idle keep-alive connections and one is
     in the middle of a download: the module goes, the clients see their
