@@ -98,6 +98,7 @@ class _Handshake:
     sni: str | None = None
     names: tuple[str, ...] = ()  # the certificate's, for the module's 421
     resumed: bool = False  # a session resumed from a ticket
+    started: float = 0.0  # time.monotonic() at accept
 
 
 @dataclass
@@ -311,7 +312,8 @@ class Daemon:
             # Readable once the ClientHello's random is in (or at the end).
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, HELLO_PEEK)
             self.per_source[peer] = n + 1
-            hs = _Handshake(svc, conn, peer, time.monotonic() + self.limits.handshake_timeout)
+            now = time.monotonic()
+            hs = _Handshake(svc, conn, peer, now + self.limits.handshake_timeout, started=now)
             hs.fd = conn.fileno()
             hs.names = svc.contexts[0][0]  # unless SNI picks another
             self.pending[conn.fileno()] = hs
@@ -419,7 +421,8 @@ class Daemon:
             self.counters.failed += 1
         elif outcome == "timeout":
             self.counters.timed_out += 1
-        self._event(outcome, hs.svc.name, hs.peer, hs.sni, version, cipher, error, hs.resumed)
+        ms = (time.monotonic() - hs.started) * 1000
+        self._event(outcome, hs.svc.name, hs.peer, hs.sni, version, cipher, error, hs.resumed, ms)
 
     def _event(
         self,
@@ -431,8 +434,10 @@ class Daemon:
         cipher: str = "",
         error: str = "",
         resumed: bool = False,
+        ms: float = 0.0,
     ) -> None:
-        """One line of ``--events``: a connection handed over or ended."""
+        """One line of ``--events``: a connection handed over or ended, MS
+        milliseconds after its accept."""
         if self.events is None:
             return
         ev = {
@@ -444,6 +449,7 @@ class Daemon:
             "cipher": cipher,
             "resumed": resumed,
             "error": error,
+            "ms": round(ms, 1),
         }
         self.events.write(json.dumps(ev) + "\n")
         self.events.flush()

@@ -695,6 +695,10 @@ service {name} listen {VIP}:{port} tls {{
                     "resumed": self.tlsd_outcomes(""),
                     "full": self.tlsd_outcomes("-full"),
                 }
+                self.results["tlsd_handshake_ms"] = {
+                    "resumed": self.tlsd_handshake_ms(""),
+                    "full": self.tlsd_handshake_ms("-full"),
+                }
             self.results["guest_seconds"] = round(time.monotonic() - t0, 1)
             self.save()
             with contextlib.suppress(Exception):
@@ -747,6 +751,17 @@ service {name} listen {VIP}:{port} tls {{
             key = f"{ev['outcome']}{' resumed' if ev.get('resumed') else ''}: {ev['error']}"
             outcomes[key] = outcomes.get(key, 0) + 1
         return outcomes
+
+    def tlsd_handshake_ms(self, tag: str) -> dict[str, list[float]]:
+        """run.py --tlsd-events: the daemon's time from accept to handover
+        (its events' "ms"), by kind of handshake, sorted."""
+        out: dict[str, list[float]] = {}
+        events = self.tmp / f"tlsd{tag}-events.jsonl"
+        for line in events.read_text().splitlines() if events.exists() else []:
+            ev = json.loads(line)
+            if ev["outcome"] == "adopted" and "ms" in ev:
+                out.setdefault("resumed" if ev["resumed"] else "full", []).append(float(ev["ms"]))
+        return {k: sorted(v) for k, v in out.items()}
 
 
 def resumes(port: int) -> bool:

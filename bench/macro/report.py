@@ -580,6 +580,14 @@ def profile_lines(macro: dict[str, Any], top: int = 20) -> list[str]:
     for port, outcomes in (macro.get("tlsd_outcomes") or {}).items():
         for what, n in sorted(outcomes.items(), key=lambda kv: -kv[1]):
             out.append(f"tlsd ({port}): {n} x {what}")
+    for port, kinds in (macro.get("tlsd_handshake_ms") or {}).items():
+        for kind, ms in sorted(kinds.items()):
+            if ms:
+                p50, p90 = ms[len(ms) // 2], ms[min(len(ms) - 1, len(ms) * 9 // 10)]
+                out.append(
+                    f"tlsd ({port}): {kind} handshakes, accept to handover: "
+                    f"p50 {p50:.1f} ms, p90 {p90:.1f} ms, max {ms[-1]:.1f} ms ({len(ms)})"
+                )
     for port, prof in (macro.get("tlsd_profile") or {}).items():
         if "error" in prof:
             out.append(f"tlsd profile ({port}): {prof['error']}")
@@ -625,6 +633,7 @@ def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
             "tls": tls_notes(macro),
             "tlsd_profile": macro.get("tlsd_profile"),
             "tlsd_outcomes": macro.get("tlsd_outcomes"),
+            "tlsd_handshake_ms": macro.get("tlsd_handshake_ms"),
         },
         "macro": s,
         "targets": tg,

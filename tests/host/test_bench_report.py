@@ -158,3 +158,14 @@ def test_the_daemon_profile_is_reported_per_connection() -> None:
     assert report.profile_lines({}) == []
     got = report.profile_lines({"tlsd_profile": {"resumed": {"error": "x"}}})
     assert got == ["tlsd profile (resumed): x"]
+
+
+def test_the_daemons_handshake_times_are_reported_by_kind() -> None:
+    ms = {"resumed": {"resumed": [float(i) for i in range(1, 11)], "full": [50.0]}}
+    lines = report.profile_lines({"tlsd_handshake_ms": ms})
+    assert lines == [
+        "tlsd (resumed): full handshakes, accept to handover: p50 50.0 ms, p90 50.0 ms, "
+        "max 50.0 ms (1)",
+        "tlsd (resumed): resumed handshakes, accept to handover: p50 6.0 ms, p90 10.0 ms, "
+        "max 10.0 ms (10)",
+    ]

@@ -343,6 +343,9 @@ def test_the_daemon_drops_garbage_stalls_and_a_source_over_its_share(
     assert 0.9 <= time.monotonic() - t0 <= 4
     time.sleep(0.1)
     assert outcomes(events) == ["failed", "over-limit", "timeout", "timeout", "timeout"]
+    # each event says how long after its accept it came: the timeouts at the 1 s bound
+    ms = [json.loads(ln)["ms"] for ln in events.read_text().splitlines()]
+    assert ms[1] == 0.0 and all(900 <= t <= 3000 for t in ms[2:]), ms
     assert d.pending == {} and d.per_source == {}
     assert d.counters.line().startswith(
         "0 handed over (0 resumed), 1 handshakes failed, 3 timed out, 1 "
