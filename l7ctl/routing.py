@@ -400,9 +400,8 @@ class Case:
     headers: list[str]
     client: str | None
     service: str | None
-    expect: (
-        str  # normalized: "route POOL" / "block N" / "redirect N [LOC]" / "misdirected" / "none"
-    )
+    # normalized: "route POOL" / "block N" / "redirect N [LOC]" / "misdirected" / "none"
+    expect: str
     sni: str | None = None  # a TLS service's handshake name; None: the host
 
 
