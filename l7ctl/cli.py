@@ -110,9 +110,7 @@ def _cmd_tlsd(args: argparse.Namespace) -> int:
     workers = args.workers or os.cpu_count() or 1
     events = open(args.events, "a", encoding="utf-8") if args.events else None  # noqa: SIM115
     try:
-        ok = tlsd.serve(
-            Path(args.file), limits, events, args.runtime_dir, workers, args.ticket_lifetime
-        )
+        ok = tlsd.serve(Path(args.file), limits, events, workers, args.ticket_lifetime)
     finally:
         if events is not None:
             events.close()
@@ -325,12 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
         f"a full handshake every time (default {tickets.LIFETIME_DEFAULT})",
     )
     s.add_argument("--events", metavar="FILE", help="append one JSON line per connection to FILE")
-    s.add_argument(
-        "--runtime-dir",
-        type=Path,
-        metavar="DIR",
-        help="where the private key-log directory is made (default: the system's temp dir)",
-    )
     s.set_defaults(func=_cmd_tlsd)
 
     # The rules-engine commands: check, route, test.

@@ -19,9 +19,7 @@ opens until its key is rotated, so at most the lifetime, and a client whose
 ticket no longer opens gets a full handshake.
 
 Python's ssl has no call for ticket keys, session timeouts or the cache
-mode: they are set with OpenSSL's own calls (ctypes, libssl.so.3 as loaded
-by the ssl module) on the context's SSL_CTX, found in CPython's context
-object and checked against OpenSSL before any use (``install``).
+mode: they are set with OpenSSL's own calls (l7ctl/libssl.py).
 """
 
 from __future__ import annotations
@@ -30,15 +28,16 @@ import ctypes
 import hashlib
 import hmac
 import math
-import platform
 import ssl
 
+from l7ctl import libssl
 from l7ctl.errors import L7ctlError
+from l7ctl.libssl import (
+    SSL_CTRL_SET_SESS_CACHE_MODE,
+    SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
+    SSL_SESS_CACHE_OFF,
+)
 
-# openssl/ssl.h
-SSL_CTRL_SET_SESS_CACHE_MODE = 44
-SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
-SSL_SESS_CACHE_OFF = 0
 # The ticket keys' blob: key name (16), HMAC key (32), AES-256 key (32).
 KEYS_LEN = 80
 
@@ -86,64 +85,11 @@ class TicketKeys:
         return name + mac + aes
 
 
-class _LibSSL:
-    """The few OpenSSL calls Python's ssl does not offer."""
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL("libssl.so.3")
-        self.ctrl = lib.SSL_CTX_ctrl
-        self.ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-        self.ctrl.restype = ctypes.c_long
-        self.set_timeout = lib.SSL_CTX_set_timeout
-        self.set_timeout.argtypes = [ctypes.c_void_p, ctypes.c_long]
-        self.set_timeout.restype = ctypes.c_long
-        self.get_options = lib.SSL_CTX_get_options
-        self.get_options.argtypes = [ctypes.c_void_p]
-        self.get_options.restype = ctypes.c_uint64
-
-
-_lib: _LibSSL | None = None
-
-
-def _libssl() -> _LibSSL:
-    global _lib
-    if _lib is None:
-        if platform.python_implementation() != "CPython":
-            raise L7ctlError("session tickets need CPython's ssl module")
-        if not ssl.OPENSSL_VERSION_INFO >= (3, 0):
-            raise L7ctlError(f"session tickets need OpenSSL 3, not {ssl.OPENSSL_VERSION}")
-        try:
-            _lib = _LibSSL()
-        except (OSError, AttributeError) as e:
-            raise L7ctlError(f"session tickets: libssl.so.3: {e}") from None
-    return _lib
-
-
-def ssl_ctx(ctx: ssl.SSLContext) -> int:
-    """CTX's SSL_CTX pointer: CPython's context object holds it right after
-    the object header.  Checked: OpenSSL must report the context's options,
-    and a change of them made through Python, at that address."""
-    lib = _libssl()
-    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not ptr:
-        raise L7ctlError("session tickets: no OpenSSL context behind the ssl.SSLContext")
-    before = ctx.options
-    try:
-        seen = [lib.get_options(ptr)]
-        ctx.options = before ^ ssl.OP_NO_COMPRESSION
-        seen.append(lib.get_options(ptr))
-    finally:
-        ctx.options = before
-    if seen != [int(before), int(before ^ ssl.OP_NO_COMPRESSION)]:
-        raise L7ctlError("session tickets: the ssl module's context is not laid out as expected")
-    return ptr
-
-
 def install(ctx: ssl.SSLContext, keys: TicketKeys) -> None:
     """Stateless tickets on CTX, sealed with KEYS' current key, announced
     with their lifetime; no server-side session cache."""
-    lib = _libssl()
-    ptr = ssl_ctx(ctx)
+    lib = libssl.lib()
+    ptr = libssl.ssl_ctx(ctx)
     blob = ctypes.create_string_buffer(keys.blob(), KEYS_LEN)
     if lib.ctrl(ptr, SSL_CTRL_SET_TLSEXT_TICKET_KEYS, KEYS_LEN, blob) != 1:
         raise L7ctlError("session tickets: OpenSSL refused the ticket key")

@@ -12,8 +12,9 @@ machine driven by a selector.  Bounded: handshakes in progress (in all and
 per client address), and the time each may take.  Keys: the certificates'
 private keys live in OpenSSL's contexts; the TLS 1.3 client traffic secret,
 which Debian 12's OpenSSL 3.0 does not install in the kernel itself, comes
-from OpenSSL's key log, a file of the daemon's own private directory that
-is emptied after every read (l7ctl/ktls.py derives the kernel's keys).
+from OpenSSL's key log callback, inside the handshake call that makes it,
+and is kept only with its handshake (l7ctl/ktls.py derives the kernel's
+keys; no file ever holds a secret).
 
 SIGHUP reloads the rules file (a file that does not compile changes
 nothing); SIGTERM and SIGINT stop the daemon (connections already handed
@@ -33,14 +34,13 @@ import socket
 import ssl
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from l7ctl import compiler, ir, ktls, tickets, tlscert
+from l7ctl import compiler, ir, ktls, libssl, tickets, tlscert
 from l7ctl.errors import L7ctlError
 from l7ctl.protocol import Handover
 
@@ -55,8 +55,6 @@ HELLO_PEEK = 43
 
 RETRY_LISTEN_S = 5.0  # a listener that could not be opened is tried again
 REPORT_S = 60.0  # the counters are logged this often, when they changed
-KEYLOG_SWEEP = 1 << 16  # the key log is emptied when it grows past this
-SWEEP_CHECK_S = 1.0  # its size looked at this often (every handover empties it)
 IP_FREEBIND = 15  # linux/in.h
 IPV6_FREEBIND = 78  # linux/in6.h
 
@@ -94,7 +92,8 @@ class _Handshake:
     deadline: float
     fd: int = -1  # its key in pending, whatever object holds it meanwhile
     tls: ssl.SSLSocket | None = None
-    random: bytes = b""
+    random: bytes = b""  # the ClientHello's, which names its key log lines
+    secret: bytes = b""  # TLS 1.3: CLIENT_TRAFFIC_SECRET_0, from the key log
     sni: str | None = None
     names: tuple[str, ...] = ()  # the certificate's, for the module's 421
     resumed: bool = False  # a session resumed from a ticket
@@ -141,7 +140,6 @@ class Daemon:
         self,
         rules: Path,
         limits: Limits,
-        keylog_dir: Path,
         events: IO[str] | None = None,
         log: Callable[[str], None] | None = None,
         reuseport: bool = False,
@@ -151,23 +149,23 @@ class Daemon:
         self.tickets = ticket_keys  # None: no session resumption
         self.reuseport = reuseport  # one of several workers on each address
         self.limits = limits
-        self.keylog = keylog_dir / "keylog"
-        fd = os.open(self.keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
+        # OpenSSL's key log lines come to _keylog during do_handshake(),
+        # for the handshake being stepped (single-threaded: only that one).
+        self.keylog = libssl.KeylogCallback(self._keylog)
+        self.stepping: _Handshake | None = None
         self.events = events
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.sel = selectors.DefaultSelector()
         self.services: dict[str, _Service] = {}
-        self.pending: dict[int, _Handshake] = {}  # by the socket's descriptor
+        # by the socket's descriptor, in the order of accept (so of deadline)
+        self.pending: dict[int, _Handshake] = {}
         self.per_source: dict[str, int] = {}
-        self.secrets: dict[bytes, bytes] = {}  # client random -> CLIENT_TRAFFIC_SECRET_0
         self.counters = Counters()
         self.client: Handover | None = None  # on first use
         self.reload_asked = False
         self.stop_asked = False
         self.reported = Counters()
         self.report_at = time.monotonic() + REPORT_S
-        self.sweep_at = 0.0
         # Signals wake the selector through this pair (signal.set_wakeup_fd).
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
@@ -196,7 +194,7 @@ class Daemon:
             # TLS is handed over, and numbers the records after them itself.
             tickets.install(ctx, self.tickets)
         ctx.set_alpn_protocols(["http/1.1"])
-        ctx.keylog_filename = str(self.keylog)
+        self.keylog.set_on(ctx)
         return ctx
 
     def load(self) -> dict[str, _Service]:
@@ -316,8 +314,9 @@ class Daemon:
             hs = _Handshake(svc, conn, peer, now + self.limits.handshake_timeout, started=now)
             hs.fd = conn.fileno()
             hs.names = svc.contexts[0][0]  # unless SNI picks another
-            self.pending[conn.fileno()] = hs
-            self.sel.register(conn, selectors.EVENT_READ, hs)
+            self.pending[hs.fd] = hs
+            # by descriptor: the socket object changes (wrap_socket), the descriptor does not
+            self.sel.register(hs.fd, selectors.EVENT_READ, hs)
 
     def _step(self, hs: _Handshake) -> None:
         try:
@@ -326,14 +325,17 @@ class Daemon:
                 if hs.tls is None:
                     return
             assert hs.tls is not None
+            self.stepping = hs
             try:
                 hs.tls.do_handshake()
             except ssl.SSLWantReadError:
-                self.sel.modify(hs.sock, selectors.EVENT_READ, hs)
+                self.sel.modify(hs.fd, selectors.EVENT_READ, hs)
                 return
             except ssl.SSLWantWriteError:
-                self.sel.modify(hs.sock, selectors.EVENT_WRITE, hs)
+                self.sel.modify(hs.fd, selectors.EVENT_WRITE, hs)
                 return
+            finally:
+                self.stepping = None
             self._handover(hs)
         except _Failed as e:
             self._end(hs, "failed", str(e))
@@ -350,21 +352,23 @@ class Daemon:
             raise _Failed("not a TLS ClientHello")
         hs.random = head[11:43]
         hs.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-        # wrap_socket makes a new socket object over the same descriptor
-        self.sel.unregister(hs.sock)
+        # a new socket object over the same descriptor (the selector's key)
         ctx = hs.svc.contexts[0][1]
         hs.tls = ctx.wrap_socket(hs.sock, server_side=True, do_handshake_on_connect=False)
         hs.sock = hs.tls
-        self.sel.register(hs.sock, selectors.EVENT_READ, hs)
 
-    def _secrets(self) -> None:
-        """Take the key log's new lines; empty it.  Single-threaded: OpenSSL
-        writes to it only inside do_handshake(), never during this."""
-        got = ktls.read_keylog(self.keylog, "CLIENT_TRAFFIC_SECRET_0")
-        os.truncate(self.keylog, 0)
-        for random, secret in got.items():
-            if any(h.random == random for h in self.pending.values()):
-                self.secrets[random] = secret
+    def _keylog(self, line: bytes) -> None:
+        """A key log line of the handshake being stepped (NSS key log
+        format: label, client random, secret, in hex).  Kept: TLS 1.3's
+        client traffic secret, the one key the kernel needs from here, if
+        the line names that handshake's ClientHello.  Must not raise."""
+        hs = self.stepping
+        parts = line.split()
+        if hs is None or len(parts) != 3 or parts[0] != b"CLIENT_TRAFFIC_SECRET_0":
+            return
+        with contextlib.suppress(ValueError):
+            if bytes.fromhex(parts[1].decode("ascii")) == hs.random:
+                hs.secret = bytes.fromhex(parts[2].decode("ascii"))
 
     def _handover(self, hs: _Handshake) -> None:
         tls = hs.tls
@@ -373,16 +377,14 @@ class Daemon:
         version = tls.version()
         if cipher is None or version is None:
             raise _Failed("no cipher after the handshake")
-        self._secrets()
         if version == "TLSv1.3":
-            secret = self.secrets.pop(hs.random, None)
-            if secret is None:
+            secret, hs.secret = hs.secret, b""
+            if not secret:
                 raise _Failed("no client traffic secret in the key log")
             suite = ktls.TLS13_CIPHERS.get(cipher[0])
             if suite is None:
                 raise _Failed(f"cipher {cipher[0]} cannot run in kernel TLS")
-            with socket.socket(fileno=os.dup(tls.fileno())) as raw:
-                ktls.install(raw, ktls.TLS_RX, ktls.tls13_crypto_info(suite, secret))
+            ktls.install(tls, ktls.TLS_RX, ktls.tls13_crypto_info(suite, secret))
         try:
             if self.client is None:
                 self.client = Handover()
@@ -407,11 +409,11 @@ class Daemon:
         if self.pending.pop(hs.fd, None) is None:
             return  # ended already
         with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(hs.sock)  # not registered while its TLS is set up
+            self.sel.unregister(hs.fd)
         hs.sock.close()
         if hs.tls is not None:
             hs.tls.close()
-        self.secrets.pop(hs.random, None)
+        hs.secret = b""
         n = self.per_source.get(hs.peer, 1) - 1
         if n:
             self.per_source[hs.peer] = n
@@ -455,27 +457,28 @@ class Daemon:
         self.events.flush()
 
     def _expire(self, now: float) -> float:
-        """End the handshakes past their time, retry listeners, empty the
-        key log of what failed handshakes left, report; the next deadline."""
+        """End the handshakes past their time, retry listeners, report; the
+        next deadline."""
         nxt = now + REPORT_S
         if self.tickets is not None:
             if self.tickets.advance(now):
                 self._rotate()
             nxt = min(nxt, self.tickets.rotate_at)
-        if now >= self.sweep_at:
-            self.sweep_at = now + SWEEP_CHECK_S
-            if os.stat(self.keylog).st_size > KEYLOG_SWEEP:
-                self._secrets()
         if now >= self.report_at:
             self.report_at = now + REPORT_S
             if self.counters != self.reported:
                 self.log(f"tlsd: {self.counters.line()}")
                 self.reported = replace(self.counters)
-        for hs in list(self.pending.values()):
-            if hs.deadline <= now:
-                self._end(hs, "timeout", "the handshake took too long")
-            else:
+        # Deadlines are accept time plus one timeout, and pending keeps the
+        # order of accepts: the first handshake not yet due ends the look.
+        due = []
+        for hs in self.pending.values():
+            if hs.deadline > now:
                 nxt = min(nxt, hs.deadline)
+                break
+            due.append(hs)
+        for hs in due:
+            self._end(hs, "timeout", "the handshake took too long")
         for svc in self.services.values():
             if svc.sock is None:
                 if svc.retry_at <= now:
@@ -532,7 +535,6 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def _worker(
     rules: Path,
     limits: Limits,
-    keylog_dir: Path,
     events: IO[str] | None,
     reuseport: bool,
     children: list[int],
@@ -541,8 +543,7 @@ def _worker(
     """One worker's daemon until SIGTERM or SIGINT; the first (the main
     process) passes both signals and SIGHUP on to the others (CHILDREN),
     and stops when one of them ends.  False if a worker ended first."""
-    keylog_dir.mkdir(mode=0o700)
-    daemon = Daemon(rules, limits, keylog_dir, events, reuseport=reuseport, ticket_keys=ticket_keys)
+    daemon = Daemon(rules, limits, events, reuseport=reuseport, ticket_keys=ticket_keys)
     lost: list[int] = []
 
     def on_hup(sig: int, _frame: object) -> None:
@@ -581,13 +582,12 @@ def serve(
     rules: Path,
     limits: Limits,
     events: IO[str] | None = None,
-    runtime_dir: Path | None = None,
     workers: int = 1,
     ticket_lifetime: int = tickets.LIFETIME_DEFAULT,
 ) -> bool:
     """Run the daemon until SIGTERM or SIGINT: WORKERS processes, each with
     its own listener on every address (SO_REUSEPORT: the kernel spreads the
-    connections), its own bounds (Limits are per worker) and key log.
+    connections) and its own bounds (Limits are per worker).
     Session tickets (TICKET_LIFETIME seconds, 0: none) open on every
     worker: the seed of their keys is made here, before the fork.
     False if a worker ended on its own."""
@@ -595,27 +595,25 @@ def serve(
     keys = None
     if ticket_lifetime:
         keys = tickets.TicketKeys(os.urandom(tickets.SEED_LEN), ticket_lifetime, time.monotonic())
-    with tempfile.TemporaryDirectory(prefix="ktcpvs-tlsd-", dir=runtime_dir) as d:
-        os.chmod(d, 0o700)
-        children: list[int] = []
-        for i in range(1, workers):
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    # end with the main process, whatever ends it
-                    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-                    _worker(rules, limits, Path(d) / f"w{i}", events, True, [], keys)
-                    code = 0
-                finally:
-                    os._exit(code)
-            children.append(pid)
-        try:
-            return _worker(rules, limits, Path(d) / "w0", events, workers > 1, children, keys)
-        finally:
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            for pid in children:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+    children: list[int] = []
+    for _ in range(1, workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # end with the main process, whatever ends it
+                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+                _worker(rules, limits, events, True, [], keys)
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        return _worker(rules, limits, events, workers > 1, children, keys)
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)

@@ -25,7 +25,7 @@ import pytest
 from rules_helpers import POOLS, _match, needs_match
 from test_rules_raw import W_FLAGS, _svc_word
 
-from l7ctl import compiler, ir, tables, tlscert, tlsd
+from l7ctl import compiler, ir, ktls, tables, tlscert, tlsd
 from l7ctl.apply import ir_diff
 
 
@@ -260,10 +260,8 @@ def daemon(tmp_path: Path, daemon_rules: Path) -> Iterator[tuple[tlsd.Daemon, in
     rules = daemon_rules
     port = int(rules.read_text().split("127.0.0.1:")[1].split()[0])
     events = tmp_path / "events.jsonl"
-    keys = tmp_path / "keys"
-    keys.mkdir(mode=0o700)
     with open(events, "a", encoding="utf-8") as ev:
-        d = tlsd.Daemon(rules, tlsd.Limits(1.0, 16, 3), keys, ev, log=lambda _: None)
+        d = tlsd.Daemon(rules, tlsd.Limits(1.0, 16, 3), ev, log=lambda _: None)
         t = threading.Thread(target=d.run)
         t.start()
         deadline = time.monotonic() + 10
@@ -288,7 +286,7 @@ def test_the_daemon_picks_the_certificate_by_sni(
 ) -> None:
     rules = tmp_path / "site.rules"
     rules.write_text(tls_service(certs))
-    d = tlsd.Daemon(rules, tlsd.Limits(), tmp_path, log=lambda _: None)
+    d = tlsd.Daemon(rules, tlsd.Limits(), log=lambda _: None)
     (svc,) = d.load().values()
     assert svc.endpoint == "10.0.0.1:443"
 
@@ -312,7 +310,7 @@ def test_the_daemon_picks_the_certificate_by_sni(
 def test_a_file_that_does_not_compile_is_refused_by_the_daemon(tmp_path: Path) -> None:
     rules = tmp_path / "site.rules"
     rules.write_text(POOLS + 'service s listen 10.0.0.1:443 tls { certificate "x" key "y"; }')
-    d = tlsd.Daemon(rules, tlsd.Limits(), tmp_path, log=lambda _: None)
+    d = tlsd.Daemon(rules, tlsd.Limits(), log=lambda _: None)
     with pytest.raises(tlsd.L7ctlError, match="does not compile"):
         d.load()
 
@@ -413,24 +411,67 @@ def test_a_handshake_whose_ssl_setup_fails_is_forgotten_once(
     assert d.pending == {} and d.per_source == {}
 
 
-def test_the_key_log_is_emptied_past_its_bound_looked_at_once_a_second(
+def test_the_client_traffic_secret_goes_to_its_handshake_and_to_no_file(
     tmp_path: Path, daemon_rules: Path
 ) -> None:
-    """Lines of handshakes that never reach a handover (failed, timed out)
-    would pile up in the key log: past 64 KiB it is emptied, its size looked
-    at no more than once a second (a handover empties it anyway)."""
-    keys = tmp_path / "keys"
-    keys.mkdir(mode=0o700)
-    d = tlsd.Daemon(daemon_rules, tlsd.Limits(), keys, log=lambda _: None)
-    big = b"CLIENT_RANDOM " + b"0" * 200 + b"\n"
-    d.keylog.write_bytes(big * 400)
-    d._expire(100.0)
-    assert d.keylog.stat().st_size == 0
-    d.keylog.write_bytes(big * 400)
-    d._expire(100.5)
-    assert d.keylog.stat().st_size == len(big) * 400  # not looked at yet
-    d._expire(101.0)
-    assert d.keylog.stat().st_size == 0
+    """The TLS 1.3 client traffic secret (what the kernel's receive side
+    needs) comes from OpenSSL's key log callback to the handshake being
+    stepped, if its ClientHello's random is that handshake's; nothing is
+    kept otherwise, and the daemon writes no file.  The client's own key log
+    says what the secret is.  (Memory buffers: no kernel TLS here.)"""
+    d = tlsd.Daemon(daemon_rules, tlsd.Limits(), log=lambda _: None)
+    (svc,) = d.load().values()
+    ctx = svc.contexts[0][1]
+    client_log = tmp_path / "client-keys"
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname = False
+    cctx.verify_mode = ssl.CERT_NONE
+    cctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    cctx.keylog_filename = str(client_log)
+    before = sorted(tmp_path.rglob("*"))
+
+    def handshake(hs: tlsd._Handshake | None, random: bytes | None = None) -> bytes:
+        """A whole handshake, the server stepped as HS (its random that of
+        the ClientHello unless RANDOM); the ClientHello's random."""
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        client = cctx.wrap_bio(c_in, c_out, server_hostname="www.example.com")
+        server = ctx.wrap_bio(s_in, s_out, server_side=True)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.do_handshake()
+        hello = c_out.read()
+        if hs is not None:
+            hs.random = hello[11:43] if random is None else random
+        s_in.write(hello)
+        for _ in range(10):
+            d.stepping = hs
+            try:
+                server.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            finally:
+                d.stepping = None
+            c_in.write(s_out.read())
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.do_handshake()
+            s_in.write(c_out.read())
+        else:
+            pytest.fail("the handshake did not end")
+        return hello[11:43]
+
+    sock = socket.socket()
+    try:
+        mine = tlsd._Handshake(svc, sock, "127.0.0.1", 0.0)
+        random = handshake(mine)
+        secrets = ktls.read_keylog(client_log, "CLIENT_TRAFFIC_SECRET_0")
+        assert mine.secret == secrets[random] and len(mine.secret) == 48  # SHA-384
+        other = tlsd._Handshake(svc, sock, "127.0.0.1", 0.0)
+        handshake(other, random=bytes(32))  # lines of another ClientHello
+        assert other.secret == b""
+        handshake(None)  # no handshake stepped: the lines go nowhere
+    finally:
+        sock.close()
+    assert sorted(tmp_path.rglob("*")) == before  # the client's key log was there
 
 
 # The module's 421 cases (tests/kernel/test_tls.py), as l7ctl route sees them:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_rules_tls import certs, tls_service  # noqa: F401  (certs: a fixture)
 
-from l7ctl import tickets, tlsd
+from l7ctl import libssl, tickets, tlsd
 
 SEED = bytes(range(32))
 
@@ -60,9 +60,7 @@ def client_context(version: str) -> ssl.SSLContext:
 def worker(tmp: Path, rules: Path, name: str, keys: tickets.TicketKeys | None) -> ssl.SSLContext:
     """A worker's daemon (its own contexts, as after the fork): the first
     context of the service, the one a handshake starts on."""
-    d = tmp / name
-    d.mkdir(mode=0o700)
-    daemon = tlsd.Daemon(rules, tlsd.Limits(), d, log=lambda _: None, ticket_keys=keys)
+    daemon = tlsd.Daemon(rules, tlsd.Limits(), log=lambda _: None, ticket_keys=keys)
     (svc,) = daemon.load().values()
     return svc.contexts[0][1]
 
@@ -117,9 +115,7 @@ def test_a_session_resumes_on_another_worker_until_the_key_is_rotated(
 
 def test_a_rotated_key_no_longer_opens_the_tickets_of_the_last(tmp_path: Path, rules: Path) -> None:
     keys = tickets.TicketKeys(SEED, 300, 0.0)
-    d = tmp_path / "w"
-    d.mkdir(mode=0o700)
-    daemon = tlsd.Daemon(rules, tlsd.Limits(), d, log=lambda _: None, ticket_keys=keys)
+    daemon = tlsd.Daemon(rules, tlsd.Limits(), log=lambda _: None, ticket_keys=keys)
     daemon.services = daemon.load()
     ctx = next(iter(daemon.services.values())).contexts[0][1]
     client = client_context("1.3")
@@ -144,5 +140,5 @@ def test_without_tickets_nothing_resumes(tmp_path: Path, rules: Path, version: s
 def test_the_context_pointer_is_checked_against_openssl(tmp_path: Path, rules: Path) -> None:
     ctx = worker(tmp_path, rules, "w", tickets.TicketKeys(SEED, 300, 0.0))
     before = ctx.options
-    assert tickets.ssl_ctx(ctx) != 0
+    assert libssl.ssl_ctx(ctx) != 0
     assert ctx.options == before  # the check's change of options is undone

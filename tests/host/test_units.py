@@ -43,9 +43,7 @@ def test_the_tls_daemon_starts_stops_and_reloads_with_the_switch() -> None:
     switch, tlsd = settings(unit("ktcpvs")), settings(unit("ktcpvs-tlsd"))
     assert "ktcpvs-tlsd.service" in switch["Wants"]
     assert tlsd["PartOf"] == tlsd["After"] == tlsd["ReloadPropagatedFrom"] == ["ktcpvs.service"]
-    assert tlsd["ExecStart"] == [
-        "/usr/bin/l7ctl tlsd /etc/ktcpvs/site.rules --workers 0 --runtime-dir /run/ktcpvs-tlsd"
-    ]
+    assert tlsd["ExecStart"] == ["/usr/bin/l7ctl tlsd /etc/ktcpvs/site.rules --workers 0"]
     assert tlsd["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
-    assert tlsd["RuntimeDirectoryMode"] == ["0700"] and tlsd["UMask"] == ["0077"]
+    assert tlsd["UMask"] == ["0077"]
     assert tlsd["CapabilityBoundingSet"] == ["CAP_NET_ADMIN CAP_NET_BIND_SERVICE"]

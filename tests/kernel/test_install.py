@@ -189,8 +189,6 @@ def test_tls_daemon_unit_serves_https_and_stops(installed: Path, tmp_path: Path)
     assert tlsd_unit.exists(), f"no {tlsd_unit} beside {installed}"
     (start,) = exec_lines(tlsd_unit, "ExecStart")
     (reload,) = exec_lines(tlsd_unit, "ExecReload")
-    rundir = Path(start[start.index("--runtime-dir") + 1])
-    rundir.mkdir(mode=0o700, exist_ok=True)  # systemd's RuntimeDirectory=
     crt, key = tmp_path / "installed.crt", tmp_path / "installed.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
