@@ -38,12 +38,18 @@ void kt_conn_release_backend(struct kt_conn *c)
 	kt_buf_put(&c->down);
 }
 
-/* Between requests: keep c's backend connection for reuse; else close it. */
+/*
+ * Between requests: keep c's backend connection for reuse; else close it.
+ * An empty response buffer of one page stays for the next answer, from
+ * whichever server (a page allocation per request otherwise when the
+ * scheduler moves a client between servers); kt_conn_park_idle frees it.
+ */
 void kt_conn_drop_backend(struct kt_conn *c)
 {
 	if (c->b && c->rs == KT_RS_IDLE && kt_backend_reusable(c, c->b->srv)) {
 		kt_bconn_park(c);
-		kt_buf_put(&c->down);
+		if (c->down.len || c->down.cap != KT_BUF_PAGE)
+			kt_buf_put(&c->down);
 	} else {
 		kt_conn_release_backend(c);
 	}
