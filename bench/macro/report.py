@@ -264,6 +264,7 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
         at_least(f"ktcpvs / HAProxy {unit}, {wl}", r(wl, "to_haproxy"), 1.0)
         at_least(f"ktcpvs / nginx {unit}, {wl}", r(wl, "to_nginx"), 1.0)
         at_most(f"ktcpvs / HAProxy CPU per {per}, {wl}", r(wl, "cpu_to_haproxy"), 1.0)
+
     def runs(system: str) -> list[str]:
         """The workloads SYSTEM runs in (the HTTPS ones have no floor, no nolog)."""
         return [wl for wl in w if system in w[wl].get("present", [system])]
