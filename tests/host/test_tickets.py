@@ -57,7 +57,7 @@ def client_context(version: str) -> ssl.SSLContext:
     return ctx
 
 
-def worker(tmp: Path, rules: Path, name: str, keys: tickets.TicketKeys | None) -> ssl.SSLContext:
+def worker(rules: Path, keys: tickets.TicketKeys | None) -> ssl.SSLContext:
     """A worker's daemon (its own contexts, as after the fork): the first
     context of the service, the one a handshake starts on."""
     daemon = tlsd.Daemon(rules, tlsd.Limits(), log=lambda _: None, ticket_keys=keys)
@@ -94,11 +94,11 @@ def test_the_key_chain_is_the_same_in_every_worker_and_moves_on() -> None:
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_a_session_resumes_on_another_worker_until_the_key_is_rotated(
-    tmp_path: Path, rules: Path, version: str
+    rules: Path, version: str
 ) -> None:
     start = 0.0  # long ago: the workers start in a later period, alike
-    w1 = worker(tmp_path, rules, "w1", tickets.TicketKeys(SEED, 300, start))
-    w2 = worker(tmp_path, rules, "w2", tickets.TicketKeys(SEED, 300, start))
+    w1 = worker(rules, tickets.TicketKeys(SEED, 300, start))
+    w2 = worker(rules, tickets.TicketKeys(SEED, 300, start))
     client = client_context(version)
     first = handshake(w1, client)
     assert not first.session_reused and first.session is not None
@@ -108,12 +108,12 @@ def test_a_session_resumes_on_another_worker_until_the_key_is_rotated(
     again = handshake(w2, client, first.session)
     assert again.session_reused and again.version() == f"TLSv{version}"
     # another seed: no resumption, a full handshake that works
-    other = worker(tmp_path, rules, "w3", tickets.TicketKeys(bytes(32), 300, start))
+    other = worker(rules, tickets.TicketKeys(bytes(32), 300, start))
     full = handshake(other, client, first.session)
     assert not full.session_reused
 
 
-def test_a_rotated_key_no_longer_opens_the_tickets_of_the_last(tmp_path: Path, rules: Path) -> None:
+def test_a_rotated_key_no_longer_opens_the_tickets_of_the_last(rules: Path) -> None:
     keys = tickets.TicketKeys(SEED, 300, 0.0)
     daemon = tlsd.Daemon(rules, tlsd.Limits(), log=lambda _: None, ticket_keys=keys)
     daemon.services = daemon.load()
@@ -128,8 +128,8 @@ def test_a_rotated_key_no_longer_opens_the_tickets_of_the_last(tmp_path: Path, r
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
-def test_without_tickets_nothing_resumes(tmp_path: Path, rules: Path, version: str) -> None:
-    ctx = worker(tmp_path, rules, "w", None)
+def test_without_tickets_nothing_resumes(rules: Path, version: str) -> None:
+    ctx = worker(rules, None)
     client = client_context(version)
     first = handshake(ctx, client)
     assert first.session is None or not first.session.has_ticket
@@ -137,8 +137,8 @@ def test_without_tickets_nothing_resumes(tmp_path: Path, rules: Path, version: s
         assert not handshake(ctx, client, first.session).session_reused
 
 
-def test_the_context_pointer_is_checked_against_openssl(tmp_path: Path, rules: Path) -> None:
-    ctx = worker(tmp_path, rules, "w", tickets.TicketKeys(SEED, 300, 0.0))
+def test_the_context_pointer_is_checked_against_openssl(rules: Path) -> None:
+    ctx = worker(rules, tickets.TicketKeys(SEED, 300, 0.0))
     before = ctx.options
     assert libssl.ssl_ctx(ctx) != 0
     assert ctx.options == before  # the check's change of options is undone
