@@ -243,6 +243,30 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 	return KT_PROGRESS;
 }
 
+/*
+ * The client asked to close -- its request said so, or it is HTTP/1.0 --
+ * its request was read to its end, the answer was length-delimited (@ka:
+ * the server's framing would have allowed the next request), and nothing
+ * more of the client's waits, read ahead or in the socket: nothing is owed
+ * either way, so the connection closes at once instead of lingering.  Its
+ * release work shuts it down and releases it, which sends the FIN after
+ * what is queued; the client, which needs no end of stream to end this
+ * answer, usually closes first.  No work item runs for it (a lingering
+ * close shuts down in the work, then reads until the client closes).
+ * Lingering stays for a client that may still be sending (nginx's
+ * lingering_close "on" decides alike), for a close-delimited answer, whose
+ * end the client learns from the FIN, and for TLS, whose close_notify the
+ * shutdown sends.  A client that sends after its own close is reset by
+ * TCP when the socket is released.
+ */
+static bool kt_close_at_once(struct kt_conn *c, bool ka)
+{
+	struct sock *sk = c->csk->sk;
+
+	return ka && !c->client_ka && !c->tls && !c->up.len &&
+	       skb_queue_empty_lockless(&sk->sk_receive_queue);
+}
+
 /* The response is complete and forwarded: next request, or close. */
 static void kt_exchange_done(struct kt_conn *c)
 {
@@ -263,6 +287,11 @@ static void kt_exchange_done(struct kt_conn *c)
 	if (!ka || c->down.len)
 		kt_conn_release_backend(c);
 	c->rs = KT_RS_IDLE;	/* the exchange is over: the backend may be parked */
+	if (kt_close_at_once(c, ka)) {
+		kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_NORMAL));
+		kt_conn_close(c);
+		return;
+	}
 	if (!c->client_ka || !ka) {
 		kt_conn_linger(c);
 		return;

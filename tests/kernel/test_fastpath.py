@@ -120,3 +120,31 @@ def test_switching_the_fast_path_under_traffic_loses_nothing(site: Site, fastpat
         stop.set()
         t.join()
     check_routed(paths, answers)
+
+
+def test_a_client_that_asked_to_close_takes_no_work_item(site: Site, fastpath: None) -> None:
+    """A request with "Connection: close" and a length-delimited answer: the
+    connection closes at once, from the softirq run, without lingering (a
+    shutdown in the work item, then a read until the client closes).  The
+    client gets its whole answer and then the end of the stream."""
+    n = 20
+    req = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n"
+
+    def run() -> list[Response]:
+        answers = []
+        for _ in range(n):
+            with connect() as s:
+                s.sendall(req)
+                answers.extend(read_responses(s, 1))
+                assert s.recv(1) == b""  # the end of the stream follows
+        return answers
+
+    site.client(run)  # the backend connections are made and parked
+    with counting_work() as count:
+        answers = site.client(run)
+    check_routed(["/index.html"] * n, answers)
+    assert all(a.headers.get("connection") == "close" for a in answers)
+    print(f"work items for {n} new connections that asked to close: {count[0]}")
+    # lingering took two per connection: the shutdown, and the run its
+    # own state change queued
+    assert count[0] <= n // 4

@@ -440,6 +440,37 @@ def test_client_close_keeps_the_server_connection(site: Site) -> None:
         assert echoed(r).startswith(raw_req.decode().split("\r\n\r\n")[0])
 
 
+def test_bytes_after_a_close_request_get_the_answer_then_the_end(site: Site) -> None:
+    # A client that sends more after its "Connection: close" request (a
+    # second request behind it, in the same segment or a moment later): it
+    # gets the first answer only and then the end of the stream, never a
+    # reset before it has read the answer (the switch lingers then; it
+    # closes at once only when nothing of the client's waits).
+    first = b"GET /cgi-bin/first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    second = b"GET /cgi-bin/second HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def run(together: bool) -> tuple[bytes, bool]:
+        with connect() as s:
+            s.sendall(first + second if together else first)
+            if not together:
+                s.sendall(second)
+            data, reset = b"", False
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except ConnectionResetError:
+                reset = True
+            return data, reset
+
+    for together in (True, False):
+        for _ in range(3):
+            data, reset = site.client(lambda t=together: run(t))  # type: ignore[misc]
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+            assert data.count(b"HTTP/1.1 ") == 1, data
+            assert b"GET /cgi-bin/first " in data
+            assert not reset or together is False, data
+
+
 def test_client_close_with_a_server_that_says_keep_alive(site: Site) -> None:
     # The server announces keep-alive; the client asked to close: the answer
     # must say close only, and the client's connection ends after it.
