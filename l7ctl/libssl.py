@@ -62,8 +62,13 @@ def lib() -> _LibSSL:
 
 
 def ssl_ctx(ctx: ssl.SSLContext) -> int:
-    """CTX's SSL_CTX pointer.  Checked: OpenSSL must report the context's
-    options, and a change of them made through Python, at that address."""
+    """CTX's SSL_CTX pointer.  Checked, once per context (then kept on it:
+    the pointer lives as long as the context): OpenSSL must report the
+    context's options, and a change of them made through Python, at that
+    address."""
+    known: int | None = getattr(ctx, "_l7ctl_ssl_ctx", None)
+    if known is not None:
+        return known
     libssl = lib()
     ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
     if not ptr:
@@ -77,6 +82,7 @@ def ssl_ctx(ctx: ssl.SSLContext) -> int:
         ctx.options = before
     if seen != [int(before), int(before ^ ssl.OP_NO_COMPRESSION)]:
         raise L7ctlError("the ssl module's context is not laid out as expected")
+    ctx._l7ctl_ssl_ctx = ptr  # type: ignore[attr-defined]
     return ptr
 
 
