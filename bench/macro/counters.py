@@ -19,7 +19,10 @@ kernel_recvmsg; the module's zero-copy relay reads with tcp_read_sock and
 sends with skb_send_sock_locked, which do not pass through those two.  A
 return probe on tcp_recvmsg, filtered on -EAGAIN, counts the reads that
 found nothing.  Page allocations are counted three times, filtered on their
-order.
+order, and context switches once more per kind of task switched out
+(sched_switch filtered on its name): whose sleeps they are -- the client's,
+the backends', HAProxy's, kernel workers', ksoftirqd's -- and how often an
+idle CPU took up a woken task.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ class Event:
 
 EVENTS: tuple[Event, ...] = (
     Event("context_switches", "context-switches"),
+    # the same switches by the task switched out: whose sleeps they are
+    Event("cs_wrk", "sched:sched_switch", filter='prev_comm == "wrk"'),
+    Event("cs_nginx", "sched:sched_switch", filter='prev_comm == "nginx"'),
+    Event("cs_haproxy", "sched:sched_switch", filter='prev_comm == "haproxy"'),
+    Event("cs_kworker", "sched:sched_switch", filter='prev_comm ~ "kworker*"'),
+    Event("cs_ksoftirqd", "sched:sched_switch", filter='prev_comm ~ "ksoftirqd*"'),
+    Event("cs_idle", "sched:sched_switch", filter='prev_comm ~ "swapper*"'),
     Event("wakeups", "sched:sched_wakeup"),
     Event("wakeups_new", "sched:sched_wakeup_new"),
     Event("work_queued", "workqueue:workqueue_queue_work"),
@@ -90,6 +100,12 @@ DERIVED: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("work_queued", "work items queued", ("work_queued",)),
     ("work_executed", "work items executed", ("work_executed",)),
     ("context_switches", "context switches", ("context_switches",)),
+    ("cs_wrk", "  of them wrk's (the client)", ("cs_wrk",)),
+    ("cs_nginx", "  of them nginx's (the backends; and nginx's own proxy)", ("cs_nginx",)),
+    ("cs_haproxy", "  of them HAProxy's", ("cs_haproxy",)),
+    ("cs_kworker", "  of them kernel workers' (work items)", ("cs_kworker",)),
+    ("cs_ksoftirqd", "  of them ksoftirqd's (softirqs run in their thread)", ("cs_ksoftirqd",)),
+    ("cs_idle", "  of them an idle CPU's (to a task that was woken)", ("cs_idle",)),
     ("wakeups", "wakeups", ("wakeups", "wakeups_new")),
     ("softirqs", "softirqs run", ("softirqs",)),
     ("tasklets", "  of them tasklets (the module's softirq run, TCP's)", ("tasklets",)),
