@@ -21,8 +21,8 @@ return probe on tcp_recvmsg, filtered on -EAGAIN, counts the reads that
 found nothing.  Page allocations are counted three times, filtered on their
 order, and context switches once more per kind of task switched out
 (sched_switch filtered on its name): whose sleeps they are -- the client's,
-the backends', HAProxy's, kernel workers', ksoftirqd's -- and how often an
-idle CPU took up a woken task.
+the backends', HAProxy's, Python's (the TLS daemon), kernel workers',
+ksoftirqd's -- and how often an idle CPU took up a woken task.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ EVENTS: tuple[Event, ...] = (
     Event("cs_wrk", "sched:sched_switch", filter='prev_comm == "wrk"'),
     Event("cs_nginx", "sched:sched_switch", filter='prev_comm == "nginx"'),
     Event("cs_haproxy", "sched:sched_switch", filter='prev_comm == "haproxy"'),
+    Event("cs_python", "sched:sched_switch", filter='prev_comm ~ "python*"'),
     Event("cs_kworker", "sched:sched_switch", filter='prev_comm ~ "kworker*"'),
     Event("cs_ksoftirqd", "sched:sched_switch", filter='prev_comm ~ "ksoftirqd*"'),
     Event("cs_idle", "sched:sched_switch", filter='prev_comm ~ "swapper*"'),
@@ -103,6 +104,7 @@ DERIVED: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("cs_wrk", "  of them wrk's (the client)", ("cs_wrk",)),
     ("cs_nginx", "  of them nginx's (the backends; and nginx's own proxy)", ("cs_nginx",)),
     ("cs_haproxy", "  of them HAProxy's", ("cs_haproxy",)),
+    ("cs_python", "  of them Python's (l7ctl tlsd; the bench's own helpers)", ("cs_python",)),
     ("cs_kworker", "  of them kernel workers' (work items)", ("cs_kworker",)),
     ("cs_ksoftirqd", "  of them ksoftirqd's (softirqs run in their thread)", ("cs_ksoftirqd",)),
     ("cs_idle", "  of them an idle CPU's (to a task that was woken)", ("cs_idle",)),
