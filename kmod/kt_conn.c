@@ -434,7 +434,7 @@ static void kt_conn_publish(struct kt_conn *c, struct kt_listener *l)
 	sk->sk_user_data = c;
 	sk->sk_data_ready = kt_sk_event;
 	sk->sk_write_space = kt_sk_write_space;
-	sk->sk_state_change = kt_sk_event;
+	sk->sk_state_change = kt_sk_state_change;
 	if (READ_ONCE(kt_fastpath))
 		tasklet_schedule(&c->tasklet);
 	else
@@ -530,13 +530,18 @@ void kt_conn_new(struct kt_listener *l, struct socket *sock,
  * A TLS client socket's events: its wait queue is woken as for poll()
  * (TLS calls the socket's own data_ready when a whole record is ready,
  * sk_stream_write_space when there is room, the state change on FIN or
- * reset).  Context: any, under the wait queue's lock with IRQs off.
+ * reset).  A state change (sock_def_wakeup: no event mask) that is only
+ * the switch's own close going on queues nothing (kt_sk_own_close).  The
+ * socket stays until kt_conn_unwatch has taken this entry off its queue.
+ * Context: any, under the wait queue's lock with IRQs off.
  */
 static int kt_conn_wake(struct wait_queue_entry *wait, unsigned int mode,
 			int sync, void *key)
 {
 	struct kt_conn *c = container_of(wait, struct kt_conn, cwait);
 
+	if (!key && kt_sk_own_close(c->csk->sk))
+		return 0;
 	queue_work(kt_wq, &c->work);
 	return 0;
 }

@@ -316,6 +316,8 @@ struct kt_tx_save {
 };
 
 void kt_sk_event(struct sock *sk);
+bool kt_sk_own_close(const struct sock *sk);
+void kt_sk_state_change(struct sock *sk);
 void kt_sk_write_space(struct sock *sk);
 void kt_sk_set(struct sock *sk, void *user, void (*dr)(struct sock *),
 	       void (*ws)(struct sock *), void (*sc)(struct sock *));

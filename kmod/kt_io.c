@@ -34,6 +34,25 @@ void kt_sk_event(struct sock *sk)
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
+/*
+ * FIN_WAIT1 and FIN_WAIT2 are the switch's own close going on: its shutdown
+ * of the client's socket (inet_shutdown reports it), then the client's ACK
+ * of its FIN.  Neither gives the connection anything to do; what ends its
+ * lingering -- the client's FIN, a reset, the end of the socket -- moves
+ * the socket to another state, and data comes with a data_ready of its own.
+ */
+bool kt_sk_own_close(const struct sock *sk)
+{
+	return (1 << READ_ONCE(sk->sk_state)) & (TCPF_FIN_WAIT1 | TCPF_FIN_WAIT2);
+}
+
+/* A client socket's state change: kicks the connection unless its own close. */
+void kt_sk_state_change(struct sock *sk)
+{
+	if (!kt_sk_own_close(sk))
+		kt_sk_event(sk);
+}
+
 void kt_sk_write_space(struct sock *sk)
 {
 	struct kt_conn *c;

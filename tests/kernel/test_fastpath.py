@@ -11,17 +11,14 @@ off (the module parameter `fastpath`), and check every answer either way.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from demo_site import Response, Site, check_routed, connect, read_responses
+from worktrace import counting_work
 
-TRACING = Path("/sys/kernel/tracing")
-EVENT = TRACING / "events/workqueue/workqueue_execute_start/enable"
 PARAM = Path("/sys/module/ktcpvs/parameters/fastpath")
 
 
@@ -34,24 +31,6 @@ def fastpath(site: Site) -> Iterator[None]:
     site.apply()
     yield
     set_fastpath(True)
-
-
-@contextmanager
-def counting_work() -> Iterator[list[int]]:
-    """Count executions of kt_conn_work inside the block: out[0] after it."""
-    if not (TRACING / "trace").exists():
-        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)], check=True)
-    (TRACING / "buffer_size_kb").write_text("4096")
-    (TRACING / "trace").write_text("")
-    EVENT.write_text("1")
-    out = [0]
-    try:
-        yield out
-    finally:
-        EVENT.write_text("0")
-        text = (TRACING / "trace").read_text()
-        out[0] = sum(1 for line in text.splitlines() if "function kt_conn_work" in line)
-        (TRACING / "trace").write_text("")
 
 
 def requests(site: Site, paths: list[str]) -> list[Response]:
@@ -148,3 +127,30 @@ def test_a_client_that_asked_to_close_takes_no_work_item(site: Site, fastpath: N
     # lingering took two per connection: the shutdown, and the run its
     # own state change queued
     assert count[0] <= n // 4
+
+
+def test_a_lingering_close_takes_one_work_item(site: Site, fastpath: None) -> None:
+    """An answer of the switch's own (400: a space before a field's colon)
+    ends in a lingering close: the shutdown of the client's socket, which
+    needs the work item, then reading until the client closes.  The state
+    changes of that close itself (the shutdown's, then the client's ACK of
+    the FIN) queue nothing: one work item per connection, where they took
+    two."""
+    n = 20
+
+    def run() -> list[bytes]:
+        out = []
+        for _ in range(n):
+            with connect() as s:
+                s.sendall(b"GET /x HTTP/1.1\r\nHost : x\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+                out.append(data)
+        return out
+
+    with counting_work() as count:
+        answers = site.client(run)
+    assert all(a.startswith(b"HTTP/1.1 400 ") for a in answers)
+    print(f"work items for {n} connections closed lingering: {count[0]}")
+    assert count[0] <= n + n // 2
