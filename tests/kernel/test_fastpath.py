@@ -124,8 +124,8 @@ def test_a_client_that_asked_to_close_takes_no_work_item(site: Site, fastpath: N
     check_routed(["/index.html"] * n, answers)
     assert all(a.headers.get("connection") == "close" for a in answers)
     print(f"work items for {n} new connections that asked to close: {count[0]}")
-    # lingering took two per connection: the shutdown, and the run its
-    # own state change queued
+    # lingering took two per connection when this test came: the shutdown,
+    # and the run its own state change queued (one since: the next test)
     assert count[0] <= n // 4
 
 
