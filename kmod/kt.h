@@ -112,6 +112,8 @@
 #ifndef KT_H
 #define KT_H
 
+#include <linux/in.h>
+#include <linux/in6.h>
 #include <linux/kernel.h>
 #include <linux/list.h>
 #include <linux/memcontrol.h>
@@ -222,12 +224,26 @@ struct kt_stats *kt_stats_carry(struct kt_stats *old);
 void kt_stats_put(struct kt_stats *st);
 void kt_stats_sum(const struct kt_stats *st, struct kt_pcpu_stats *sum);
 
+/* ---- addresses (kt_config.c) ----------------------------------------------- */
+
+/*
+ * An IPv4 or IPv6 socket address, as the module keeps one: a service's, a
+ * server's, a listener's, both ends of a client connection.  28 bytes
+ * where a sockaddr_storage takes 128 (every kt_conn holds two).  Large
+ * enough for what the inet families' getname writes (sockaddr_in6).
+ */
+union kt_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
 /* ---- configuration objects (kt_config.c) ------------------------------------ */
 
 struct kt_check;
 
 struct kt_server {
-	struct sockaddr_storage addr;
+	union kt_addr addr;
 	int addrlen;
 	u16 port;
 	u16 weight;		/* READ_ONCE: runtime changes */
@@ -306,7 +322,7 @@ struct kt_service {
 	const char *name;	/* into the blob */
 	u32 name_len;
 	u32 idx;		/* index in the blob */
-	struct sockaddr_storage addr;
+	union kt_addr addr;
 	int addrlen;
 	u32 flags;		/* KT_SERVICE_* */
 	struct kt_http_limits lim;
@@ -365,7 +381,7 @@ struct kt_listener {
 	struct list_head wait_node;	/* ktn->listen_wait, under listen_lock */
 	struct kt_net *ktn;
 	struct socket *sock;
-	struct sockaddr_storage addr;
+	union kt_addr addr;
 	int addrlen;
 	struct work_struct accept_work;
 	void (*saved_data_ready)(struct sock *sk);
@@ -448,22 +464,21 @@ int kt_config_commit(struct kt_net *ktn, struct kt_config *cfg,
 		     const char *source, struct netlink_ext_ack *extack);
 /* kt_tls.c: client connections with kernel TLS, from their acceptor */
 #define KT_TLS_NAMES_MAX	4096	/* bytes of a certificate's names */
-int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
+int kt_tls_adopt(struct kt_net *ktn, int fd, const union kt_addr *la,
 		 const struct nlattr *names, struct netlink_ext_ack *extack);
 bool kt_tls_host_ok(const char *names, u32 len, const u8 *host, u32 hlen);
 
 struct kt_config *kt_config_tryget(struct kt_net *ktn);
 void kt_config_put(struct kt_config *cfg);
 struct kt_service *kt_config_service(struct kt_config *cfg,
-				     const struct sockaddr_storage *la);
+				     const union kt_addr *la);
 struct kt_scratch *kt_scratch_get(struct kt_config *cfg);
 void kt_scratch_put(void);
-int kt_sockaddr(struct sockaddr_storage *ss, u8 family, const u8 *addr,
+int kt_sockaddr(union kt_addr *ss, u8 family, const u8 *addr,
 		u16 port);
-bool kt_addr_equal(const struct sockaddr_storage *a,
-		   const struct sockaddr_storage *b);
-u32 kt_addr_hash(const struct sockaddr_storage *a);
-void kt_addr_bytes(const struct sockaddr_storage *a, u8 *family, u8 addr[16]);
+bool kt_addr_equal(const union kt_addr *a, const union kt_addr *b);
+u32 kt_addr_hash(const union kt_addr *a);
+void kt_addr_bytes(const union kt_addr *a, u8 *family, u8 addr[16]);
 
 /* kt_listen.c */
 int kt_listener_open(struct kt_net *ktn, struct kt_service *svc,

@@ -77,9 +77,9 @@ static bool kt_alog_wanted(const struct kt_service *svc)
 }
 
 static void kt_alog_addr(u8 *family, u8 addr[16], __u16 *port,
-			 const struct sockaddr_storage *ss)
+			 const union kt_addr *ss)
 {
-	if (ss->ss_family == AF_INET) {
+	if (ss->sa.sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
 
 		*family = 4;

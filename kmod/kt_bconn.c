@@ -147,7 +147,7 @@ int kt_bconn_new(struct kt_conn *c, struct kt_server *srv)
 		kfree(b);
 		return -ENOMEM;
 	}
-	err = sock_create_kern(c->ktn->net, srv->addr.ss_family, SOCK_STREAM,
+	err = sock_create_kern(c->ktn->net, srv->addr.sa.sa_family, SOCK_STREAM,
 			       IPPROTO_TCP, &sock);
 	if (err) {
 		kfree(b);

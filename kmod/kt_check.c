@@ -249,7 +249,7 @@ static u32 kt_check_run(struct kt_check *ck, bool *pass)
 	*pass = false;
 	if (!kt_net_obj_get(ck->ktn))		/* the namespace is going */
 		return KT_CK_ERROR;
-	err = sock_create_kern(ck->ktn->net, ck->srv->addr.ss_family,
+	err = sock_create_kern(ck->ktn->net, ck->srv->addr.sa.sa_family,
 			       SOCK_STREAM, IPPROTO_TCP, &sock);
 	if (err) {
 		kt_net_obj_put(ck->ktn);

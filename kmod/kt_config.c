@@ -47,7 +47,7 @@
 
 /* ---- addresses -------------------------------------------------------------- */
 
-int kt_sockaddr(struct sockaddr_storage *ss, u8 family, const u8 *addr,
+int kt_sockaddr(union kt_addr *ss, u8 family, const u8 *addr,
 		u16 port)
 {
 	memset(ss, 0, sizeof(*ss));
@@ -70,18 +70,17 @@ int kt_sockaddr(struct sockaddr_storage *ss, u8 family, const u8 *addr,
 	return -EINVAL;
 }
 
-bool kt_addr_equal(const struct sockaddr_storage *a,
-		   const struct sockaddr_storage *b)
+bool kt_addr_equal(const union kt_addr *a, const union kt_addr *b)
 {
-	if (a->ss_family != b->ss_family)
+	if (a->sa.sa_family != b->sa.sa_family)
 		return false;
-	if (a->ss_family == AF_INET) {
+	if (a->sa.sa_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
 
 		return x->sin_port == y->sin_port &&
 		       x->sin_addr.s_addr == y->sin_addr.s_addr;
 	}
-	if (a->ss_family == AF_INET6) {
+	if (a->sa.sa_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
 
 		return x->sin6_port == y->sin6_port &&
@@ -90,15 +89,15 @@ bool kt_addr_equal(const struct sockaddr_storage *a,
 	return false;
 }
 
-u32 kt_addr_hash(const struct sockaddr_storage *a)
+u32 kt_addr_hash(const union kt_addr *a)
 {
-	if (a->ss_family == AF_INET) {
+	if (a->sa.sa_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)a;
 
 		return jhash_2words((__force u32)x->sin_addr.s_addr,
 				    (__force u32)x->sin_port, AF_INET);
 	}
-	if (a->ss_family == AF_INET6) {
+	if (a->sa.sa_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a;
 
 		return jhash(&x->sin6_addr, 16, (__force u32)x->sin6_port);
@@ -107,10 +106,10 @@ u32 kt_addr_hash(const struct sockaddr_storage *a)
 }
 
 /* @a's family (KT_MATCH_AF_*) and address bytes (IPv4 in the first 4). */
-void kt_addr_bytes(const struct sockaddr_storage *a, u8 *family, u8 addr[16])
+void kt_addr_bytes(const union kt_addr *a, u8 *family, u8 addr[16])
 {
 	memset(addr, 0, 16);
-	if (a->ss_family == AF_INET) {
+	if (a->sa.sa_family == AF_INET) {
 		*family = KT_MATCH_AF_INET;
 		memcpy(addr, &((const struct sockaddr_in *)a)->sin_addr, 4);
 	} else {
@@ -236,7 +235,7 @@ void kt_config_put(struct kt_config *cfg)
 }
 
 struct kt_service *kt_config_service(struct kt_config *cfg,
-				     const struct sockaddr_storage *la)
+				     const union kt_addr *la)
 {
 	struct kt_hidx h = { .slot = cfg->svc_hash, .mask = cfg->nsvc_hash - 1 };
 	u32 i, idx;
@@ -431,7 +430,7 @@ static struct kt_pool *kt_carry_pool(struct kt_carry *k, const char *name,
 /* The server of @opool (of the old configuration) at @addr, or NULL. */
 static struct kt_server *kt_carry_server(struct kt_carry *k,
 					 const struct kt_pool *opool,
-					 const struct sockaddr_storage *addr)
+					 const union kt_addr *addr)
 {
 	u32 i, idx, op;
 

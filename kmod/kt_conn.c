@@ -133,14 +133,10 @@ static void kt_conn_release(struct work_struct *w)
 	timer_delete_sync(&c->timer);	/* it queues the work too */
 	cancel_work_sync(&c->work);
 	kernel_sock_shutdown(c->csk, SHUT_RDWR);
-	if (c->cfile)
-		fput(c->cfile);	/* a handed-over socket is its file's */
+	if (c->tls)
+		fput(c->tls->file);	/* a handed-over socket is its file's */
 	else
 		sock_release(c->csk);
-	if (c->tls_names) {
-		kfree(c->tls_names);
-		kt_alloc_dec();
-	}
 	kt_conn_end_request(c);
 	if (c->cfg)
 		kt_config_put(c->cfg);
@@ -157,6 +153,10 @@ static void kt_conn_release(struct work_struct *w)
 		kt_alloc_dec();
 	}
 	kt_alog_free(c);
+	if (c->tls) {
+		kfree(c->tls);
+		kt_alloc_dec();
+	}
 	mem_cgroup_put(c->memcg);
 	kmem_cache_free(kt_conn_cache, c);
 	kt_alloc_dec();
@@ -166,7 +166,7 @@ static void kt_conn_release(struct work_struct *w)
 }
 
 /* Ask every connection of @ktn (or only those reaching @la) to close. */
-void kt_conns_kill(struct kt_net *ktn, const struct sockaddr_storage *la)
+void kt_conns_kill(struct kt_net *ktn, const union kt_addr *la)
 {
 	struct kt_conn *c;
 
@@ -406,9 +406,9 @@ out:
 
 /* ---- a new connection ------------------------------------------------------------ */
 
-static u32 kt_client_hash(const struct sockaddr_storage *peer)
+static u32 kt_client_hash(const union kt_addr *peer)
 {
-	if (peer->ss_family == AF_INET)
+	if (peer->sa.sa_family == AF_INET)
 		return jhash_1word((__force u32)
 				   ((const struct sockaddr_in *)peer)->sin_addr.s_addr, 0);
 	return jhash(&((const struct sockaddr_in6 *)peer)->sin6_addr, 16, 0);
@@ -448,9 +448,9 @@ static void kt_conn_publish(struct kt_conn *c, struct kt_listener *l)
  * namespace is gone (nothing taken over then).
  */
 static struct kt_conn *kt_conn_setup(struct kt_net *ktn,
-				     const struct sockaddr_storage *laddr,
+				     const union kt_addr *laddr,
 				     struct socket *sock,
-				     const struct sockaddr_storage *peer,
+				     const union kt_addr *peer,
 				     struct kt_config *cfg,
 				     struct kt_service *svc, struct kt_src *src)
 {
@@ -509,7 +509,7 @@ static void kt_conn_link(struct kt_conn *c)
  * Context: the listener's accept work.
  */
 void kt_conn_new(struct kt_listener *l, struct socket *sock,
-		 const struct sockaddr_storage *peer, struct kt_config *cfg,
+		 const union kt_addr *peer, struct kt_config *cfg,
 		 struct kt_service *svc, struct kt_src *src)
 {
 	struct kt_conn *c;
@@ -538,7 +538,7 @@ void kt_conn_new(struct kt_listener *l, struct socket *sock,
 static int kt_conn_wake(struct wait_queue_entry *wait, unsigned int mode,
 			int sync, void *key)
 {
-	struct kt_conn *c = container_of(wait, struct kt_conn, cwait);
+	struct kt_conn *c = wait->private;
 
 	if (!key && kt_sk_own_close(c->csk->sk))
 		return 0;
@@ -551,7 +551,7 @@ void kt_conn_unwatch(struct kt_conn *c)
 {
 	struct sock *sk = c->csk->sk;
 
-	remove_wait_queue(sk_sleep(sk), &c->cwait);
+	remove_wait_queue(sk_sleep(sk), &c->tls->wait);
 	kt_tls_unclaim(sk);
 }
 
@@ -565,23 +565,22 @@ void kt_conn_unwatch(struct kt_conn *c)
  */
 int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
 		  struct kt_config *cfg, struct socket *sock,
-		  const struct sockaddr_storage *peer, struct kt_src *src,
-		  char *names, u32 names_len)
+		  const union kt_addr *peer, struct kt_src *src,
+		  struct kt_conn_tls *tls)
 {
 	struct kt_conn *c;
 
 	c = kt_conn_setup(ktn, &svc->addr, sock, peer, cfg, svc, src);
 	if (!c)
 		return -ENOMEM;
-	c->tls = true;
-	c->cfile = sock->file;
-	c->tls_names = names;	/* the connection's from here on */
-	c->tls_names_len = names_len;
-	init_waitqueue_func_entry(&c->cwait, kt_conn_wake);
+	c->tls = tls;	/* the connection's from here on */
+	tls->file = sock->file;
+	init_waitqueue_func_entry(&tls->wait, kt_conn_wake);
+	tls->wait.private = c;
 	/* no run (a wakeup's, a kill's) until the watch is in place */
 	set_bit(KT_CF_RUN, &c->flags);
 	kt_conn_link(c);
-	add_wait_queue(sk_sleep(sock->sk), &c->cwait);
+	add_wait_queue(sk_sleep(sock->sk), &tls->wait);
 	kt_conn_unclaim(c);
 	queue_work(kt_wq, &c->work);	/* what came before the handover */
 	return 0;

@@ -207,9 +207,10 @@ struct kt_conn {
 	unsigned long flags;		/* KT_CF_* */
 	struct mem_cgroup *memcg;	/* charged for the connection's memory */
 
-	struct sockaddr_storage laddr;	/* the address the client reached */
-	struct sockaddr_storage peer;	/* the client */
+	union kt_addr laddr;		/* the address the client reached */
+	union kt_addr peer;		/* the client */
 	u32 client_hash;
+	u32 dest_hash;			/* the current request's (kt_sched.c) */
 	struct kt_src *src;		/* per-source entry, or NULL */
 	struct kt_stats *svc_st;	/* the service's, for active conns */
 
@@ -249,7 +250,6 @@ struct kt_conn {
 	struct kt_server *srv;
 	u32 tried[KT_MAX_TRIES];
 	u32 ntried;
-	u32 dest_hash;
 	u64 persist_id;			/* persist cookie: the server named, or 0 */
 
 	struct kt_dir up, down;
@@ -260,21 +260,23 @@ struct kt_conn {
 
 	struct kt_sk_saved csaved;	/* the client socket's own callbacks */
 
-	/*
-	 * A TLS client socket handed over by its acceptor (kt_tls.c): its
-	 * file (the socket's lifetime), and our entry on its wait queue,
-	 * which kicks the work as poll would be woken; TLS keeps its own
-	 * callbacks.  The connection's steps run in its work only.
-	 */
-	bool tls;
-	struct file *cfile;
-	struct wait_queue_entry cwait;
-	/*
-	 * The host names of its certificate, from the acceptor (NULL: no
-	 * check): a request for another host is answered 421.  Owned.
-	 */
-	char *tls_names;
-	u32 tls_names_len;
+	struct kt_conn_tls *tls;	/* or NULL: a plain client socket */
+};
+
+/*
+ * What a TLS client connection keeps besides a plain one, allocated by its
+ * handover (kt_tls_adopt) and freed with the connection: the socket's file
+ * (the socket's lifetime), and our entry on its wait queue, which kicks the
+ * work as poll would be woken (wait.private: the connection); TLS keeps its
+ * own callbacks, and the connection's steps run in its work only.  Then the
+ * host names of its certificate from the acceptor (names_len 0: no check):
+ * a request for another host is answered 421.
+ */
+struct kt_conn_tls {
+	struct file *file;
+	struct wait_queue_entry wait;
+	u32 names_len;
+	char names[];
 };
 
 /* kt_io.c: callbacks, socket calls, buffers */
@@ -427,12 +429,12 @@ static inline void kt_alog_status(struct kt_conn *c, unsigned int status)
 /* kt_conn.c */
 void kt_conn_kick(struct kt_conn *c);
 void kt_conn_new(struct kt_listener *l, struct socket *sock,
-		 const struct sockaddr_storage *peer, struct kt_config *cfg,
+		 const union kt_addr *peer, struct kt_config *cfg,
 		 struct kt_service *svc, struct kt_src *src);
 int kt_conn_adopt(struct kt_net *ktn, struct kt_service *svc,
 		  struct kt_config *cfg, struct socket *sock,
-		  const struct sockaddr_storage *peer, struct kt_src *src,
-		  char *names, u32 names_len);
+		  const union kt_addr *peer, struct kt_src *src,
+		  struct kt_conn_tls *tls);
 void kt_conn_unwatch(struct kt_conn *c);
 
 /* kt_tls.c */
@@ -440,13 +442,13 @@ void kt_tls_unclaim(struct sock *sk);
 void kt_conn_close(struct kt_conn *c);
 void kt_conn_end_request(struct kt_conn *c);
 void kt_conn_count_error(struct kt_conn *c, int kind);
-void kt_conns_kill(struct kt_net *ktn, const struct sockaddr_storage *la);
+void kt_conns_kill(struct kt_net *ktn, const union kt_addr *la);
 int kt_conn_cache_init(void);
 void kt_conn_cache_exit(void);
 
 /* kt_limit.c: per-source limits */
 int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,
-		  const struct sockaddr_storage *peer, struct kt_src **out);
+		  const union kt_addr *peer, struct kt_src **out);
 void kt_src_detach(struct kt_net *ktn, struct kt_src *e);
 bool kt_src_request(struct kt_net *ktn, struct kt_src *e,
 		    const struct kt_service *svc);

@@ -53,10 +53,10 @@ struct kt_srctab {
 	struct hlist_head b[KT_SRC_BUCKETS];
 };
 
-static void kt_src_addr(const struct sockaddr_storage *ss, u8 *family,
+static void kt_src_addr(const union kt_addr *ss, u8 *family,
 			u8 *addr, __be16 *port)
 {
-	if (ss->ss_family == AF_INET) {
+	if (ss->sa.sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const void *)ss;
 
 		*family = 4;
@@ -71,8 +71,8 @@ static void kt_src_addr(const struct sockaddr_storage *ss, u8 *family,
 	}
 }
 
-static void kt_src_key(struct kt_src_key *k, const struct sockaddr_storage *peer,
-		       const struct sockaddr_storage *laddr)
+static void kt_src_key(struct kt_src_key *k, const union kt_addr *peer,
+		       const union kt_addr *laddr)
 {
 	__be16 port;
 
@@ -97,7 +97,7 @@ static struct kt_src *kt_src_find(struct kt_srctab *t, u32 hash,
  * NULL: not tracked), or -EBUSY when the address is at its limit.
  */
 int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,
-		  const struct sockaddr_storage *peer, struct kt_src **out)
+		  const union kt_addr *peer, struct kt_src **out)
 {
 	struct kt_srctab *t = smp_load_acquire(&ktn->srctab);
 	struct kt_src *e, *fresh = NULL;

@@ -77,7 +77,7 @@ void kt_listeners_kick(struct kt_net *ktn)
 static void kt_accept(struct kt_listener *l, struct socket *sock,
 		      struct kt_config *cfg, struct kt_service *svc)
 {
-	struct sockaddr_storage peer;
+	union kt_addr peer;
 	struct kt_src *src = NULL;
 
 	if (kernel_getpeername(sock, (struct sockaddr *)&peer) < 0) {
@@ -146,14 +146,14 @@ int kt_listener_open(struct kt_net *ktn, struct kt_service *svc,
 	l = kzalloc(sizeof(*l), KT_GFP);
 	if (!l)
 		return -ENOMEM;
-	err = sock_create_kern(ktn->net, svc->addr.ss_family, SOCK_STREAM,
+	err = sock_create_kern(ktn->net, svc->addr.sa.sa_family, SOCK_STREAM,
 			       IPPROTO_TCP, &sock);
 	if (err)
 		goto err_free;
 	sk = sock->sk;
 	sock_set_reuseaddr(sk);
 	ip_sock_set_freebind(sk);	/* a virtual IP may arrive later */
-	if (svc->addr.ss_family == AF_INET6)
+	if (svc->addr.sa.sa_family == AF_INET6)
 		ip6_sock_set_v6only(sk);
 	err = kernel_bind(sock, (struct sockaddr_unsized *)&svc->addr,
 			  svc->addrlen);

@@ -443,7 +443,7 @@ static int kt_nl_abort(struct sk_buff *skb, struct genl_info *info)
 }
 
 /* Decode KTCPVS_A_OBJ_ADDR (the kt_put_addr() format). */
-static int kt_get_addr(const struct nlattr *nla, struct sockaddr_storage *ss)
+static int kt_get_addr(const struct nlattr *nla, union kt_addr *ss)
 {
 	const u8 *a = nla_data(nla);
 	u16 port = (a[2] << 8) | a[3];
@@ -459,7 +459,7 @@ static int kt_get_addr(const struct nlattr *nla, struct sockaddr_storage *ss)
 static int kt_nl_server_set(struct sk_buff *skb, struct genl_info *info)
 {
 	struct kt_net *ktn = kt_net(genl_info_net(info));
-	struct sockaddr_storage ss;
+	union kt_addr ss;
 	struct nlattr *pool_attr;
 	struct kt_config *cfg;
 	u32 p, i;
@@ -513,11 +513,11 @@ static int kt_nl_server_set(struct sk_buff *skb, struct genl_info *info)
 
 /* ---- dumps ---------------------------------------------------------------- */
 
-static int kt_put_addr(struct sk_buff *msg, const struct sockaddr_storage *ss)
+static int kt_put_addr(struct sk_buff *msg, const union kt_addr *ss)
 {
 	u8 a[20] = { };
 
-	if (ss->ss_family == AF_INET) {
+	if (ss->sa.sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const void *)ss;
 
 		a[0] = KT_MATCH_AF_INET;
@@ -711,7 +711,7 @@ static int kt_nl_dump_config(struct sk_buff *skb, struct netlink_callback *cb)
 /* A client connection with kernel TLS, from its acceptor (kt_tls.c). */
 static int kt_nl_tls_adopt(struct sk_buff *skb, struct genl_info *info)
 {
-	struct sockaddr_storage la;
+	union kt_addr la;
 
 	if (GENL_REQ_ATTR_CHECK(info, KTCPVS_A_FD) ||
 	    GENL_REQ_ATTR_CHECK(info, KTCPVS_A_OBJ_ADDR))

@@ -181,7 +181,7 @@ static int kt_head_add(struct kt_conn *c)
 	int n;
 
 	if (flags & (KT_SERVICE_XFF_APPEND | KT_SERVICE_XFF_REPLACE)) {
-		if (c->peer.ss_family == AF_INET)
+		if (c->peer.sa.sa_family == AF_INET)
 			n = scnprintf(line, sizeof(line), "X-Forwarded-For: %pI4\r\n",
 				      &((struct sockaddr_in *)&c->peer)->sin_addr);
 		else
@@ -232,8 +232,8 @@ static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
 	mr.headers = s->mh;
 	mr.nheaders = m->nfields;
 	kt_addr_bytes(&c->peer, &mr.family, mr.addr);
-	if (c->tls_names && (m->flags & KT_HTTP_HAS_HOST) &&
-	    !kt_tls_host_ok(c->tls_names, c->tls_names_len, mr.host.ptr,
+	if (c->tls && c->tls->names_len && (m->flags & KT_HTTP_HAS_HOST) &&
+	    !kt_tls_host_ok(c->tls->names, c->tls->names_len, mr.host.ptr,
 			    mr.host.len)) {
 		*res = (struct kt_match_result){ .rule = KT_RULES_NONE,
 						 .action = KT_ACTION_MISDIRECTED };

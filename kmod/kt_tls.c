@@ -136,7 +136,7 @@ bool kt_tls_host_ok(const char *names, u32 len, const u8 *host, u32 hlen)
 
 /* The namespace's, the service's and the source's limits, as at accept. */
 static int kt_tls_limits(struct kt_net *ktn, struct kt_service *svc,
-			 const struct sockaddr_storage *peer,
+			 const union kt_addr *peer,
 			 struct kt_src **src, struct netlink_ext_ack *extack)
 {
 	u32 max = READ_ONCE(ktn->max_conns);
@@ -165,16 +165,17 @@ static int kt_tls_limits(struct kt_net *ktn, struct kt_service *svc,
  * reference to the socket's file; the caller closes its descriptor.
  * Context: the caller's netlink request (process context, genl_mutex).
  */
-int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
+int kt_tls_adopt(struct kt_net *ktn, int fd, const union kt_addr *la,
 		 const struct nlattr *names, struct netlink_ext_ack *extack)
 {
-	struct sockaddr_storage peer;
+	union kt_addr peer;
 	struct kt_service *svc;
 	struct kt_src *src = NULL;
 	struct kt_config *cfg = NULL;
 	struct mem_cgroup *old;
+	struct kt_conn_tls *tls;
 	struct socket *sock;
-	char *nbuf = NULL;
+	u32 nlen;
 	int err;
 
 	if (names && !kt_tls_names_valid(nla_data(names), nla_len(names))) {
@@ -212,18 +213,20 @@ int kt_tls_adopt(struct kt_net *ktn, int fd, const struct sockaddr_storage *la,
 		goto err_unclaim;
 	percpu_ref_get(&cfg->ref);	/* the connection's */
 	old = set_active_memcg(cfg->memcg);
-	if (names) {
-		nbuf = kmemdup(nla_data(names), nla_len(names), GFP_KERNEL_ACCOUNT);
-		if (nbuf)
-			kt_alloc_inc();
+	nlen = names ? nla_len(names) : 0;
+	tls = kzalloc(struct_size(tls, names, nlen), KT_GFP);
+	if (tls) {
+		kt_alloc_inc();
+		tls->names_len = nlen;
+		if (nlen)
+			memcpy(tls->names, nla_data(names), nlen);
 	}
-	err = names && !nbuf ? -ENOMEM :
-	      kt_conn_adopt(ktn, svc, cfg, sock, &peer, src, nbuf,
-			    names ? nla_len(names) : 0);
+	err = tls ? kt_conn_adopt(ktn, svc, cfg, sock, &peer, src, tls) :
+	      -ENOMEM;
 	set_active_memcg(old);
 	if (err) {
-		if (nbuf) {
-			kfree(nbuf);
+		if (tls) {
+			kfree(tls);
 			kt_alloc_dec();
 		}
 		kt_config_put(cfg);
