@@ -90,11 +90,15 @@ static void kt_conn_check(const struct kt_conn *c)
 
 /* ---- closing ------------------------------------------------------------------ */
 
+static void kt_conn_release(struct work_struct *w);
+
 /* Context: softirq (RCU callback). */
 static void kt_conn_release_rcu(struct rcu_head *rcu)
 {
 	struct kt_conn *c = container_of(rcu, struct kt_conn, rcu);
 
+	/* the rcu_head is done with: the work takes its place */
+	INIT_WORK(&c->release_work, kt_conn_release);
 	queue_work(kt_wq, &c->release_work);
 }
 
@@ -471,7 +475,6 @@ static struct kt_conn *kt_conn_setup(struct kt_net *ktn,
 	kt_pipe_init(&c->down.pipe);
 	INIT_WORK(&c->work, kt_conn_work);
 	tasklet_setup(&c->tasklet, kt_conn_tasklet);
-	INIT_WORK(&c->release_work, kt_conn_release);
 	timer_setup(&c->timer, kt_conn_timer, 0);
 	memcpy(&c->laddr, laddr, sizeof(c->laddr));
 	memcpy(&c->peer, peer, sizeof(c->peer));

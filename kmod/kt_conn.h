@@ -198,8 +198,14 @@ struct kt_conn {
 	struct work_struct work;	/* steps that need process context,
 					 * timeouts, kills */
 	struct tasklet_struct tasklet;	/* steps from the socket callbacks */
-	struct work_struct release_work;
-	struct rcu_head rcu;		/* kt_conn_close() to its release */
+	/*
+	 * kt_conn_close() to its release: a grace period, then the release
+	 * work, which the RCU callback sets up over the finished rcu_head.
+	 */
+	union {
+		struct rcu_head rcu;
+		struct work_struct release_work;
+	};
 	struct timer_list timer;
 	unsigned long deadline;		/* timeout of the current state */
 	unsigned long park_at;		/* 0, or when to park the kept backend */
