@@ -64,6 +64,7 @@ from topology import Topology, wait_port  # noqa: E402
 BACKENDS = {"img1": "10.0.1.11", "img2": "10.0.1.12", "cgi1": "10.0.2.11", "static1": "10.0.3.11"}
 POOL_OF = {"img1": "images", "img2": "images", "cgi1": "cgi", "static1": "static"}
 VIP = "10.0.0.1"
+MODULE_CACHES = ("kt_conn", "ktcpvs_buf")  # the module's own slab caches
 # "nolog": ktcpvs with its access log off (bench.rules, service quiet)
 # "workq": ktcpvs's service with the module's softirq run off (the module
 # parameter fastpath=0: every step in the connection's work item)
@@ -470,15 +471,13 @@ service {name} listen {VIP}:{port} tls {{
     # -- memory per connection ------------------------------------------------
 
     @staticmethod
-    def slab() -> tuple[int, dict[str, int]]:
-        total, module = 0, {}
+    def slab() -> dict[str, int]:
+        """Bytes in use per slab cache (active objects times object size)."""
+        caches: dict[str, int] = {}
         for line in Path("/proc/slabinfo").read_text().splitlines()[2:]:
             f = line.split()
-            size = int(f[1]) * int(f[3])
-            total += size
-            if f[0] in ("kt_conn", "ktcpvs_buf"):
-                module[f[0]] = size
-        return total, module
+            caches[f[0]] = caches.get(f[0], 0) + int(f[1]) * int(f[3])
+        return caches
 
     def rss(self, system: str) -> int:
         pgid = self.pgids.get(system)
@@ -502,7 +501,7 @@ service {name} listen {VIP}:{port} tls {{
         host = BACKENDS["img1"] if system == "direct" else VIP
         port = 80 if system == "direct" else PORTS[system]
         time.sleep(1.0)
-        slab0, mod0 = self.slab()
+        slab0 = self.slab()
         rss0 = self.rss(system)
         p = subprocess.Popen(
             ["ip", "netns", "exec", self.topo.client.ns, sys.executable, str(HERE / "hold.py"),
@@ -522,11 +521,14 @@ service {name} listen {VIP}:{port} tls {{
                 res["error"] = f"{report['bad']} of {n} connections did not get a right answer"
                 return res
             time.sleep(2.0)
-            slab1, mod1 = self.slab()
+            slab1 = self.slab()
             rss1 = self.rss(system)
-            res["slab_per_conn"] = (slab1 - slab0) / n
+            delta = {c: (slab1.get(c, 0) - slab0.get(c, 0)) / n for c in slab1.keys() | slab0}
+            res["slab_per_conn"] = sum(delta.values())
             res["rss_per_conn"] = (rss1 - rss0) / n
-            res["module_per_conn"] = (sum(mod1.values()) - sum(mod0.values())) / n
+            res["module_per_conn"] = sum(delta.get(c, 0.0) for c in MODULE_CACHES)
+            # where the slab delta is: the caches that moved by 32 bytes per connection or more
+            res["slab_caches"] = {c: round(d, 1) for c, d in delta.items() if abs(d) >= 32}
             res["bytes_per_conn"] = res["slab_per_conn"] + res["rss_per_conn"]
             return res
         finally:

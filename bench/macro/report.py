@@ -215,8 +215,12 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
             )
             for s in present
         }
-        for st in systems.values():
+        for s in present:
+            st = systems[s]
             st.pop("cpu_us", None)
+            caches = slab_caches(m["runs"].get(s, []))
+            if caches and "error" not in st:
+                st["slab_caches"] = caches
         direct = med(systems.get("direct", {"error": 1}), "bytes_per_conn")
         for s in present:
             b = med(systems[s], "bytes_per_conn")
@@ -236,6 +240,34 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
             }
         memory[mname] = {"connections": m["connections"], "systems": systems, "ratios": mratios}
     return {"systems": present, "workloads": workloads, "memory": memory}
+
+
+def slab_caches(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per slab cache, the median of the runs' bytes per held connection (a
+    run that does not name a cache had it move by less than 32 bytes: 0)."""
+    runs = [r for r in runs if "error" not in r and "slab_caches" in r]
+    names = sorted({c for r in runs for c in r["slab_caches"]})
+    return {c: statistics.median(float(r["slab_caches"].get(c, 0.0)) for r in runs) for c in names}
+
+
+CACHE_ROW_MIN = 100  # bytes per connection, for some system, for a cache to get a row
+
+
+def cache_rows(m: dict[str, Any], systems: list[str]) -> list[list[str]]:
+    """The held-connection slab delta by cache: one row per cache that moved
+    by CACHE_ROW_MIN bytes per connection or more for some system, the
+    largest first; a cell per system (blank: the system has no breakdown)."""
+    per = {x: m["systems"].get(x, {}).get("slab_caches") for x in systems}
+    names = {c for caches in per.values() if caches for c, v in caches.items()
+             if abs(v) >= CACHE_ROW_MIN}  # fmt: skip
+
+    def size(c: str) -> float:
+        return max(abs(caches.get(c, 0.0)) for caches in per.values() if caches)
+
+    return [
+        [c] + ["" if per[x] is None else f"{per[x].get(c, 0.0):.0f}" for x in systems]
+        for c in sorted(names, key=lambda c: (-size(c), c))
+    ]
 
 
 def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -416,6 +448,12 @@ def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
             )
             if "error" in st:
                 lines.append(f"{'':<25}error: {st['error'][0][:100]}")
+    for mname, m in s["memory"].items():
+        rows = cache_rows(m, s["systems"])
+        if rows:
+            lines += ["", f"{mname}: the slab delta by cache, bytes per held connection (median)"]
+            lines.append(f"  {'cache':<24}" + "".join(f"{x:>10}" for x in s["systems"]))
+            lines += [f"  {r[0]:<24}" + "".join(f"{c:>10}" for c in r[1:]) for r in rows]
     lines += ["", "targets (reported, not asserted):"]
     for t in tg:
         v = "n/a" if t["value"] is None else f"{t['value']:.2f}"
@@ -474,6 +512,18 @@ def markdown(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
                 f"| {fmt(st, 'rss_per_conn', '.0f')} | {fmt(st, 'module_per_conn', '.0f')} "
                 f"| {num(over, '.0f')} | {num(r['to_haproxy'])} |"
             )
+    for m in s["memory"].values():
+        rows = cache_rows(m, s["systems"])
+        if rows:
+            n = m["connections"]
+            title = (
+                f"The slab delta by cache, {n:,} held connections, bytes per connection"
+                f" (median; caches that moved by {CACHE_ROW_MIN} or more):"
+            )
+            out += ["", title, ""]
+            out.append("| cache | " + " | ".join(s["systems"]) + " |")
+            out.append("|---" * (len(s["systems"]) + 1) + "|")
+            out += ["| " + " | ".join(r) + " |" for r in rows]
     out += ["", "| target | want | got | |", "|---|---|---|---|"]
     for t in tg:
         v = "n/a" if t["value"] is None else f"{t['value']:.2f}"

@@ -173,3 +173,44 @@ def test_the_daemons_handshake_times_are_reported_by_kind() -> None:
         "tlsd (resumed): resumed handshakes, accept to handover: p50 6.0 ms, p90 10.0 ms, "
         "max 10.0 ms (10)",
     ]
+
+
+def held(total: float, caches: dict[str, float]) -> dict[str, Any]:
+    return {
+        "connections": 1000,
+        "bytes_per_conn": total,
+        "slab_per_conn": total,
+        "rss_per_conn": 0.0,
+        "module_per_conn": caches.get("kt_conn", 0.0),
+        "slab_caches": caches,
+    }
+
+
+def test_held_memory_is_broken_down_by_slab_cache() -> None:
+    """Per cache the median of the runs (a run that does not name a cache
+    counts 0 for it); a row for each cache that moved by 100 bytes per
+    connection or more for some system, the largest first."""
+    m = macro({"ktcpvs": [run(1000, 10.0, 2.0, 1.0)]})
+    m["systems"] = ["direct", "ktcpvs"]
+    m["memory"] = {
+        "conns_1000": {
+            "connections": 1000,
+            "runs": {
+                "direct": [held(5000, {"TCP": 4600, "filp": 260}) for _ in range(3)],
+                "ktcpvs": [
+                    held(6000, {"TCP": 4500, "kt_conn": 1100, "kmalloc-64": 90}),
+                    held(6100, {"TCP": 4700, "kt_conn": 1100}),
+                    held(6050, {"TCP": 4600, "kt_conn": 1100, "kmalloc-64": 120}),
+                ],
+            },
+        }
+    }
+    s = report.summarize(m)
+    got = s["memory"]["conns_1000"]["systems"]["ktcpvs"]["slab_caches"]
+    assert got == {"TCP": 4600, "kt_conn": 1100, "kmalloc-64": 90}
+    rows = report.cache_rows(s["memory"]["conns_1000"], ["direct", "ktcpvs"])
+    assert rows == [["TCP", "4600", "4600"], ["kt_conn", "0", "1100"], ["filp", "260", "0"]]
+    md = report.markdown(s, report.targets(s))
+    assert "| kt_conn | 0 | 1100 |" in md
+    assert "kmalloc-64" not in md  # under 100 bytes for every system
+    assert "kt_conn" in report.table(s, report.targets(s))
