@@ -48,6 +48,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -479,6 +480,26 @@ service {name} listen {VIP}:{port} tls {{
             caches[f[0]] = caches.get(f[0], 0) + int(f[1]) * int(f[3])
         return caches
 
+    @staticmethod
+    def slab_merged(names: Iterable[str]) -> dict[str, list[str]]:
+        """For each of NAMES that SLUB merged with other caches of like size
+        and flags (one cache, /proc/slabinfo shows one name), the other
+        names it holds, from /sys/kernel/slab's links."""
+        root = Path("/sys/kernel/slab")
+        by_target: dict[str, list[str]] = {}
+        with contextlib.suppress(OSError):
+            for p in root.iterdir():
+                if p.is_symlink():
+                    by_target.setdefault(os.readlink(p), []).append(p.name)
+        out = {}
+        for n in names:
+            with contextlib.suppress(OSError):
+                if (root / n).is_symlink():
+                    others = sorted(x for x in by_target.get(os.readlink(root / n), []) if x != n)
+                    if others:
+                        out[n] = others
+        return out
+
     def rss(self, system: str) -> int:
         pgid = self.pgids.get(system)
         if pgid is None:
@@ -529,6 +550,7 @@ service {name} listen {VIP}:{port} tls {{
             res["module_per_conn"] = sum(delta.get(c, 0.0) for c in MODULE_CACHES)
             # where the slab delta is: the caches that moved by 32 bytes per connection or more
             res["slab_caches"] = {c: round(d, 1) for c, d in delta.items() if abs(d) >= 32}
+            res["slab_merged"] = self.slab_merged(res["slab_caches"])
             res["bytes_per_conn"] = res["slab_per_conn"] + res["rss_per_conn"]
             return res
         finally:

@@ -202,6 +202,7 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
         }
     memory: dict[str, Any] = {}
     for mname, m in macro.get("memory", {}).items():
+        merged: dict[str, list[str]] = {}  # a cache's name: the others SLUB merged into it
         systems = {
             s: summarize_runs(
                 mname,
@@ -221,6 +222,8 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
             caches = slab_caches(m["runs"].get(s, []))
             if caches and "error" not in st:
                 st["slab_caches"] = caches
+                for r in m["runs"].get(s, []):
+                    merged.update(r.get("slab_merged", {}))
         direct = med(systems.get("direct", {"error": 1}), "bytes_per_conn")
         for s in present:
             b = med(systems[s], "bytes_per_conn")
@@ -238,7 +241,12 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
                 if "direct" in systems
                 else None,
             }
-        memory[mname] = {"connections": m["connections"], "systems": systems, "ratios": mratios}
+        memory[mname] = {
+            "connections": m["connections"],
+            "systems": systems,
+            "ratios": mratios,
+            "slab_merged": merged,
+        }
     return {"systems": present, "workloads": workloads, "memory": memory}
 
 
@@ -256,7 +264,9 @@ CACHE_ROW_MIN = 100  # bytes per connection, for some system, for a cache to get
 def cache_rows(m: dict[str, Any], systems: list[str]) -> list[list[str]]:
     """The held-connection slab delta by cache: one row per cache that moved
     by CACHE_ROW_MIN bytes per connection or more for some system, the
-    largest first; a cell per system (blank: the system has no breakdown)."""
+    largest first; a cell per system (blank: the system has no breakdown).
+    A cache SLUB merged others into is named with them: its bytes are theirs
+    too (/proc/slabinfo shows one name for them all)."""
     per = {x: m["systems"].get(x, {}).get("slab_caches") for x in systems}
     names = {c for caches in per.values() if caches for c, v in caches.items()
              if abs(v) >= CACHE_ROW_MIN}  # fmt: skip
@@ -264,8 +274,15 @@ def cache_rows(m: dict[str, Any], systems: list[str]) -> list[list[str]]:
     def size(c: str) -> float:
         return max(abs(caches.get(c, 0.0)) for caches in per.values() if caches)
 
+    def label(c: str) -> str:
+        others = m.get("slab_merged", {}).get(c)
+        if not others:
+            return c
+        more = ", ..." if len(others) > 3 else ""
+        return f"{c} (one cache with {', '.join(others[:3])}{more})"
+
     return [
-        [c] + ["" if per[x] is None else f"{per[x].get(c, 0.0):.0f}" for x in systems]
+        [label(c)] + ["" if per[x] is None else f"{per[x].get(c, 0.0):.0f}" for x in systems]
         for c in sorted(names, key=lambda c: (-size(c), c))
     ]
 

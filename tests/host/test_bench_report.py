@@ -196,7 +196,7 @@ def test_held_memory_is_broken_down_by_slab_cache() -> None:
         "conns_1000": {
             "connections": 1000,
             "runs": {
-                "direct": [held(5000, {"TCP": 4600, "filp": 260}) for _ in range(3)],
+                "direct": [held(5000, {"TCP": 4600, "filp": 260, "pid": 250}) for _ in range(3)],
                 "ktcpvs": [
                     held(6000, {"TCP": 4500, "kt_conn": 1100, "kmalloc-64": 90}),
                     held(6100, {"TCP": 4700, "kt_conn": 1100}),
@@ -205,11 +205,19 @@ def test_held_memory_is_broken_down_by_slab_cache() -> None:
             },
         }
     }
+    m["memory"]["conns_1000"]["runs"]["direct"][0]["slab_merged"] = {
+        "pid": ["eventpoll_epi", "a", "b", "c"]
+    }
     s = report.summarize(m)
     got = s["memory"]["conns_1000"]["systems"]["ktcpvs"]["slab_caches"]
     assert got == {"TCP": 4600, "kt_conn": 1100, "kmalloc-64": 90}
     rows = report.cache_rows(s["memory"]["conns_1000"], ["direct", "ktcpvs"])
-    assert rows == [["TCP", "4600", "4600"], ["kt_conn", "0", "1100"], ["filp", "260", "0"]]
+    assert rows == [
+        ["TCP", "4600", "4600"],
+        ["kt_conn", "0", "1100"],
+        ["filp", "260", "0"],
+        ["pid (one cache with eventpoll_epi, a, b, ...)", "250", "0"],
+    ]
     md = report.markdown(s, report.targets(s))
     assert "| kt_conn | 0 | 1100 |" in md
     assert "kmalloc-64" not in md  # under 100 bytes for every system
