@@ -118,10 +118,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3)
 
 
+NOT_COUNTED = "not run"  # the error of a workload and system without a counted run
+
+
 def counted(wname: str, run: dict[str, Any] | None) -> dict[str, Any]:
     """Events per request (bulk: per download) of one counted run."""
     if run is None:
-        return {"error": ["not run"]}
+        return {"error": [NOT_COUNTED]}
     if "error" in run:
         return {"error": [run["error"]]}
     n = units(wname, run)
@@ -379,6 +382,8 @@ def count_rows(s: dict[str, Any], wname: str) -> tuple[list[str], list[list[str]
 
     def cell(sys_: str, key: str) -> str:
         c = w["counts"][sys_]
+        if c.get("error") == [NOT_COUNTED]:
+            return "-"  # no counted run (run.py --no-counts): nothing went wrong
         if "error" in c:
             return "ERROR"
         return count_fmt(c["per_request"].get(key))

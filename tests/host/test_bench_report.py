@@ -222,3 +222,15 @@ def test_held_memory_is_broken_down_by_slab_cache() -> None:
     assert "| kt_conn | 0 | 1100 |" in md
     assert "kmalloc-64" not in md  # under 100 bytes for every system
     assert "kt_conn" in report.table(s, report.targets(s))
+
+
+def test_counts_not_run_are_blank_not_errors() -> None:
+    """A run without counted runs (run.py --no-counts) shows "-" in the count
+    rows; a counted run that failed still shows ERROR."""
+    m = macro({"ktcpvs": [run(1000, 10.0, 2.0, 1.0)], "haproxy": [run(500, 10.0, 2.0, 1.0)]})
+    m["counts"] = {"workloads": {"small_keepalive": {"haproxy": {"error": "perf failed"}}}}
+    s = report.summarize(m)
+    present, rows = report.count_rows(s, "small_keepalive")
+    assert present == ["ktcpvs", "haproxy"]
+    row = next(r for r in rows if r[0] == "context switches")
+    assert row[1:] == ["-", "ERROR"]
