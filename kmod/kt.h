@@ -431,7 +431,7 @@ struct kt_net {
 	struct kt_config __rcu *cfg;	/* running configuration, or NULL */
 	u64 generation;			/* under lock */
 	struct list_head listeners;	/* under lock */
-	struct kt_txn *txn;		/* under lock */
+	struct kt_txn *txn;		/* under lock; peeked at by kt_nl_release */
 	u32 next_txn_id;		/* under lock */
 
 	spinlock_t conns_lock;

@@ -259,7 +259,7 @@ void kt_txn_free(struct kt_net *ktn)
 	if (ktn->txn) {
 		kt_free(ktn->txn->buf);
 		kfree(ktn->txn);
-		ktn->txn = NULL;
+		WRITE_ONCE(ktn->txn, NULL);	/* kt_nl_release peeks */
 	}
 }
 
@@ -334,7 +334,7 @@ static int kt_nl_begin(struct sk_buff *skb, struct genl_info *info)
 	if (info->attrs[KTCPVS_A_SOURCE])
 		nla_strscpy(t->source, info->attrs[KTCPVS_A_SOURCE],
 			    sizeof(t->source));
-	ktn->txn = t;
+	WRITE_ONCE(ktn->txn, t);
 	mutex_unlock(&ktn->lock);
 	return kt_reply_num(info, KTCPVS_CMD_CONFIG_BEGIN, KTCPVS_A_TXN_ID, id,
 			    false);
@@ -819,9 +819,46 @@ static struct genl_family kt_genl_family __ro_after_init = {
 	.n_mcgrps = ARRAY_SIZE(kt_mcgrps),
 };
 
+/*
+ * A netlink socket is released (its process closed it, exited or was
+ * killed): a configuration transaction it left open goes at once, so the
+ * next apply is not refused as busy for KT_TXN_TIMEOUT.  Process context
+ * (netlink_release, a blocking notifier chain), for every generic netlink
+ * socket of the host: the namespace's lock only when a transaction is open.
+ * The socket is held while it lives, so its namespace, and ours in it, are.
+ */
+static int kt_nl_release(struct notifier_block *nb, unsigned long event,
+			 void *ptr)
+{
+	struct netlink_notify *n = ptr;
+	struct kt_net *ktn;
+
+	if (event != NETLINK_URELEASE || n->protocol != NETLINK_GENERIC)
+		return NOTIFY_DONE;
+	ktn = kt_net(n->net);
+	if (!READ_ONCE(ktn->txn))
+		return NOTIFY_DONE;
+	mutex_lock(&ktn->lock);
+	if (ktn->txn && ktn->txn->portid == n->portid)
+		kt_txn_free(ktn);
+	mutex_unlock(&ktn->lock);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block kt_nl_notifier = {
+	.notifier_call = kt_nl_release,
+};
+
 int kt_netlink_init(void)
 {
-	return genl_register_family(&kt_genl_family);
+	int err = netlink_register_notifier(&kt_nl_notifier);
+
+	if (err)
+		return err;
+	err = genl_register_family(&kt_genl_family);
+	if (err)
+		netlink_unregister_notifier(&kt_nl_notifier);
+	return err;
 }
 
 void kt_netlink_exit(void)
@@ -830,4 +867,5 @@ void kt_netlink_exit(void)
 	kt_mc_closed = true;
 	up_write(&kt_mc_sem);
 	genl_unregister_family(&kt_genl_family);
+	netlink_unregister_notifier(&kt_nl_notifier);
 }

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -205,6 +207,38 @@ def test_malformed_attributes_sent_raw_are_refused(site: Site) -> None:
     img2 = [o for o in stats if o.kind == "server" and o.address == "10.0.1.12:80"]
     assert [(o.weight, o.state) for o in img2] == [(1, "up")]
     assert site.client(lambda: get("/cgi-bin/ok")).backend == "cgi"
+
+
+def begin_and_leave(kill: bool) -> None:
+    """Open a configuration transaction and go without ending it: the
+    process exits (its socket closes with it), or is killed."""
+    s = GenericNetlinkSocket()
+    s.bind("ktcpvs", raw_msg)
+    m = raw_msg()
+    m["cmd"] = netlink.CMD_CONFIG_BEGIN
+    m["version"] = 1
+    m["attrs"] = [("CONFIG_SIZE", u32(64))]
+    list(s.nlm_request(m, msg_type=s.prid, msg_flags=NLM_F_REQUEST | NLM_F_ACK))
+    if kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_transaction_its_process_left_open_does_not_block_the_next_apply(site: Site) -> None:
+    """An apply whose process exits or is killed mid-transaction (Ctrl-C, an
+    OOM kill) leaves the running configuration as it was, and the next
+    apply goes through at once, not after the 30 s a live owner's open
+    transaction is kept from others."""
+    try:
+        for i, kill in enumerate((False, True)):
+            if kill:
+                with pytest.raises(EOFError):  # killed: no answer from the child
+                    site.director(lambda: begin_and_leave(True))
+            else:
+                site.director(lambda: begin_and_leave(False))
+            res = site.apply(header_timeout=f"{11 + i}s")  # another process
+            assert res.changed and res.generation is not None
+    finally:
+        site.apply()
 
 
 def test_unprivileged_apply_is_refused(site: Site, tmp_path: Path) -> None:
