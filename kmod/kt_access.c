@@ -133,7 +133,7 @@ static void kt_alog_rec_init(struct kt_conn *c, struct ktcpvs_log_rec *r)
 void kt_alog_route(struct kt_conn *c, const struct kt_match_req *mr,
 		   const struct kt_match_result *res)
 {
-	const struct kt_http_msg *m = &c->up.msg;
+	const struct kt_http_msg *m = &c->up.ms->msg;
 	struct kt_alog *a = c->alog;
 	struct ktcpvs_log_rec *r;
 	u32 hl, pl, ml;

@@ -169,7 +169,7 @@ void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
 			 const u8 *body, u32 body_len)
 {
 	const char *type = "text/plain; charset=utf-8";
-	bool ka = c->client_ka && c->up.msg.framing == KT_HTTP_FR_NONE &&
+	bool ka = c->client_ka && c->up.ms->msg.framing == KT_HTTP_FR_NONE &&
 		  !c->resp_started;
 	u32 content = kt_answer_has_body(c, status) ? body_len : 0;
 	char head[KT_ANSWER_HEAD];
@@ -203,7 +203,7 @@ void kt_conn_answer_rule(struct kt_conn *c, unsigned int status,
 		return;
 	}
 	/* answered: the head leaves the buffer, a pipelined request stays */
-	c->up.sent = c->up.msg.head_len;
+	c->up.sent = c->up.ms->msg.head_len;
 	kt_buf_drop_sent(&c->up);
 	c->first = false;
 	kt_conn_start_request(c);
@@ -218,15 +218,16 @@ void kt_conn_fail(struct kt_conn *c, int kind, unsigned int status,
 }
 
 /*
- * Close the client connection after the last response: its buffers go
- * first, then the write side is shut and the read side drained for a
- * moment, so the client reads the answer instead of a reset.
+ * Close the client connection after the last response: its buffers and
+ * message states go first, then the write side is shut and the read side
+ * drained for a moment, so the client reads the answer instead of a reset.
  */
 void kt_conn_linger(struct kt_conn *c)
 {
 	/* an answer of the switch went out, or a tunnel ended */
 	kt_alog_done(c, kt_alog_end_or(c, KTCPVS_END_NORMAL));
 	kt_conn_drop_exchange(c, true);
+	kt_conn_msgs_put(c);
 	c->cs = KT_CS_LINGER;
 	c->deadline = jiffies + KT_LINGER;
 	c->shut_wr = true;		/* kt_step_linger, in process context */

@@ -110,7 +110,7 @@ static void kt_backend_assign(struct kt_conn *c, struct kt_server *srv)
 /* A response is awaited on the backend connection. */
 static void kt_backend_ready(struct kt_conn *c, bool connecting)
 {
-	kt_http_resp_init(&c->down.msg, NULL, NULL, 0, c->req_method);
+	kt_http_resp_init(&c->down.ms->msg, NULL, NULL, 0, c->req_method);
 	kt_dir_reset(&c->down);
 	if (connecting) {
 		c->rs = KT_RS_CONNECT;

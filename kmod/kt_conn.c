@@ -12,17 +12,62 @@
 
 #include "kt_conn.h"
 
+/* Both directions' message states, one object (struct kt_msg_state). */
+struct kt_msgs {
+	struct kt_msg_state up, down;
+};
+
 static struct kmem_cache *kt_conn_cache;
+static struct kmem_cache *kt_msgs_cache;
 
 int kt_conn_cache_init(void)
 {
 	kt_conn_cache = KMEM_CACHE(kt_conn, SLAB_ACCOUNT);
-	return kt_conn_cache ? 0 : -ENOMEM;
+	if (!kt_conn_cache)
+		return -ENOMEM;
+	kt_msgs_cache = KMEM_CACHE(kt_msgs, SLAB_ACCOUNT);
+	if (!kt_msgs_cache) {
+		kmem_cache_destroy(kt_conn_cache);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 void kt_conn_cache_exit(void)
 {
+	kmem_cache_destroy(kt_msgs_cache);
 	kmem_cache_destroy(kt_conn_cache);
+}
+
+/*
+ * A request begins: the message states of both directions, unless the
+ * connection kept them from its last request.  Any context (kt_gfp).
+ */
+int kt_conn_msgs_get(struct kt_conn *c)
+{
+	struct kt_msgs *m;
+
+	if (c->up.ms)
+		return 0;
+	m = kmem_cache_zalloc(kt_msgs_cache, kt_gfp());
+	if (!m)
+		return -ENOMEM;
+	kt_alloc_inc();
+	c->up.ms = &m->up;
+	c->down.ms = &m->down;
+	return 0;
+}
+
+/* The connection parks or closes: no request is under way. */
+void kt_conn_msgs_put(struct kt_conn *c)
+{
+	if (!c->up.ms)
+		return;
+	kmem_cache_free(kt_msgs_cache,
+			container_of(c->up.ms, struct kt_msgs, up));
+	kt_alloc_dec();
+	c->up.ms = NULL;
+	c->down.ms = NULL;
 }
 
 /* ---- counters ----------------------------------------------------------------- */
@@ -76,14 +121,19 @@ static void kt_conn_check(const struct kt_conn *c)
 		WARN_ON_ONCE(c->down.pipe.bytes && c->rs != KT_RS_BODY &&
 			     c->rs != KT_RS_TUNNEL);
 		WARN_ON_ONCE(c->hold && c->resp_started);
+		/* a request under way has its message states */
+		WARN_ON_ONCE((exchange || c->parsing || c->up.len) &&
+			     !c->up.ms);
 		break;
 	case KT_CS_ANSWER:
 	case KT_CS_LINGER:
 		WARN_ON_ONCE(c->b || c->srv || c->up.pipe.bytes ||
 			     c->down.pipe.bytes || c->up.buf || c->down.buf);
 		WARN_ON_ONCE(c->cs == KT_CS_ANSWER && !c->ebuf);
+		WARN_ON_ONCE(c->cs == KT_CS_LINGER && c->up.ms);
 		break;
 	}
+	WARN_ON_ONCE(!c->up.ms != !c->down.ms);
 	WARN_ON_ONCE(c->up.fwd > c->up.len || c->up.sent > c->up.fwd ||
 		     c->down.fwd > c->down.len || c->down.sent > c->down.fwd);
 }
@@ -150,6 +200,7 @@ static void kt_conn_release(struct work_struct *w)
 	kt_stats_put(c->svc_st);
 	kt_buf_put(&c->up);
 	kt_buf_put(&c->down);
+	kt_conn_msgs_put(c);
 	kt_pipe_purge(&c->up.pipe);
 	kt_pipe_purge(&c->down.pipe);
 	if (c->ebuf) {

@@ -126,6 +126,19 @@ struct kt_pipe {
 };
 
 /*
+ * A direction's current message: its head's parse and its body's framing.
+ * Both directions' are one object (struct kt_msgs, kt_conn.c), taken when a
+ * connection's request begins (kt_rq_begin) and kept across its requests
+ * until it parks (kt_conn_park_idle) or closes: an idle connection does not
+ * hold the 480 bytes.  Readers run within a request (from kt_rq_begin to
+ * the end of its response or answer), where it is always there.
+ */
+struct kt_msg_state {
+	struct kt_http_msg msg;
+	struct kt_http_body body;
+};
+
+/*
  * One direction of the exchange: up (client -> backend) or down (backend
  * -> client).  buf[0, len) holds bytes read from the source:
  *   [0, sent)    sent; kept only while the request is held for a retry
@@ -138,8 +151,8 @@ struct kt_pipe {
 struct kt_dir {
 	u8 *buf;
 	u32 cap, len, fwd, sent;
-	struct kt_http_msg msg;		/* the current message's head */
-	struct kt_http_body body;
+	struct kt_msg_state *ms;	/* NULL until a request begins, and
+					 * again once the connection parks */
 	struct kt_pipe pipe;
 	bool body_done;
 	bool big;			/* the last splice was large (chunked) */
@@ -451,6 +464,8 @@ void kt_conn_count_error(struct kt_conn *c, int kind);
 void kt_conns_kill(struct kt_net *ktn, const union kt_addr *la);
 int kt_conn_cache_init(void);
 void kt_conn_cache_exit(void);
+int kt_conn_msgs_get(struct kt_conn *c);
+void kt_conn_msgs_put(struct kt_conn *c);
 
 /* kt_limit.c: per-source limits */
 int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,

@@ -85,7 +85,7 @@ static void kt_head_cut(struct kt_conn *c, u32 start, u32 end)
 
 	memmove(d->buf + start, d->buf + end, d->len - end);
 	d->len -= end - start;
-	d->msg.head_len -= end - start;
+	d->ms->msg.head_len -= end - start;
 }
 
 /* The end of the field line (just past its LF) of field @f. */
@@ -95,7 +95,7 @@ static u32 kt_field_line_end(const struct kt_conn *c,
 	const struct kt_dir *d = &c->up;
 	u32 end = f->value_off + f->value_len;
 
-	while (end < d->msg.head_len && d->buf[end] != '\n')
+	while (end < d->ms->msg.head_len && d->buf[end] != '\n')
 		end++;
 	return end + 1;
 }
@@ -112,7 +112,7 @@ static u32 kt_field_line_end(const struct kt_conn *c,
  */
 static void kt_head_edit(struct kt_conn *c)
 {
-	struct kt_http_msg *m = &c->up.msg;
+	struct kt_http_msg *m = &c->up.ms->msg;
 	const u8 *b = c->up.buf;
 	bool replace = c->svc->flags & KT_SERVICE_XFF_REPLACE;
 	bool xfp = c->svc->flags & KT_SERVICE_XFP;
@@ -161,14 +161,14 @@ static void kt_head_edit(struct kt_conn *c)
 static int kt_head_insert(struct kt_conn *c, const char *line, u32 n)
 {
 	struct kt_dir *d = &c->up;
-	u32 at = d->msg.head_len - 2;
+	u32 at = d->ms->msg.head_len - 2;
 
 	if (d->len + n > d->cap && kt_buf_grow(d, d->len + n))
 		return -ENOMEM;
 	memmove(d->buf + at + n, d->buf + at, d->len - at);
 	memcpy(d->buf + at, line, n);
 	d->len += n;
-	d->msg.head_len += n;
+	d->ms->msg.head_len += n;
 	return 0;
 }
 
@@ -213,7 +213,7 @@ static u32 kt_out_cap(const struct kt_service *svc)
 static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
 			   struct kt_match_result *res)
 {
-	struct kt_http_msg *m = &c->up.msg;
+	struct kt_http_msg *m = &c->up.ms->msg;
 	struct kt_match_req mr = { };
 	const u8 *b = c->up.buf;
 	u32 i;
@@ -264,7 +264,7 @@ static void kt_route_match(struct kt_conn *c, struct kt_scratch *s,
  */
 static int kt_rq_parse(struct kt_conn *c, struct kt_match_result *res)
 {
-	struct kt_http_msg *m = &c->up.msg;
+	struct kt_http_msg *m = &c->up.ms->msg;
 	struct kt_scratch *s = kt_scratch_get(c->cfg);
 	u32 out_cap = kt_out_cap(c->svc);
 	int r;
@@ -318,7 +318,7 @@ static bool kt_idempotent(u8 method)
  */
 static bool kt_request_buffered(const struct kt_conn *c)
 {
-	const struct kt_http_msg *m = &c->up.msg;
+	const struct kt_http_msg *m = &c->up.ms->msg;
 
 	switch (m->framing) {
 	case KT_HTTP_FR_NONE:
@@ -334,7 +334,7 @@ static bool kt_request_buffered(const struct kt_conn *c)
 static void kt_route(struct kt_conn *c, const struct kt_match_result *res)
 {
 	struct kt_dir *d = &c->up;
-	struct kt_http_msg *m = &d->msg;
+	struct kt_http_msg *m = &d->ms->msg;
 
 	kt_stat_inc(c->svc->st, requests);
 	c->req_method = m->method;
@@ -372,7 +372,7 @@ static void kt_route(struct kt_conn *c, const struct kt_match_result *res)
 	c->rq = KT_RQ_SEND;
 	d->fwd = m->head_len;
 	d->sent = 0;
-	kt_http_body_init(&d->body, m);
+	kt_http_body_init(&d->ms->body, m);
 	d->body_done = m->framing == KT_HTTP_FR_NONE;
 	kt_backend_pick(c);
 	/*
@@ -436,13 +436,21 @@ static void kt_route_raw(struct kt_conn *c)
 		kt_rq_forwarded(c);
 }
 
-/* A request starts: the newest configuration, a buffer, a fresh parser. */
+/*
+ * A request starts: the newest configuration, the message states (a raw
+ * service's response state is set up too), a buffer, a fresh parser.
+ */
 static bool kt_rq_begin(struct kt_conn *c)
 {
 	struct kt_dir *d = &c->up;
 
 	if (!kt_conn_refresh_config(c)) {
 		kt_conn_close(c);	/* the service is gone */
+		return false;
+	}
+	if (kt_conn_msgs_get(c)) {
+		kt_conn_count_error(c, KT_E_LOCAL);
+		kt_conn_close(c);
 		return false;
 	}
 	if (c->svc->flags & KT_SERVICE_RAW) {
@@ -454,7 +462,7 @@ static bool kt_rq_begin(struct kt_conn *c)
 		kt_conn_close(c);
 		return false;
 	}
-	kt_http_req_init(&d->msg, &c->svc->lim, NULL, 0, NULL, 0);
+	kt_http_req_init(&d->ms->msg, &c->svc->lim, NULL, 0, NULL, 0);
 	c->parsing = true;
 	c->parse_calls = 0;
 	return true;
@@ -473,7 +481,7 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 		 */
 		if (!d->len && !kt_sk_readable(c->csk->sk))
 			return KT_BLOCKED;
-		if (!in_task() && kt_buf_get(d)) {
+		if (!in_task() && (kt_buf_get(d) || kt_conn_msgs_get(c))) {
 			kt_io_defer();	/* the work waits for the memory */
 			return KT_BLOCKED;
 		}
@@ -485,7 +493,7 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 			kt_alog_begin(c);
 		r = kt_rq_parse(c, &res);
 		if (r == KT_HTTP_ERROR) {
-			kt_conn_fail(c, KT_E_PARSE, d->msg.status, d->msg.reason);
+			kt_conn_fail(c, KT_E_PARSE, d->ms->msg.status, d->ms->msg.reason);
 			return KT_PROGRESS;
 		}
 		if (r == KT_HTTP_DONE) {
@@ -514,7 +522,7 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 	if (n == -EAGAIN)
 		return KT_BLOCKED;
 	if (n <= 0) {
-		if (d->len && !kt_http_idle(&d->msg))
+		if (d->len && !kt_http_idle(&d->ms->msg))
 			kt_conn_count_error(c, KT_E_CLIENT_RESET);
 		kt_conn_close(c);
 		return KT_PROGRESS;
@@ -569,7 +577,7 @@ static enum kt_step kt_rq_body(struct kt_conn *c)
 				"the server closed the connection");
 		return KT_PROGRESS;
 	case KT_IO_BAD:
-		kt_conn_fail(c, KT_E_PARSE, d->body.status, d->body.reason);
+		kt_conn_fail(c, KT_E_PARSE, d->ms->body.status, d->ms->body.reason);
 		return KT_PROGRESS;
 	default:	/* the client closed or reset mid-request */
 		kt_conn_count_error(c, KT_E_CLIENT_RESET);

@@ -68,9 +68,9 @@ static int kt_close_response(struct kt_conn *c)
 	u32 n = sizeof(line) - 1, i = 0, start, gone;
 	u8 *b = d->buf;
 
-	while (i < d->msg.head_len && b[i] != '\n')	/* the status line */
+	while (i < d->ms->msg.head_len && b[i] != '\n')	/* the status line */
 		i++;
-	for (i++; i + 2 < d->msg.head_len;) {
+	for (i++; i + 2 < d->ms->msg.head_len;) {
 		start = i;
 		while (b[i] != '\n')
 			i++;
@@ -82,7 +82,7 @@ static int kt_close_response(struct kt_conn *c)
 		gone = i - start;
 		memmove(b + start, b + i, d->len - i);
 		d->len -= gone;
-		d->msg.head_len -= gone;
+		d->ms->msg.head_len -= gone;
 		i = start;
 	}
 	return kt_resp_add_line(c, line, n);
@@ -95,14 +95,14 @@ static int kt_close_response(struct kt_conn *c)
 int kt_resp_add_line(struct kt_conn *c, const char *line, u32 n)
 {
 	struct kt_dir *d = &c->down;
-	u32 at = d->msg.head_len - 2;
+	u32 at = d->ms->msg.head_len - 2;
 
 	if (d->len + n > d->cap && kt_buf_grow(d, d->len + n))
 		return -ENOMEM;
 	memmove(d->buf + at + n, d->buf + at, d->len - at);
 	memcpy(d->buf + at, line, n);
 	d->len += n;
-	d->msg.head_len += n;
+	d->ms->msg.head_len += n;
 	return 0;
 }
 
@@ -114,7 +114,7 @@ int kt_resp_add_line(struct kt_conn *c, const char *line, u32 n)
 static void kt_rs_head_done(struct kt_conn *c)
 {
 	struct kt_dir *d = &c->down;
-	struct kt_http_msg *m = &d->msg;
+	struct kt_http_msg *m = &d->ms->msg;
 	unsigned int st = m->status;
 
 	d->sent = 0;
@@ -152,7 +152,7 @@ static void kt_rs_head_done(struct kt_conn *c)
 		kt_conn_close(c);
 		return;
 	}
-	kt_http_body_init(&d->body, m);
+	kt_http_body_init(&d->ms->body, m);
 	d->big = false;
 	d->body_done = m->framing == KT_HTTP_FR_NONE;
 	d->fwd = m->head_len;
@@ -160,7 +160,7 @@ static void kt_rs_head_done(struct kt_conn *c)
 	if (!d->body_done && d->len > d->fwd) {
 		/* body bytes that came with the head: out with it */
 		size_t used;
-		int r = kt_http_body_feed(&d->body, d->buf + d->fwd,
+		int r = kt_http_body_feed(&d->ms->body, d->buf + d->fwd,
 					  d->len - d->fwd, &used);
 
 		if (r == KT_HTTP_ERROR) {
@@ -200,7 +200,7 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 		}
 	}
 	if (d->len) {
-		r = kt_http_parse(&d->msg, d->buf, d->len);
+		r = kt_http_parse(&d->ms->msg, d->buf, d->len);
 		if (r == KT_HTTP_DONE) {
 			kt_rs_head_done(c);
 			return KT_PROGRESS;
@@ -270,7 +270,7 @@ static bool kt_close_at_once(struct kt_conn *c, bool ka)
 /* The response is complete and forwarded: next request, or close. */
 static void kt_exchange_done(struct kt_conn *c)
 {
-	bool ka = (c->down.msg.flags & KT_HTTP_KEEP_ALIVE) &&
+	bool ka = (c->down.ms->msg.flags & KT_HTTP_KEEP_ALIVE) &&
 		  c->rq == KT_RQ_DONE;
 
 	if (c->srv)
@@ -321,7 +321,7 @@ static enum kt_step kt_rs_body(struct kt_conn *c)
 		kt_exchange_done(c);
 		return KT_PROGRESS;
 	case KT_IO_SRC_EOF:
-		if (kt_http_body_eof(&d->body) == KT_HTTP_DONE) {
+		if (kt_http_body_eof(&d->ms->body) == KT_HTTP_DONE) {
 			/*
 			 * Close-delimited: the end of the body ends the
 			 * client's connection too.  The backend connection
@@ -402,6 +402,7 @@ void kt_conn_park_idle(struct kt_conn *c)
 	kt_conn_drop_backend(c);
 	kt_buf_put(&c->up);
 	kt_buf_put(&c->down);
+	kt_conn_msgs_put(c);
 	if (!c->alog_on)	/* no record pending: the next request takes one */
 		kt_alog_free(c);
 	if (c->cfg) {

@@ -65,7 +65,7 @@ from topology import Topology, wait_port  # noqa: E402
 BACKENDS = {"img1": "10.0.1.11", "img2": "10.0.1.12", "cgi1": "10.0.2.11", "static1": "10.0.3.11"}
 POOL_OF = {"img1": "images", "img2": "images", "cgi1": "cgi", "static1": "static"}
 VIP = "10.0.0.1"
-MODULE_CACHES = ("kt_conn",)  # the module's own slab caches (its buffers are pages)
+MODULE_CACHES = ("kt_conn", "kt_msgs")  # the module's own slab caches (its buffers are pages)
 # "nolog": ktcpvs with its access log off (bench.rules, service quiet)
 # "workq": ktcpvs's service with the module's softirq run off (the module
 # parameter fastpath=0: every step in the connection's work item)

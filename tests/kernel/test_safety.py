@@ -755,6 +755,48 @@ def test_idle_clients_let_go_of_the_configuration(site: Site) -> None:
     assert after <= before
 
 
+def test_idle_clients_hold_their_connection_only(site: Site) -> None:
+    """A keep-alive client that went idle after a request, one a server
+    answered or one the switch answered itself, holds one allocation of the
+    module: its connection.  Its buffers, both directions' message states and
+    its backend connection (to the pool) went when it parked."""
+    n = 4
+    paths = ["/cgi-bin/a", "/healthz"]  # a server's answer, an answer rule's
+    director = site.topo.director.ns
+    rules = RULES.format(sched="wlc", header_timeout="10s")
+    answer = '    answer 200 "ok" if path exact "/healthz";\n'
+    site.apply_text(rules.replace("    route nowhere", answer + "    route nowhere", 1))
+
+    def counts() -> tuple[int, int]:
+        info = Client().info()
+        return info.allocations, info.connections
+
+    def idle_clients() -> tuple[int, int]:
+        socks = []
+        try:
+            for i in range(n):
+                s = connect()
+                socks.append(s)
+                s.sendall(f"GET {paths[i % 2]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                read_responses(s, 1)
+                time.sleep(1.5)  # parked: the next one takes the pooled backend
+            return in_netns(director, counts)
+        finally:
+            for s in socks:
+                s.close()
+
+    def warm() -> None:  # the cgi server's backend connection, to the pool
+        assert get("/cgi-bin/a").status == 200
+
+    site.client(warm)
+    time.sleep(1.5)
+    before, _ = site.director(counts)
+    after, conns = site.client(idle_clients)
+    site.apply()
+    assert conns == n
+    assert after - before == n, (before, after)
+
+
 # -- what a configuration may make the kernel allocate ------------------------------------
 
 
