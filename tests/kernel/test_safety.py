@@ -728,27 +728,30 @@ def test_local_connect_errors_do_not_cool_servers_down(site: Site) -> None:
 def test_idle_clients_let_go_of_the_configuration(site: Site) -> None:
     """A keep-alive client that went idle holds no reference on the
     configuration it last used: applying another frees the old one."""
-    stop = threading.Event()
+    director = site.topo.director.ns
 
-    def idle_client() -> None:
+    def counts() -> tuple[int, int]:
+        info = Client().info()
+        return info.allocations, info.connections
+
+    def idle_client() -> tuple[int, int, int]:
+        # the client's forked child does it all: an event of the parent's
+        # would not reach it
         with connect() as s:
             s.sendall(b"GET /cgi-bin/a HTTP/1.1\r\nHost: x\r\n\r\n")
             read_responses(s, 1)
-            stop.wait(60)
+            time.sleep(3)  # idle for longer than the switch keeps its backend
+            before, _ = in_netns(director, counts)
+            site.apply(header_timeout="11s")  # another configuration
+            time.sleep(2)
+            after, conns = in_netns(director, counts)
+            return before, after, conns
 
-    t = threading.Thread(target=lambda: site.client(idle_client))
-    t.start()
     try:
-        time.sleep(3)  # idle for longer than the switch keeps its backend
-        before = site.director(lambda: Client().info().allocations)
-        site.apply(header_timeout="11s")  # another configuration
-        time.sleep(2)
-        after = site.director(lambda: Client().info().allocations)
-        assert site.director(lambda: Client().info().connections) == 1
+        before, after, conns = site.client(idle_client)
     finally:
-        stop.set()
-        t.join()
         site.apply()
+    assert conns == 1
     # The new configuration's structure and blob replace the old one's (freed:
     # nobody holds it), and the idle backend connection the client's went to
     # is closed with the old configuration.  Held, the old one would add two.
