@@ -500,6 +500,19 @@ service {name} listen {VIP}:{port} tls {{
                         out[n] = others
         return out
 
+    @classmethod
+    def module_delta(cls, delta: dict[str, float]) -> float:
+        """The part of a slab DELTA (bytes per connection by /proc/slabinfo
+        name) in the module's caches: SLUB may have merged one into another
+        cache of like size, which /proc/slabinfo lists under that name alone
+        (kt_conn was found in user_namespace's); such a row counts whole."""
+        merged = cls.slab_merged(delta)
+        return sum(
+            d
+            for name, d in delta.items()
+            if name in MODULE_CACHES or any(m in MODULE_CACHES for m in merged.get(name, ()))
+        )
+
     def rss(self, system: str) -> int:
         pgid = self.pgids.get(system)
         if pgid is None:
@@ -547,7 +560,7 @@ service {name} listen {VIP}:{port} tls {{
             delta = {c: (slab1.get(c, 0) - slab0.get(c, 0)) / n for c in slab1.keys() | slab0}
             res["slab_per_conn"] = sum(delta.values())
             res["rss_per_conn"] = (rss1 - rss0) / n
-            res["module_per_conn"] = sum(delta.get(c, 0.0) for c in MODULE_CACHES)
+            res["module_per_conn"] = self.module_delta(delta)
             # where the slab delta is: the caches that moved by 32 bytes per connection or more
             res["slab_caches"] = {c: round(d, 1) for c, d in delta.items() if abs(d) >= 32}
             res["slab_merged"] = self.slab_merged(res["slab_caches"])

@@ -234,3 +234,19 @@ def test_counts_not_run_are_blank_not_errors() -> None:
     assert present == ["ktcpvs", "haproxy"]
     row = next(r for r in rows if r[0] == "context switches")
     assert row[1:] == ["-", "ERROR"]
+
+
+def test_module_caches_count_the_cache_slub_merged_them_into() -> None:
+    """kt_conn merged into user_namespace's cache (like size and flags) shows
+    in /proc/slabinfo under that name only: the module-caches figure takes
+    that row, not 0 for a name that is not listed."""
+    spec = importlib.util.spec_from_file_location("bench_guest", ROOT / "bench/macro/guest.py")
+    assert spec and spec.loader
+    guest = importlib.util.module_from_spec(spec)
+    sys.modules["bench_guest"] = guest  # for its dataclasses
+    spec.loader.exec_module(guest)
+    merged = {"user_namespace": ["kt_conn"], "kmalloc-64": ["dmaengine-unmap-2"]}
+    delta = {"user_namespace": 616.0, "kt_msgs": 2.0, "kmalloc-64": 40.0, "TCP": 2000.0}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(guest.Bench, "slab_merged", staticmethod(lambda names: merged))
+        assert guest.Bench.module_delta(delta) == 618.0
