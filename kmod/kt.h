@@ -431,7 +431,7 @@ struct kt_net {
 	struct kt_config __rcu *cfg;	/* running configuration, or NULL */
 	u64 generation;			/* under lock */
 	struct list_head listeners;	/* under lock */
-	struct kt_txn *txn;		/* under lock; peeked at by kt_nl_release */
+	struct kt_txn *txn;		/* under lock; kt_nl_release peeks */
 	u32 next_txn_id;		/* under lock */
 
 	spinlock_t conns_lock;

@@ -330,7 +330,8 @@ static enum kt_io kt_dir_feed(struct kt_dir *d)
 	size_t used;
 	int r;
 
-	r = kt_http_body_feed(&d->ms->body, d->buf + d->fwd, d->len - d->fwd, &used);
+	r = kt_http_body_feed(&d->ms->body, d->buf + d->fwd, d->len - d->fwd,
+			      &used);
 	if (r == KT_HTTP_ERROR)
 		return KT_IO_BAD;
 	d->fwd += used;
@@ -371,7 +372,8 @@ static enum kt_io kt_dir_read(struct kt_conn *c, struct kt_dir *d)
 		if (n <= 0)
 			return kt_io_of(n);
 		d->big = n >= 16 * KT_FRAMING_READ;
-		d->body_done = kt_http_body_skip(&d->ms->body, n) == KT_HTTP_DONE;
+		d->body_done = kt_http_body_skip(&d->ms->body, n) ==
+			       KT_HTTP_DONE;
 		kt_dir_read_count(c, d, n);
 		return KT_IO_MOVED;
 	}

@@ -493,7 +493,8 @@ static enum kt_step kt_rq_head(struct kt_conn *c)
 			kt_alog_begin(c);
 		r = kt_rq_parse(c, &res);
 		if (r == KT_HTTP_ERROR) {
-			kt_conn_fail(c, KT_E_PARSE, d->ms->msg.status, d->ms->msg.reason);
+			kt_conn_fail(c, KT_E_PARSE, d->ms->msg.status,
+				     d->ms->msg.reason);
 			return KT_PROGRESS;
 		}
 		if (r == KT_HTTP_DONE) {
@@ -577,7 +578,8 @@ static enum kt_step kt_rq_body(struct kt_conn *c)
 				"the server closed the connection");
 		return KT_PROGRESS;
 	case KT_IO_BAD:
-		kt_conn_fail(c, KT_E_PARSE, d->ms->body.status, d->ms->body.reason);
+		kt_conn_fail(c, KT_E_PARSE, d->ms->body.status,
+			     d->ms->body.reason);
 		return KT_PROGRESS;
 	default:	/* the client closed or reset mid-request */
 		kt_conn_count_error(c, KT_E_CLIENT_RESET);
