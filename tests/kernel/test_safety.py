@@ -725,14 +725,17 @@ def test_local_connect_errors_do_not_cool_servers_down(site: Site) -> None:
 # -- idle clients and old configurations -------------------------------------------------
 
 
+def module_counts() -> tuple[int, int]:
+    """The module's outstanding allocations and its client connections (run
+    in the director's namespace)."""
+    info = Client().info()
+    return info.allocations, info.connections
+
+
 def test_idle_clients_let_go_of_the_configuration(site: Site) -> None:
     """A keep-alive client that went idle holds no reference on the
     configuration it last used: applying another frees the old one."""
     director = site.topo.director.ns
-
-    def counts() -> tuple[int, int]:
-        info = Client().info()
-        return info.allocations, info.connections
 
     def idle_client() -> tuple[int, int, int]:
         # the client's forked child does it all: an event of the parent's
@@ -741,10 +744,10 @@ def test_idle_clients_let_go_of_the_configuration(site: Site) -> None:
             s.sendall(b"GET /cgi-bin/a HTTP/1.1\r\nHost: x\r\n\r\n")
             read_responses(s, 1)
             time.sleep(3)  # idle for longer than the switch keeps its backend
-            before, _ = in_netns(director, counts)
+            before, _ = in_netns(director, module_counts)
             site.apply(header_timeout="11s")  # another configuration
             time.sleep(2)
-            after, conns = in_netns(director, counts)
+            after, conns = in_netns(director, module_counts)
             return before, after, conns
 
     try:
@@ -770,10 +773,6 @@ def test_idle_clients_hold_their_connection_only(site: Site) -> None:
     answer = '    answer 200 "ok" if path exact "/healthz";\n'
     site.apply_text(rules.replace("    route nowhere", answer + "    route nowhere", 1))
 
-    def counts() -> tuple[int, int]:
-        info = Client().info()
-        return info.allocations, info.connections
-
     def idle_clients() -> tuple[int, int]:
         socks = []
         try:
@@ -783,7 +782,7 @@ def test_idle_clients_hold_their_connection_only(site: Site) -> None:
                 s.sendall(f"GET {paths[i % 2]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 read_responses(s, 1)
                 time.sleep(1.5)  # parked: the next one takes the pooled backend
-            return in_netns(director, counts)
+            return in_netns(director, module_counts)
         finally:
             for s in socks:
                 s.close()
@@ -791,11 +790,13 @@ def test_idle_clients_hold_their_connection_only(site: Site) -> None:
     def warm() -> None:  # the cgi server's backend connection, to the pool
         assert get("/cgi-bin/a").status == 200
 
-    site.client(warm)
-    time.sleep(1.5)
-    before, _ = site.director(counts)
-    after, conns = site.client(idle_clients)
-    site.apply()
+    try:
+        site.client(warm)
+        time.sleep(1.5)
+        before, _ = site.director(module_counts)
+        after, conns = site.client(idle_clients)
+    finally:
+        site.apply()
     assert conns == n
     assert after - before == n, (before, after)
 
