@@ -80,14 +80,14 @@ static void kt_alog_addr(u8 *family, u8 addr[16], __u16 *port,
 			 const union kt_addr *ss)
 {
 	if (ss->sa.sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+		const struct sockaddr_in *sin = &ss->in;
 
 		*family = 4;
 		memcpy(addr, &sin->sin_addr, 4);
 		memset(addr + 4, 0, 12);
 		*port = ntohs(sin->sin_port);
 	} else {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+		const struct sockaddr_in6 *sin6 = &ss->in6;
 
 		*family = 6;
 		memcpy(addr, &sin6->sin6_addr, 16);

@@ -52,7 +52,7 @@ int kt_sockaddr(union kt_addr *ss, u8 family, const u8 *addr,
 {
 	memset(ss, 0, sizeof(*ss));
 	if (family == KT_MATCH_AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+		struct sockaddr_in *sin = &ss->in;
 
 		sin->sin_family = AF_INET;
 		sin->sin_port = htons(port);
@@ -60,7 +60,7 @@ int kt_sockaddr(union kt_addr *ss, u8 family, const u8 *addr,
 		return sizeof(*sin);
 	}
 	if (family == KT_MATCH_AF_INET6) {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+		struct sockaddr_in6 *sin6 = &ss->in6;
 
 		sin6->sin6_family = AF_INET6;
 		sin6->sin6_port = htons(port);
@@ -75,13 +75,13 @@ bool kt_addr_equal(const union kt_addr *a, const union kt_addr *b)
 	if (a->sa.sa_family != b->sa.sa_family)
 		return false;
 	if (a->sa.sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		const struct sockaddr_in *x = &a->in, *y = &b->in;
 
 		return x->sin_port == y->sin_port &&
 		       x->sin_addr.s_addr == y->sin_addr.s_addr;
 	}
 	if (a->sa.sa_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		const struct sockaddr_in6 *x = &a->in6, *y = &b->in6;
 
 		return x->sin6_port == y->sin6_port &&
 		       ipv6_addr_equal(&x->sin6_addr, &y->sin6_addr);
@@ -92,13 +92,13 @@ bool kt_addr_equal(const union kt_addr *a, const union kt_addr *b)
 u32 kt_addr_hash(const union kt_addr *a)
 {
 	if (a->sa.sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a;
+		const struct sockaddr_in *x = &a->in;
 
 		return jhash_2words((__force u32)x->sin_addr.s_addr,
 				    (__force u32)x->sin_port, AF_INET);
 	}
 	if (a->sa.sa_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)a;
+		const struct sockaddr_in6 *x = &a->in6;
 
 		return jhash(&x->sin6_addr, 16, (__force u32)x->sin6_port);
 	}
@@ -111,10 +111,10 @@ void kt_addr_bytes(const union kt_addr *a, u8 *family, u8 addr[16])
 	memset(addr, 0, 16);
 	if (a->sa.sa_family == AF_INET) {
 		*family = KT_MATCH_AF_INET;
-		memcpy(addr, &((const struct sockaddr_in *)a)->sin_addr, 4);
+		memcpy(addr, &a->in.sin_addr, 4);
 	} else {
 		*family = KT_MATCH_AF_INET6;
-		memcpy(addr, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+		memcpy(addr, &a->in6.sin6_addr, 16);
 	}
 }
 

@@ -464,9 +464,8 @@ out:
 static u32 kt_client_hash(const union kt_addr *peer)
 {
 	if (peer->sa.sa_family == AF_INET)
-		return jhash_1word((__force u32)
-				   ((const struct sockaddr_in *)peer)->sin_addr.s_addr, 0);
-	return jhash(&((const struct sockaddr_in6 *)peer)->sin6_addr, 16, 0);
+		return jhash_1word((__force u32)peer->in.sin_addr.s_addr, 0);
+	return jhash(&peer->in6.sin6_addr, 16, 0);
 }
 
 /*

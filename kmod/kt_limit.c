@@ -57,13 +57,13 @@ static void kt_src_addr(const union kt_addr *ss, u8 *family,
 			u8 *addr, __be16 *port)
 {
 	if (ss->sa.sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const void *)ss;
+		const struct sockaddr_in *sin = &ss->in;
 
 		*family = 4;
 		memcpy(addr, &sin->sin_addr, 4);
 		*port = sin->sin_port;
 	} else {
-		const struct sockaddr_in6 *sin6 = (const void *)ss;
+		const struct sockaddr_in6 *sin6 = &ss->in6;
 
 		*family = 6;
 		memcpy(addr, &sin6->sin6_addr, 16);

@@ -80,7 +80,7 @@ static void kt_accept(struct kt_listener *l, struct socket *sock,
 	union kt_addr peer;
 	struct kt_src *src = NULL;
 
-	if (kernel_getpeername(sock, (struct sockaddr *)&peer) < 0) {
+	if (kernel_getpeername(sock, &peer.sa) < 0) {
 		sock_release(sock);
 		return;
 	}

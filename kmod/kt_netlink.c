@@ -518,13 +518,13 @@ static int kt_put_addr(struct sk_buff *msg, const union kt_addr *ss)
 	u8 a[20] = { };
 
 	if (ss->sa.sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const void *)ss;
+		const struct sockaddr_in *sin = &ss->in;
 
 		a[0] = KT_MATCH_AF_INET;
 		memcpy(&a[2], &sin->sin_port, 2);
 		memcpy(&a[4], &sin->sin_addr, 4);
 	} else {
-		const struct sockaddr_in6 *sin6 = (const void *)ss;
+		const struct sockaddr_in6 *sin6 = &ss->in6;
 
 		a[0] = KT_MATCH_AF_INET6;
 		memcpy(&a[2], &sin6->sin6_port, 2);

@@ -183,10 +183,10 @@ static int kt_head_add(struct kt_conn *c)
 	if (flags & (KT_SERVICE_XFF_APPEND | KT_SERVICE_XFF_REPLACE)) {
 		if (c->peer.sa.sa_family == AF_INET)
 			n = scnprintf(line, sizeof(line), "X-Forwarded-For: %pI4\r\n",
-				      &((struct sockaddr_in *)&c->peer)->sin_addr);
+				      &c->peer.in.sin_addr);
 		else
 			n = scnprintf(line, sizeof(line), "X-Forwarded-For: %pI6c\r\n",
-				      &((struct sockaddr_in6 *)&c->peer)->sin6_addr);
+				      &c->peer.in6.sin6_addr);
 		if (kt_head_insert(c, line, n))
 			return -ENOMEM;
 	}

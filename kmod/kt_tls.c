@@ -203,7 +203,7 @@ int kt_tls_adopt(struct kt_net *ktn, int fd, const union kt_addr *la,
 		err = -EINVAL;
 		goto err_unclaim;
 	}
-	if (kernel_getpeername(sock, (struct sockaddr *)&peer) < 0) {
+	if (kernel_getpeername(sock, &peer.sa) < 0) {
 		NL_SET_ERR_MSG(extack, "the socket has no peer");
 		err = -ENOTCONN;
 		goto err_unclaim;
