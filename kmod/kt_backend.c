@@ -116,8 +116,7 @@ static void kt_backend_ready(struct kt_conn *c, bool connecting)
 		c->rs = KT_RS_CONNECT;
 		c->deadline = jiffies + c->svc->t_connect;
 	} else if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
-		c->rs = KT_RS_TUNNEL;
-		c->deadline = jiffies + c->svc->t_idle;
+		kt_conn_tunnel(c);
 	} else {
 		c->rs = KT_RS_HEAD;
 		c->deadline = jiffies + c->svc->t_backend;

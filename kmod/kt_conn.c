@@ -121,9 +121,12 @@ static void kt_conn_check(const struct kt_conn *c)
 		WARN_ON_ONCE(c->down.pipe.bytes && c->rs != KT_RS_BODY &&
 			     c->rs != KT_RS_TUNNEL);
 		WARN_ON_ONCE(c->hold && c->resp_started);
-		/* a request under way has its message states */
-		WARN_ON_ONCE((exchange || c->parsing || c->up.len) &&
-			     !c->up.ms);
+		/* a request under way has its message states, a tunnel none */
+		if (c->rs == KT_RS_TUNNEL)
+			WARN_ON_ONCE(c->up.ms);
+		else
+			WARN_ON_ONCE((exchange || c->parsing || c->up.len) &&
+				     !c->up.ms);
 		break;
 	case KT_CS_ANSWER:
 	case KT_CS_LINGER:

@@ -129,9 +129,10 @@ struct kt_pipe {
  * A direction's current message: its head's parse and its body's framing.
  * Both directions' are one object (struct kt_msgs, kt_conn.c), taken when a
  * connection's request begins (kt_rq_begin) and kept across its requests
- * until it parks (kt_conn_park_idle) or closes: an idle connection does not
- * hold the 480 bytes.  Readers run within a request (from kt_rq_begin to
- * the end of its response or answer), where it is always there.
+ * until it parks (kt_conn_park_idle), becomes a tunnel (kt_conn_tunnel) or
+ * closes: an idle connection does not hold the 480 bytes.  Readers run
+ * within a request (from kt_rq_begin to the end of its response or answer,
+ * short of a tunnel), where it is always there.
  */
 struct kt_msg_state {
 	struct kt_http_msg msg;
@@ -384,6 +385,7 @@ void kt_up_release_hold(struct kt_conn *c);
 /* kt_response.c */
 enum kt_step kt_step_response(struct kt_conn *c);
 void kt_conn_park_idle(struct kt_conn *c);
+void kt_conn_tunnel(struct kt_conn *c);
 
 /* kt_backend.c */
 void kt_backend_pick(struct kt_conn *c);

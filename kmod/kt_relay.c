@@ -426,6 +426,12 @@ enum kt_io kt_dir_tunnel(struct kt_conn *c, struct kt_dir *d)
 		d->fwd = d->len;
 		return KT_IO_MOVED;
 	}
+	/*
+	 * What was read before the tunnel began is out: a spliced direction
+	 * needs no buffer again, and a quiet tunnel holds none.
+	 */
+	if (d->buf && kt_dir_zero_copy(c, d))
+		kt_buf_put(d);
 	if (!kt_sk_readable(src->sk))
 		return KT_IO_AGAIN;
 	if (!kt_dir_zero_copy(c, d)) {

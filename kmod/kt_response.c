@@ -27,8 +27,7 @@ static enum kt_step kt_rs_connect(struct kt_conn *c)
 	if (sk->sk_state == TCP_ESTABLISHED) {
 		kt_alog_mark_connect(c);
 		if (c->rq == KT_RQ_TUNNEL) {	/* a raw service */
-			c->rs = KT_RS_TUNNEL;
-			c->deadline = jiffies + c->svc->t_idle;
+			kt_conn_tunnel(c);
 		} else {
 			c->rs = KT_RS_HEAD;
 			c->deadline = jiffies + c->svc->t_backend;
@@ -137,11 +136,8 @@ static void kt_rs_head_done(struct kt_conn *c)
 			return;
 		}
 		kt_up_release_hold(c);
-		c->rs = KT_RS_TUNNEL;
-		c->rq = KT_RQ_TUNNEL;
-		c->client_ka = false;
 		d->fwd = d->len;	/* the head and whatever followed it */
-		c->deadline = jiffies + c->svc->t_idle;
+		kt_conn_tunnel(c);
 		return;
 	}
 	if ((!c->client_ka && (m->flags & KT_HTTP_KEEP_ALIVE) &&
@@ -348,6 +344,21 @@ static enum kt_step kt_rs_body(struct kt_conn *c)
 		kt_conn_close(c);
 		return KT_PROGRESS;
 	}
+}
+
+/*
+ * Both directions become a tunnel (a 101 or a 2xx to CONNECT went through,
+ * or a raw service's backend is connected): nothing is parsed any more, so
+ * the message states go; a tunnel that goes quiet holds its connection and
+ * its sockets only (kt_dir_tunnel gives the buffers back).
+ */
+void kt_conn_tunnel(struct kt_conn *c)
+{
+	c->rs = KT_RS_TUNNEL;
+	c->rq = KT_RQ_TUNNEL;
+	c->client_ka = false;
+	c->deadline = jiffies + c->svc->t_idle;
+	kt_conn_msgs_put(c);
 }
 
 /* Backend -> client of a tunnel, until the server closes. */

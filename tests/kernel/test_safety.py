@@ -801,6 +801,76 @@ def test_idle_clients_hold_their_connection_only(site: Site) -> None:
     assert after - before == n, (before, after)
 
 
+ECHO_AFTER_101 = """
+    c.recv(65536)
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: echo\\r\\n"
+              b"Connection: Upgrade\\r\\n\\r\\n")
+    while (d := c.recv(65536)):
+        c.sendall(d.upper())
+"""
+
+
+RAW_SERVICE = """
+service floor listen 10.0.0.1:8082 {
+    relay raw;
+    route flaky;
+}
+"""
+
+
+@pytest.mark.parametrize("port, held", [(80, 3), (8082, 2)], ids=["upgrade", "raw"])
+def test_idle_tunnels_hold_no_buffer_and_no_message_state(site: Site, port: int, held: int) -> None:
+    """An upgraded connection (a WebSocket) that carried bytes both ways and
+    went quiet holds three allocations of the module: its connection, its
+    backend connection and its access log record (written when the tunnel
+    ends).  The buffers that held the request's and the 101's heads went
+    once those were sent (every later byte is spliced), and the message
+    states when the tunnel began (nothing is parsed any more).  A `relay
+    raw;` service's connection, a tunnel from its first byte (the server's
+    101 and echo pass through it unparsed), logs nothing: two."""
+    n = 4
+    srv = flaky(site, ECHO_AFTER_101)
+    director = site.topo.director.ns
+    if port != 80:
+        with_service(site, RAW_SERVICE)
+
+    def tunnels() -> tuple[int, int, list[bytes]]:
+        socks = []
+        echoes = []
+        try:
+            for _ in range(n):
+                s = socket.create_connection(("10.0.0.1", port), timeout=30)
+                socks.append(s)
+                s.sendall(b"GET /flaky/ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\n"
+                          b"Connection: Upgrade\r\n\r\n")  # fmt: skip
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += s.recv(1)
+                assert head.startswith(b"HTTP/1.1 101 "), head
+                s.sendall(b"hello")
+                got = b""
+                while len(got) < 5:
+                    got += s.recv(64)
+                echoes.append(got)
+            time.sleep(0.5)
+            after, conns = in_netns(director, module_counts)
+            return after, conns, echoes
+        finally:
+            for s in socks:
+                s.close()
+
+    try:
+        before, _ = site.director(module_counts)
+        after, conns, echoes = site.client(tunnels)
+    finally:
+        stop(srv)
+        if port != 80:
+            site.apply()
+    assert echoes == [b"HELLO"] * n
+    assert conns == n
+    assert after - before == held * n, (before, after)
+
+
 # -- what a configuration may make the kernel allocate ------------------------------------
 
 
