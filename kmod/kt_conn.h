@@ -473,6 +473,8 @@ void kt_conn_msgs_put(struct kt_conn *c);
 int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,
 		  const union kt_addr *peer, struct kt_src **out);
 void kt_src_detach(struct kt_net *ktn, struct kt_src *e);
+int kt_conn_admit(struct kt_net *ktn, struct kt_service *svc,
+		  const union kt_addr *peer, struct kt_src **src);
 bool kt_src_request(struct kt_net *ktn, struct kt_src *e,
 		    const struct kt_service *svc);
 int kt_srctab_init(struct kt_net *ktn);

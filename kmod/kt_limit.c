@@ -145,6 +145,29 @@ int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,
 	return err;
 }
 
+/*
+ * A new client connection from @peer to @svc (accepted, or handed over by
+ * the TLS daemon): the service's connection limit, then the source's.  0
+ * with *@src the entry it is counted in (or NULL), or the status of the
+ * refusal (503, 429), its error counted.
+ */
+int kt_conn_admit(struct kt_net *ktn, struct kt_service *svc,
+		  const union kt_addr *peer, struct kt_src **src)
+{
+	*src = NULL;
+	if (svc->max_conns &&
+	    (u32)atomic_read(&svc->st->active) >= svc->max_conns) {
+		kt_stat_inc(svc->st, errors[KT_E_LIMIT]);
+		return 503;
+	}
+	if ((svc->src_conns || svc->src_rate) &&
+	    kt_src_attach(ktn, svc, peer, src) == -EBUSY) {
+		kt_stat_inc(svc->st, errors[KT_E_SOURCE_LIMIT]);
+		return 429;
+	}
+	return 0;
+}
+
 /* A connection counted by kt_src_attach() ends. */
 void kt_src_detach(struct kt_net *ktn, struct kt_src *e)
 {

@@ -78,21 +78,16 @@ static void kt_accept(struct kt_listener *l, struct socket *sock,
 		      struct kt_config *cfg, struct kt_service *svc)
 {
 	union kt_addr peer;
-	struct kt_src *src = NULL;
+	struct kt_src *src;
+	int status;
 
 	if (kernel_getpeername(sock, &peer.sa) < 0) {
 		sock_release(sock);
 		return;
 	}
-	if (svc->max_conns && (u32)atomic_read(&svc->st->active) >= svc->max_conns) {
-		kt_stat_inc(svc->st, errors[KT_E_LIMIT]);
-		kt_refuse(sock, 503);
-		return;
-	}
-	if ((svc->src_conns || svc->src_rate) &&
-	    kt_src_attach(l->ktn, svc, &peer, &src) == -EBUSY) {
-		kt_stat_inc(svc->st, errors[KT_E_SOURCE_LIMIT]);
-		kt_refuse(sock, 429);
+	status = kt_conn_admit(l->ktn, svc, &peer, &src);
+	if (status) {
+		kt_refuse(sock, status);
 		return;
 	}
 	percpu_ref_get(&cfg->ref);

@@ -145,18 +145,16 @@ static int kt_tls_limits(struct kt_net *ktn, struct kt_service *svc,
 		NL_SET_ERR_MSG(extack, "the namespace is at its connection limit");
 		return -EBUSY;
 	}
-	if (svc->max_conns && (u32)atomic_read(&svc->st->active) >= svc->max_conns) {
-		kt_stat_inc(svc->st, errors[KT_E_LIMIT]);
+	switch (kt_conn_admit(ktn, svc, peer, src)) {
+	case 0:
+		return 0;
+	case 503:
 		NL_SET_ERR_MSG(extack, "the service is at its connection limit");
 		return -EBUSY;
-	}
-	if ((svc->src_conns || svc->src_rate) &&
-	    kt_src_attach(ktn, svc, peer, src) == -EBUSY) {
-		kt_stat_inc(svc->st, errors[KT_E_SOURCE_LIMIT]);
+	default:
 		NL_SET_ERR_MSG(extack, "the client is at its source limit");
 		return -EBUSY;
 	}
-	return 0;
 }
 
 /*

@@ -722,6 +722,61 @@ def test_handovers_the_module_refuses(site: Site, https: Https) -> None:
     assert "not a socket" in pipe
 
 
+@pytest.mark.parametrize(
+    "limit, message",
+    [
+        ("limit connections 2;", "the service is at its connection limit"),
+        ("limit source-connections 2;", "the client is at its source limit"),
+    ],
+    ids=["service", "source"],
+)
+def test_handed_over_connections_count_against_the_service_limits(
+    site: Site, https: Https, limit: str, message: str
+) -> None:
+    """A connection the daemon hands over counts like an accepted one: past
+    the service's connection limit, or its client address's, the module
+    refuses the handover (the daemon closes the connection and says why),
+    and once one closes the next is taken."""
+    text = https.rules.read_text()
+    proto = "    x-forwarded-proto on;\n"
+    site.apply_text(text.replace(proto, f"{proto}    {limit}\n"))
+
+    def run() -> tuple[list[int], int]:
+        held = [tls_connect("1.3") for _ in range(2)]
+        statuses = []
+        for s in held:
+            s.sendall(request("/index.html"))
+            statuses.append(read_responses(s, 1)[0].status)
+        over = tls_connect("1.3")
+        try:
+            over.sendall(request("/index.html"))
+            statuses.append(len(over.recv(100)))  # closed unanswered: 0
+        except OSError:
+            statuses.append(0)
+        finally:
+            over.close()
+        held.pop().close()
+        time.sleep(1)
+        with tls_connect("1.3") as again:
+            again.sendall(request("/index.html"))
+            after = read_responses(again, 1)[0].status
+        for s in held:
+            s.close()
+        return statuses, after
+
+    try:
+        statuses, after = site.client(run)
+    finally:
+        site.apply_text(text)
+    assert statuses == [200, 200, 0]
+    assert after == 200
+    assert wait_for(lambda: len(events(https)) >= 4)
+    outcomes = [(e["outcome"], e["error"]) for e in events(https)]
+    assert outcomes[:2] == [("adopted", "")] * 2, outcomes
+    assert outcomes[2][0] == "refused" and message in str(outcomes[2][1]), outcomes
+    assert outcomes[3] == ("adopted", ""), outcomes
+
+
 def test_a_handover_to_no_service_a_plain_one_or_twice_is_refused(site: Site, https: Https) -> None:
     cert = https.certs["www"]
 
