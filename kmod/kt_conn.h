@@ -469,7 +469,7 @@ void kt_conn_cache_exit(void);
 int kt_conn_msgs_get(struct kt_conn *c);
 void kt_conn_msgs_put(struct kt_conn *c);
 
-/* kt_limit.c: per-source limits */
+/* kt_limit.c: admission, per-source limits */
 int kt_src_attach(struct kt_net *ktn, const struct kt_service *svc,
 		  const union kt_addr *peer, struct kt_src **out);
 void kt_src_detach(struct kt_net *ktn, struct kt_src *e);

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * kt_limit.c - per-source limits: concurrent connections and requests per
- * second of one client address to one service (the L7 form of LVS's DoS
- * defences).  Over a limit the client gets 429 and the connection closes;
+ * kt_limit.c - a new connection's admission (kt_conn_admit: its service's
+ * connection limit, then its source's) and the per-source limits:
+ * concurrent connections and requests per second of one client address to
+ * one service (the L7 form of LVS's DoS defences).  Over a limit the client
+ * gets 503 (the service's) or 429 (the source's) and the connection closes;
  * nothing is queued.
  *
  * One table per namespace, created by the first configuration that asks
