@@ -128,14 +128,22 @@ DERIVED: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )  # fmt: skip
 
 
+def mount_tracefs() -> str:
+    """tracefs at TRACEFS, mounted if it is not; a problem, or ""."""
+    if not (TRACEFS / "events").is_dir():
+        rc = os.system(f"mount -t tracefs nodev {TRACEFS} 2>/dev/null")
+        if rc or not (TRACEFS / "events").is_dir():
+            return f"tracefs not available at {TRACEFS}"
+    return ""
+
+
 def setup() -> list[str]:
     """Mount tracefs if needed and define the kprobes; returns problems (an
     event that cannot be counted is left out, never fatal)."""
     problems: list[str] = []
-    if not (TRACEFS / "events").is_dir():
-        rc = os.system(f"mount -t tracefs nodev {TRACEFS} 2>/dev/null")
-        if rc or not (TRACEFS / "events").is_dir():
-            return [f"tracefs not available at {TRACEFS}: no tracepoints or kprobes"]
+    problem = mount_tracefs()
+    if problem:
+        return [f"{problem}: no tracepoints or kprobes"]
     teardown()
     for e in EVENTS:
         if not e.kprobe:

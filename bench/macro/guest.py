@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT / "tests" / "kernel"))
 sys.path.insert(0, str(ROOT))
 
 import counters  # noqa: E402
+import functime  # noqa: E402
 from nsutil import in_netns  # noqa: E402
 from topology import Topology, wait_port  # noqa: E402
 
@@ -692,6 +693,48 @@ service {name} listen {VIP}:{port} tls {{
         finally:
             counters.teardown()
 
+    def run_function_times(self) -> None:
+        """run.py --function-times: one traced wrk run per workload and
+        system (3 s, after a warm-up) under the function_graph tracer on
+        functime.FUNCTIONS; per request, each function's calls and its time
+        (bench/macro/functime.py says how to read them).  A diagnostic:
+        the tracer slows every traced call, so these runs' rates are not
+        the throughput phase's."""
+        entry: dict[str, Any] = self.results.setdefault("function_times", {})
+        traced, problems = functime.setup()
+        entry["functions"] = traced
+        entry["problems"] = problems
+        for p in problems:
+            log(f"function times: {p}")
+        if not traced:
+            return
+        runs: dict[str, Any] = entry.setdefault("workloads", {})
+        try:
+            for w in self.workloads():
+                runs[w.name] = {}
+                for system in self.systems_for(w):
+                    self.warm_up(w, system)
+                    functime.start()
+                    try:
+                        res = self.wrk(replace(w, seconds=3.0), system)
+                    finally:
+                        text, lost = functime.stop()
+                    parsed = functime.parse(text)
+                    res["trace_lines"] = text.count("\n")
+                    res["lost_events"] = lost
+                    res["unmatched_returns"] = parsed.unmatched
+                    if lost and "error" not in res:
+                        res["error"] = f"the trace lost {lost} events: figures incomplete"
+                    res["functions"] = functime.per_request(parsed, res.get("requests", 0))
+                    runs[w.name][system] = res
+                    top = sorted(res["functions"].items(), key=lambda kv: -kv[1]["self_us"])
+                    log(f"function times {w.name:16} {system:8}: {res.get('requests', 0)} "
+                        f"requests, {res['trace_lines']} lines; most self time: "
+                        + ", ".join(f"{k} {v['self_us']:.0f} us" for k, v in top[:4]))  # fmt: skip
+                    self.save()
+        finally:
+            functime.teardown()
+
     # -- all ------------------------------------------------------------------
 
     def save(self) -> None:
@@ -718,6 +761,8 @@ service {name} listen {VIP}:{port} tls {{
                 self.run_memory()
             if self.cfg.get("counts", True):
                 self.run_counts()
+            if self.cfg.get("function_times"):
+                self.run_function_times()
         except Exception:
             self.results["errors"].append(traceback.format_exc())
             log(traceback.format_exc())

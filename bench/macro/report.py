@@ -684,6 +684,43 @@ def profile_lines(macro: dict[str, Any], top: int = 20) -> list[str]:
     return out
 
 
+def function_lines(macro: dict[str, Any]) -> list[str]:
+    """run.py --function-times: per workload, a table of the traced
+    functions, per request: self µs / total µs (calls), one column per
+    system (bench/macro/functime.py says how to read them)."""
+    ft = macro.get("function_times") or {}
+    out = [f"function times: {p}" for p in ft.get("problems") or []]
+    for wname, systems in (ft.get("workloads") or {}).items():
+        names = sorted(
+            {f for r in systems.values() for f in r.get("functions", {})},
+            key=lambda f: -max(r.get("functions", {}).get(f, {}).get("self_us", 0.0)
+                               for r in systems.values()),
+        )  # fmt: skip
+        out += [
+            "",
+            f"**{wname}**, per request: self µs / total µs (calls), under function_graph",
+            "",
+            "| function | " + " | ".join(systems) + " |",
+            "|---|" + "---|" * len(systems),
+            "| requests (rate traced) | "
+            + " | ".join(
+                f"{r.get('requests', 0)} ({r.get('rps', 0):.0f}/s)"
+                + (f" {r['error']}" if "error" in r else "")
+                for r in systems.values()
+            )
+            + " |",
+        ]
+        for f in names:
+            cells = []
+            for r in systems.values():
+                t = r.get("functions", {}).get(f)
+                cells.append(
+                    f"{t['self_us']:.1f} / {t['total_us']:.1f} ({t['calls']:.2f})" if t else "-"
+                )
+            out.append(f"| {f} | " + " | ".join(cells) + " |")
+    return out
+
+
 def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
     macro = json.loads(macro_path.read_text())
     s = summarize(macro)
@@ -711,6 +748,7 @@ def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
             "tlsd_profile": macro.get("tlsd_profile"),
             "tlsd_outcomes": macro.get("tlsd_outcomes"),
             "tlsd_handshake_ms": macro.get("tlsd_handshake_ms"),
+            "function_times": macro.get("function_times"),
         },
         "macro": s,
         "targets": tg,
@@ -725,11 +763,16 @@ def main(macro_path: Path, guest_out: Path, bench: Path) -> None:
         results[micro] = json.loads(p.read_text()) if p.exists() else None
     (bench / "results.json").write_text(json.dumps(results, indent=1))
     note = host_note(host)
-    (bench / "results.md").write_text(note + "\n\n" + markdown(s, tg))
+    functions = function_lines(macro)
+    (bench / "results.md").write_text(
+        note + "\n\n" + markdown(s, tg) + "".join(f"{line}\n" for line in functions)
+    )
     print(table(s, tg))
     print(f"\nbench: {note}")
     for line in tls_notes(macro) + profile_lines(macro):
         print(f"bench: {line}")
+    for line in functions:
+        print(line)
     for p in cnt.get("problems") or []:
         print(f"bench: counts: {p}")
     if cnt.get("error"):

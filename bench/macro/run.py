@@ -127,6 +127,12 @@ def main() -> int:
         help="run the TLS daemons under cProfile (one worker each) and report where their "
         "time goes per connection (a diagnostic run: its HTTPS figures are not comparable)",
     )
+    ap.add_argument(
+        "--function-times",
+        action="store_true",
+        help="after the other phases, one run per workload and system under the function_graph "
+        "tracer: time per request in the module's steps and the TCP calls (a diagnostic run)",
+    )
     args = ap.parse_args()
 
     bench = ROOT / "build" / "bench"
@@ -148,6 +154,8 @@ def main() -> int:
             cfg["profile_tlsd"] = True
         if args.tlsd_events:
             cfg["tlsd_events"] = True
+        if args.function_times:
+            cfg["function_times"] = True
         (bench / "macro-config.json").write_text(json.dumps(cfg))
         kver = subprocess.run(
             [str(ROOT / "scripts/kver.sh"), args.kernel], capture_output=True, text=True, check=True
