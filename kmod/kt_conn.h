@@ -38,7 +38,9 @@
  *                     forwarded; kt_rs_head_done: a tunnel if asked for,
  *                     Connection: close if the client closes, and the head
  *                     with the body bytes that came with it goes out in
- *                     one send.
+ *                     one send (a longer Content-Length body: its first
+ *                     bytes are in the pipe, read with the head,
+ *                     kt_rs_read_head).
  *            RS_BODY  kt_rs_body: the body by its framing (kt_dir_step).
  *            kt_exchange_done: the next request (RQ_HEAD, RS_IDLE), the
  *            backend connection kept; or kt_conn_linger.
@@ -365,6 +367,8 @@ void kt_buf_drop_sent(struct kt_dir *d);
 /* kt_relay.c: one direction */
 void kt_pipe_init(struct kt_pipe *p);
 void kt_pipe_purge(struct kt_pipe *p);
+size_t kt_pipe_take(struct kt_pipe *p, struct sk_buff *skb, unsigned int off,
+		    size_t len, int *error);
 int kt_pipe_fill(struct kt_pipe *p, struct socket *from, u64 max);
 int kt_pipe_flush(struct kt_pipe *p, struct socket *to);
 int kt_pipe_flush_tls(struct kt_pipe *p, struct socket *to);

@@ -42,22 +42,22 @@ void kt_pipe_purge(struct kt_pipe *p)
 }
 
 /*
- * tcp_read_sock() actor: clone, don't copy; desc->count bounds the bytes.
- * Called under the source's socket lock.  A clone that cannot be had
- * without sleeping, in softirq, is left to the work item (-EAGAIN).
+ * For a tcp_read_sock() actor: take @len bytes of @skb at @off into @p, by
+ * a clone, not a copy.  The bytes taken, or 0 when @p is full or the clone
+ * cannot be had (*@error: -ENOMEM, or -EAGAIN in softirq, where a clone
+ * that would need to sleep is left to the work item).  Under the source's
+ * socket lock.
  */
-static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
-			 unsigned int off, size_t len)
+size_t kt_pipe_take(struct kt_pipe *p, struct sk_buff *skb, unsigned int off,
+		    size_t len, int *error)
 {
-	struct kt_pipe *p = desc->arg.data;
 	struct sk_buff *clone;
 
-	len = min_t(size_t, len, desc->count);
 	if (!len || skb_queue_len(&p->q) >= KT_PIPE_SKBS)
 		return 0;
 	clone = skb_clone(skb, in_task() ? GFP_KERNEL : GFP_NOWAIT | __GFP_NOWARN);
 	if (!clone) {
-		desc->error = in_task() ? -ENOMEM : -EAGAIN;
+		*error = in_task() ? -ENOMEM : -EAGAIN;
 		return 0;
 	}
 	kt_alloc_inc();
@@ -65,8 +65,18 @@ static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
 	KT_PIPE_CB(clone)->len = len;
 	__skb_queue_tail(&p->q, clone);
 	p->bytes += len;
-	desc->count -= len;
 	return len;
+}
+
+/* tcp_read_sock() actor of kt_pipe_fill(): desc->count bounds the bytes. */
+static int kt_pipe_actor(read_descriptor_t *desc, struct sk_buff *skb,
+			 unsigned int off, size_t len)
+{
+	size_t n = kt_pipe_take(desc->arg.data, skb, off,
+				min_t(size_t, len, desc->count), &desc->error);
+
+	desc->count -= n;
+	return n;
 }
 
 static int kt_pipe_fill_locked(struct sock *sk, void *arg)
@@ -398,8 +408,9 @@ static enum kt_io kt_dir_read(struct kt_conn *c, struct kt_dir *d)
  */
 enum kt_io kt_dir_step(struct kt_conn *c, struct kt_dir *d)
 {
+	/* body bytes the pipe took with the head follow it at once */
 	if (d->fwd > d->sent)
-		return __kt_dir_send(c, d, false);
+		return __kt_dir_send(c, d, d->pipe.bytes != 0);
 	if (d->pipe.bytes)
 		return kt_dir_splice(c, d);
 	if (d->body_done)

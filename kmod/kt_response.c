@@ -7,6 +7,8 @@
  */
 
 #include <linux/string.h>
+#include <linux/skbuff.h>
+#include <net/tcp.h>
 #include <net/tcp_states.h>
 
 #include "kt_conn.h"
@@ -108,7 +110,8 @@ int kt_resp_add_line(struct kt_conn *c, const char *line, u32 n)
 /*
  * The response head is complete.  Interim answers go out and the final one
  * is awaited; a tunnel starts only when the request asked for one; the
- * head goes out with the body bytes that came with it, in one send.
+ * head goes out with the body bytes that came with it, in one send, or
+ * before the body's start that its read took into the pipe.
  */
 static void kt_rs_head_done(struct kt_conn *c)
 {
@@ -153,6 +156,12 @@ static void kt_rs_head_done(struct kt_conn *c)
 	d->body_done = m->framing == KT_HTTP_FR_NONE;
 	d->fwd = m->head_len;
 	c->rs = KT_RS_BODY;
+	if (d->pipe.bytes) {
+		/* the body's start, taken into the pipe with the head */
+		d->body_done = kt_http_body_skip(&d->ms->body, d->pipe.bytes) ==
+			       KT_HTTP_DONE;
+		return;
+	}
 	if (!d->body_done && d->len > d->fwd) {
 		/* body bytes that came with the head: out with it */
 		size_t used;
@@ -169,6 +178,111 @@ static void kt_rs_head_done(struct kt_conn *c)
 	}
 }
 
+/*
+ * Reading the response head (kt_rs_read_head): bytes are copied into the
+ * buffer and parsed as they come.  Once the head is complete, the body
+ * bytes that came with it are kept in the buffer, to go out with the head
+ * in one send -- unless the body is longer than what came: a Content-Length
+ * body whose rest must be spliced anyway is spliced whole, its first bytes
+ * taken into the pipe by the same read (one read for the head and the
+ * body's start, and the head goes out with MSG_MORE before them, in one
+ * segment, kt_dir_step).  Anything else -- an interim answer, a tunnel, a
+ * chunked or close-delimited body, a body that came whole -- stays copied.
+ */
+struct kt_head_read {
+	struct kt_conn *c;
+	u64 body;		/* body bytes the pipe may still take */
+	bool parsed;		/* the head is in: copy what follows */
+	bool splice;		/* the head is in: the body goes to the pipe */
+	bool done;		/* nothing more to read in this call */
+	int error;
+};
+
+/* Does a parsed head's body go to the pipe, @came of its bytes having come? */
+static bool kt_rs_splice_body(const struct kt_http_msg *m, u32 came)
+{
+	return m->status >= 200 && m->framing == KT_HTTP_FR_LENGTH &&
+	       m->content_length > came;
+}
+
+/* tcp_read_sock() actor of kt_rs_read_head(); under the server's socket lock. */
+static int kt_rs_head_actor(read_descriptor_t *desc, struct sk_buff *skb,
+			    unsigned int off, size_t len)
+{
+	struct kt_head_read *hr = desc->arg.data;
+	struct kt_dir *d = &hr->c->down;
+	struct kt_http_msg *m = &d->ms->msg;
+	u32 had = d->len, n;
+	size_t took;
+
+	if (hr->done)
+		return 0;
+	if (hr->splice) {
+		took = kt_pipe_take(&d->pipe, skb, off,
+				    min_t(u64, len, hr->body), &hr->error);
+		hr->body -= took;
+		hr->done = !took || !hr->body;
+		return took;
+	}
+	n = min_t(size_t, len, d->cap - d->len);
+	if (!n) {
+		hr->done = true;
+		return 0;
+	}
+	if (skb_copy_bits(skb, off, d->buf + had, n)) {
+		hr->error = -EFAULT;
+		hr->done = true;
+		return 0;
+	}
+	d->len += n;
+	if (hr->parsed)
+		return n;		/* a body that came with its head */
+	switch (kt_http_parse(m, d->buf, d->len)) {
+	case KT_HTTP_DONE:
+		hr->parsed = true;
+		if (WARN_ON_ONCE(m->head_len <= had) ||
+		    !kt_rs_splice_body(m, d->len - m->head_len))
+			return n;
+		/* the copied body bytes are taken again, into the pipe */
+		d->len = m->head_len;
+		hr->splice = true;
+		hr->body = min_t(u64, m->content_length,
+				 KT_PIPE_BYTES - d->pipe.bytes);
+		return m->head_len - had;
+	case KT_HTTP_ERROR:
+		hr->done = true;	/* kt_rs_head answers it */
+		return n;
+	default:
+		return n;
+	}
+}
+
+static int kt_rs_read_head_locked(struct sock *sk, void *arg)
+{
+	read_descriptor_t *desc = arg;
+	struct kt_head_read *hr = desc->arg.data;
+
+	return kt_read_result(sk, tcp_read_sock(sk, desc, kt_rs_head_actor),
+			      hr->error);
+}
+
+/*
+ * Read what the server sent of its response head (and the body's start)
+ * into the buffer and the pipe.  Bytes read (> 0), 0 at the end of the
+ * stream, -EAGAIN, or -errno.  The server's socket lock only.
+ */
+static int kt_rs_read_head(struct kt_conn *c)
+{
+	struct kt_head_read hr = { .c = c };
+	read_descriptor_t desc = { .arg.data = &hr, .count = 1 };
+	struct socket *b = kt_bsk(c);
+
+	if (kt_sk_tls(b->sk))
+		return kt_recv(b, c->down.buf + c->down.len,
+			       c->down.cap - c->down.len);
+	return kt_sock_call(b->sk, kt_rs_read_head_locked, &desc);
+}
+
 /* The response head is too large for the buffer: grow it, up to 64 KiB. */
 static bool kt_rs_room(struct kt_dir *d)
 {
@@ -181,6 +295,7 @@ static bool kt_rs_room(struct kt_dir *d)
 static enum kt_step kt_rs_head(struct kt_conn *c)
 {
 	struct kt_dir *d = &c->down;
+	u32 had;
 	int r, n;
 
 	if (d->fwd > d->sent) {		/* an interim response goes out first */
@@ -223,7 +338,8 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 			     "the server's response head is too large");
 		return KT_PROGRESS;
 	}
-	n = kt_recv(kt_bsk(c), d->buf + d->len, d->cap - d->len);
+	had = d->len;
+	n = kt_rs_read_head(c);
 	if (n == -EAGAIN)
 		return KT_BLOCKED;
 	if (n <= 0) {
@@ -232,10 +348,11 @@ static enum kt_step kt_rs_head(struct kt_conn *c)
 		return KT_PROGRESS;
 	}
 	kt_up_release_hold(c);		/* the answer has started */
-	if (!d->len)
+	if (!had)
 		kt_alog_mark_first_byte(c);
-	d->len += n;
 	c->deadline = jiffies + c->svc->t_backend;
+	if (d->pipe.bytes)	/* the read parsed the head: the body is under way */
+		kt_rs_head_done(c);
 	return KT_PROGRESS;
 }
 
