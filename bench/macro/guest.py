@@ -101,6 +101,12 @@ LOSS_COUNTERS = (
 )  # fmt: skip
 
 
+# How long past its duration a wrk run may take before it counts as stalled
+# (its own --timeout is 60 s per request; a counted run's perf stat adds its
+# setup and teardown).
+WRK_GRACE = 240.0
+
+
 @dataclass
 class Workload:
     name: str
@@ -393,11 +399,21 @@ service {name} listen {VIP}:{port} tls {{
         self.fastpath(system)
         argv = [*(prefix or []), *self.wrk_argv(w, system)]
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = self.topo.exec(self.topo.client.ns, *argv, check=False)
+        proc = subprocess.Popen(["ip", "netns", "exec", self.topo.client.ns, *argv],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        try:
+            stdout, stderr = proc.communicate(timeout=w.seconds + WRK_GRACE)
+        except subprocess.TimeoutExpired:
+            report = self.stall_report(f"{w.name}-{system}")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return {"error": f"no end after {w.seconds + WRK_GRACE:.0f} s: killed; {report}"}
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        line = [ln for ln in r.stdout.splitlines() if ln.startswith("KTBENCH ")]
-        if r.returncode != 0 or not line:
-            return {"error": f"wrk exited {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"}
+        line = [ln for ln in stdout.splitlines() if ln.startswith("KTBENCH ")]
+        if proc.returncode != 0 or not line:
+            return {"error": f"wrk exited {proc.returncode}: {(stderr or stdout).strip()[-300:]}"}
         res: dict[str, Any] = json.loads(line[0][len("KTBENCH ") :])
         # The guest's CPU time over the run, from the /proc/stat lines wrk read.
         cpu = counters.cpu_delta(res.pop("stat0"), res.pop("stat1"), CLK_TCK)
@@ -428,6 +444,41 @@ service {name} listen {VIP}:{port} tls {{
                 f"{k}={v}" for k, v in sorted(errors.items())
             )
         return res
+
+    def stall_report(self, tag: str) -> str:
+        """A run that did not end (a whole run stopped making progress twice,
+        in its counted phase, with no kernel report): what the guest is doing,
+        into stall-TAG.txt -- the busiest tasks and their kernel stacks, two
+        looks at the softirq counters, the module's connections, every CPU's
+        backtrace and the kernel log.  Returns where it went."""
+        path = self.out / f"stall-{tag}.txt"
+        parts: list[str] = []
+
+        def run(*argv: str) -> None:
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+                parts.append(f"$ {' '.join(argv)}\n{r.stdout}{r.stderr}")
+            except (OSError, subprocess.TimeoutExpired) as e:
+                parts.append(f"$ {' '.join(argv)}\n{e}")
+
+        run("ps", "-eo", "pid,stat,pcpu,time,wchan:32,comm", "--sort=-pcpu")
+        ps = subprocess.run(["ps", "-eo", "pid=", "--sort=-pcpu"], capture_output=True,
+                            text=True, check=False).stdout.split()[:8]  # fmt: skip
+        for pid in ps:
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                parts.append(f"--- /proc/{pid}/stack ({comm})\n"
+                             + Path(f"/proc/{pid}/stack").read_text())  # fmt: skip
+        for _ in range(2):
+            with contextlib.suppress(OSError):
+                parts.append("--- /proc/softirqs\n" + Path("/proc/softirqs").read_text())
+            time.sleep(1)
+        with contextlib.suppress(OSError):
+            Path("/proc/sysrq-trigger").write_text("l")
+        run("ip", "netns", "exec", self.topo.director.ns, "ss", "-tanoi")
+        run("dmesg")
+        path.write_text("\n".join(parts))
+        return f"what the guest was doing: {path.name}"
 
     def warm_up(self, w: Workload, system: str) -> None:
         """A short unrecorded run before a system's first measured one: the
