@@ -69,6 +69,7 @@ FUNCTIONS: tuple[str, ...] = (
 )
 
 BUFFER_KB = 262144  # per CPU: a traced run of a few seconds fits without loss
+_saved_buffer_kb = ""  # the buffer's size before setup(), given back by teardown()
 
 
 def _write(name: str, value: str) -> None:
@@ -95,6 +96,8 @@ def setup(functions: tuple[str, ...] = FUNCTIONS) -> tuple[list[str], list[str]]
         _write("tracing_on", "0")
         _write("current_tracer", "nop")
         _write("set_ftrace_filter", "\n".join(traced) + "\n")
+        global _saved_buffer_kb
+        _saved_buffer_kb = _saved_buffer_kb or (TRACEFS / "buffer_size_kb").read_text().split()[0]
         _write("buffer_size_kb", str(BUFFER_KB))
         _write("options/overwrite", "0")  # a full buffer stops, and says so
         _write("current_tracer", "function_graph")
@@ -131,7 +134,8 @@ def teardown() -> None:
         _write("tracing_on", "0")
         _write("current_tracer", "nop")
         _write("set_ftrace_filter", "")
-        _write("buffer_size_kb", "1408")
+        if _saved_buffer_kb:
+            _write("buffer_size_kb", _saved_buffer_kb)
         _write("trace", "")
 
 
