@@ -22,5 +22,15 @@ ext_modules = [
     for name, srcs in EXTENSIONS.items()
     if all((HERE / s).exists() for s in srcs)
 ]
+# The TLS daemon's handshakes (l7ctl tlsd): OpenSSL, the module's netlink numbers.
+ext_modules.append(
+    Extension(
+        "l7ctl._tlsloop",
+        sources=["l7ctl/ext/tlsloop_ext.c"],
+        include_dirs=["kmod/uapi"],
+        libraries=["ssl", "crypto"],
+        extra_compile_args=CFLAGS,
+    )
+)
 
 setup(ext_modules=ext_modules)

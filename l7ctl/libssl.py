@@ -1,6 +1,7 @@
 """The few OpenSSL calls Python's ssl module does not offer, for
 ``l7ctl tlsd``: ticket keys, the session cache's mode and timeout
-(l7ctl/tickets.py), and the key log callback (l7ctl/tlsd.py).
+(l7ctl/tickets.py), and the SSL_CTX pointer the daemon's C loop takes its
+contexts by (l7ctl/tlsd.py, l7ctl/ext/tlsloop_ext.c).
 
 They are made with ctypes on libssl.so.3 as loaded by the ssl module, on
 the SSL_CTX behind an ``ssl.SSLContext``: CPython's context object holds
@@ -13,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import platform
 import ssl
-from collections.abc import Callable
 
 from l7ctl.errors import L7ctlError
 
@@ -21,9 +21,6 @@ from l7ctl.errors import L7ctlError
 SSL_CTRL_SET_SESS_CACHE_MODE = 44
 SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 SSL_SESS_CACHE_OFF = 0
-
-# void (*SSL_CTX_keylog_cb_func)(const SSL *ssl, const char *line)
-KeylogFunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
 
 
 class _LibSSL:
@@ -38,9 +35,6 @@ class _LibSSL:
         self.get_options = lib.SSL_CTX_get_options
         self.get_options.argtypes = [ctypes.c_void_p]
         self.get_options.restype = ctypes.c_uint64
-        self.set_keylog_callback = lib.SSL_CTX_set_keylog_callback
-        self.set_keylog_callback.argtypes = [ctypes.c_void_p, KeylogFunc]
-        self.set_keylog_callback.restype = None
 
 
 _lib: _LibSSL | None = None
@@ -84,24 +78,3 @@ def ssl_ctx(ctx: ssl.SSLContext) -> int:
         raise L7ctlError("the ssl module's context is not laid out as expected")
     ctx._l7ctl_ssl_ctx = ptr  # type: ignore[attr-defined]
     return ptr
-
-
-class KeylogCallback:
-    """OpenSSL's key log lines handed to a Python function (bytes, without
-    the newline) as OpenSSL makes them, inside the handshake call that makes
-    them: no file.  OpenSSL holds only the C function made here; every
-    context it is set on holds this object, so it lives as long as they do."""
-
-    def __init__(self, fn: Callable[[bytes], None]) -> None:
-        def call(_ssl: int | None, line: bytes | None) -> None:
-            # An exception cannot cross OpenSSL: ctypes would print and drop
-            # it.  FN must not raise; a line it could not take is lost, and
-            # the handshake it belonged to fails for want of its secret.
-            if line is not None:
-                fn(line)
-
-        self._func = KeylogFunc(call)
-
-    def set_on(self, ctx: ssl.SSLContext) -> None:
-        lib().set_keylog_callback(ssl_ctx(ctx), self._func)
-        ctx._l7ctl_keylog = self  # type: ignore[attr-defined]

@@ -279,6 +279,16 @@ def family_socket(timeout: float) -> rawgenl.Socket:
         raise L7ctlError(f"resolving the ktcpvs netlink family failed: {e}") from None
 
 
+def adopt_attributes(service: str, names: Sequence[str] | None) -> list[tuple[str, Any]]:
+    """KTCPVS_CMD_TLS_ADOPT's attributes but the descriptor: the TLS
+    service on SERVICE (ADDR:PORT), the host names of the handshake's
+    certificate (Handover.tls_adopt)."""
+    attrs: list[tuple[str, Any]] = [("KTCPVS_A_OBJ_ADDR", encode_addr(service))]
+    if names is not None:
+        attrs.append(("KTCPVS_A_TLS_NAMES", b"".join(n.encode() + b"\0" for n in names)))
+    return attrs
+
+
 class Handover:
     """KTCPVS_CMD_TLS_ADOPT, the TLS daemon's request (one per connection),
     over a plain socket: the standard library only, no pyroute2 in the
@@ -295,12 +305,7 @@ class Handover:
         "*." wildcards); a request for another host is answered 421 (None:
         no check).  The caller closes its descriptor afterwards; the
         connection is the module's from here on."""
-        attrs: list[tuple[str, Any]] = [
-            ("KTCPVS_A_FD", fd),
-            ("KTCPVS_A_OBJ_ADDR", encode_addr(service)),
-        ]
-        if names is not None:
-            attrs.append(("KTCPVS_A_TLS_NAMES", b"".join(n.encode() + b"\0" for n in names)))
+        attrs = [("KTCPVS_A_FD", fd), *adopt_attributes(service, names)]
         what = "handing over the TLS connection"
         try:
             self._sock.request(CMD_TLS_ADOPT, attrs, NLM_F_REQUEST | NLM_F_ACK)

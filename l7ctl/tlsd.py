@@ -7,14 +7,17 @@ both directions of the connection in kernel TLS and hands the socket to the
 module (KTCPVS_CMD_TLS_ADOPT), which switches its requests like a plain
 connection's.  The daemon never sees a request.
 
-One process, one thread, non-blocking: a handshake is a small state
-machine driven by a selector.  Bounded: handshakes in progress (in all and
+One process, one thread, non-blocking.  This file sets up what is
+configured (the OpenSSL contexts, the listeners, the ticket keys, reloads,
+signals, the event lines); each connection, from its accept to its
+handover, is stepped in C (l7ctl/ext/tlsloop_ext.c, ``l7ctl._tlsloop``):
+no Python runs per connection.  Bounded: handshakes in progress (in all and
 per client address), and the time each may take.  Keys: the certificates'
 private keys live in OpenSSL's contexts; the TLS 1.3 client traffic secret,
 which Debian 12's OpenSSL 3.0 does not install in the kernel itself, comes
 from OpenSSL's key log callback, inside the handshake call that makes it,
-and is kept only with its handshake (l7ctl/ktls.py derives the kernel's
-keys; no file ever holds a secret).
+and is kept only with its handshake until the kernel has the keys derived
+from it (as l7ctl/ktls.py derives them; no file ever holds a secret).
 
 SIGHUP reloads the rules file (a file that does not compile changes
 nothing); SIGTERM and SIGINT stop the daemon (connections already handed
@@ -25,14 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import json
 import os
-import selectors
 import signal
 import socket
 import ssl
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -40,18 +40,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from l7ctl import compiler, ir, ktls, libssl, tickets, tlscert
+from l7ctl import _tlsloop, compiler, ir, ktls, libssl, rawgenl, tickets
 from l7ctl.errors import L7ctlError
-from l7ctl.protocol import Handover
+from l7ctl.protocol import ATTRS, adopt_attributes
 
 # The ciphers of TLS 1.2 that the kernel can run (AES-GCM, ChaCha20-Poly1305),
 # with forward secrecy only.  TLS 1.3's default suites are all three of
 # ktls.TLS13_CIPHERS.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-
-# A ClientHello's first bytes: record header (5), handshake header (4),
-# legacy_version (2), random (32).  RFC 8446 section 4.1.2.
-HELLO_PEEK = 43
 
 RETRY_LISTEN_S = 5.0  # a listener that could not be opened is tried again
 REPORT_S = 60.0  # the counters are logged this often, when they changed
@@ -78,26 +74,9 @@ class _Service:
     sockaddr: tuple[Any, ...]
     backlog: int
     contexts: Contexts
+    native: _tlsloop.Service  # what the handshakes use (the contexts, the handover)
     sock: socket.socket | None = None
     retry_at: float = 0.0
-
-
-@dataclass
-class _Handshake:
-    """One client connection between accept and handover."""
-
-    svc: _Service
-    sock: socket.socket
-    peer: str
-    deadline: float
-    fd: int = -1  # its key in pending, whatever object holds it meanwhile
-    tls: ssl.SSLSocket | None = None
-    random: bytes = b""  # the ClientHello's, which names its key log lines
-    secret: bytes = b""  # TLS 1.3: CLIENT_TRAFFIC_SECRET_0, from the key log
-    sni: str | None = None
-    names: tuple[str, ...] = ()  # the certificate's, for the module's 421
-    resumed: bool = False  # a session resumed from a ticket
-    started: float = 0.0  # time.monotonic() at accept
 
 
 @dataclass
@@ -125,14 +104,22 @@ def endpoint_text(svc: ir.Service) -> str:
 Contexts = list[tuple[tuple[str, ...], ssl.SSLContext]]
 
 
-def _match_context(contexts: Contexts, name: str) -> tuple[tuple[str, ...], ssl.SSLContext] | None:
-    """The certificate whose names cover ``name`` (tlscert.pick: an exact
-    name first, then a wildcard): its names and context; None if none does."""
-    i = tlscert.pick([names for names, _ in contexts], name)
-    names, ctx = contexts[i]
-    if i == 0 and not any(tlscert.name_matches(n, name) for n in names):
-        return None
-    return names, ctx
+def native_service(name: str, endpoint: str, contexts: Contexts) -> _tlsloop.Service:
+    """The service as the C loop serves it: each certificate's context (its
+    SNI choice as tlscert.pick makes it) and the handover's attributes, the
+    certificate's names with them (the module's 421)."""
+    return _tlsloop.Service(
+        name,
+        [
+            (
+                ctx,
+                libssl.ssl_ctx(ctx),
+                names,
+                rawgenl.encode_attrs(adopt_attributes(endpoint, names), ATTRS),
+            )
+            for names, ctx in contexts
+        ],
+    )
 
 
 class Daemon:
@@ -149,28 +136,29 @@ class Daemon:
         self.tickets = ticket_keys  # None: no session resumption
         self.reuseport = reuseport  # one of several workers on each address
         self.limits = limits
-        # OpenSSL's key log lines come to _keylog during do_handshake(),
-        # for the handshake being stepped (single-threaded: only that one).
-        self.keylog = libssl.KeylogCallback(self._keylog)
-        self.stepping: _Handshake | None = None
         self.events = events
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-        self.sel = selectors.DefaultSelector()
         self.services: dict[str, _Service] = {}
-        # by the socket's descriptor, in the order of accept (so of deadline)
-        self.pending: dict[int, _Handshake] = {}
-        self.per_source: dict[str, int] = {}
-        self.counters = Counters()
-        self.client: Handover | None = None  # on first use
         self.reload_asked = False
         self.stop_asked = False
         self.reported = Counters()
         self.report_at = time.monotonic() + REPORT_S
-        # Signals wake the selector through this pair (signal.set_wakeup_fd).
+        # Signals wake the loop through this pair (signal.set_wakeup_fd).
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.loop = _tlsloop.Loop(
+            self.wake_r.fileno(),
+            limits.handshake_timeout,
+            limits.max_handshakes,
+            limits.max_per_source,
+            events is not None,
+            self.log,
+        )
+
+    @property
+    def counters(self) -> Counters:
+        return Counters(*self.loop.counters())
 
     # ---- configuration ------------------------------------------------------------
     def _context(self, cert: ir.Certificate) -> ssl.SSLContext:
@@ -194,7 +182,6 @@ class Daemon:
             # TLS is handed over, and numbers the records after them itself.
             tickets.install(ctx, self.tickets)
         ctx.set_alpn_protocols(["http/1.1"])
-        self.keylog.set_on(ctx)
         return ctx
 
     def load(self) -> dict[str, _Service]:
@@ -214,29 +201,13 @@ class Daemon:
                     contexts.append((cert.names, self._context(cert)))
                 except (OSError, ssl.SSLError) as e:
                     raise L7ctlError(f"service {svc.name}: {cert.cert}: {e}") from None
-            contexts[0][1].sni_callback = self._sni(contexts)
             ep = endpoint_text(svc)
             family = socket.AF_INET6 if svc.addr.version == 6 else socket.AF_INET
             sockaddr: tuple[Any, ...] = (str(svc.addr), svc.port)
             backlog = svc.limits.get("backlog") or 511
-            out[ep] = _Service(svc.name, ep, family, sockaddr, backlog, contexts)
+            native = native_service(svc.name, ep, contexts)
+            out[ep] = _Service(svc.name, ep, family, sockaddr, backlog, contexts, native)
         return out
-
-    def _sni(
-        self, contexts: Contexts
-    ) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
-        def pick(obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
-            chosen = _match_context(contexts, name) if name else None
-            if chosen is not None and chosen[1] is not obj.context:
-                obj.context = chosen[1]
-            hs = self.pending.get(obj.fileno() if hasattr(obj, "fileno") else -1)
-            if hs is not None:
-                hs.sni = name
-                if chosen is not None:
-                    hs.names = chosen[0]
-            return None
-
-        return pick
 
     def apply(self, new: dict[str, _Service]) -> None:
         """Serve ``new``: listeners kept for addresses that stay."""
@@ -248,7 +219,7 @@ class Daemon:
             old = self.services.get(ep)
             if old is not None and old.sock is not None:
                 svc.sock = old.sock
-                self.sel.modify(svc.sock, selectors.EVENT_READ, svc)
+                self.loop.listen(svc.sock.fileno(), svc.native)
                 if svc.backlog != old.backlog:
                     svc.sock.listen(svc.backlog)
             else:
@@ -276,155 +247,19 @@ class Daemon:
             self.log(f"tlsd: service {svc.name}: cannot listen on {svc.endpoint}: {e.strerror}")
             return
         svc.sock = s
-        self.sel.register(s, selectors.EVENT_READ, svc)
+        self.loop.listen(s.fileno(), svc.native)
         self.log(f"tlsd: service {svc.name} listening on {svc.endpoint}")
 
     def _close_listener(self, svc: _Service) -> None:
         if svc.sock is not None:
-            self.sel.unregister(svc.sock)
+            self.loop.unlisten(svc.sock.fileno())
             svc.sock.close()
             svc.sock = None
 
-    # ---- connections ----------------------------------------------------------------
-    def _accept(self, svc: _Service) -> None:
-        assert svc.sock is not None
-        for _ in range(64):
-            try:
-                conn, addr = svc.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.log(f"tlsd: accept on {svc.endpoint}: {e.strerror}")
-                    return
-                continue  # the client went before its accept
-            peer = str(addr[0])
-            n = self.per_source.get(peer, 0)
-            if len(self.pending) >= self.limits.max_handshakes or n >= self.limits.max_per_source:
-                self.counters.over_limit += 1
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()  # a reset: nothing was read, nothing is owed
-                self._event("over-limit", svc.name, peer)
-                continue
-            conn.setblocking(False)
-            # Readable once the ClientHello's random is in (or at the end).
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, HELLO_PEEK)
-            self.per_source[peer] = n + 1
-            now = time.monotonic()
-            hs = _Handshake(svc, conn, peer, now + self.limits.handshake_timeout, started=now)
-            hs.fd = conn.fileno()
-            hs.names = svc.contexts[0][0]  # unless SNI picks another
-            self.pending[hs.fd] = hs
-            # by descriptor: the socket object changes (wrap_socket), the descriptor does not
-            self.sel.register(hs.fd, selectors.EVENT_READ, hs)
-
-    def _step(self, hs: _Handshake) -> None:
-        try:
-            if hs.tls is None:
-                self._hello(hs)
-                if hs.tls is None:
-                    return
-            assert hs.tls is not None
-            self.stepping = hs
-            try:
-                hs.tls.do_handshake()
-            except ssl.SSLWantReadError:
-                self.sel.modify(hs.fd, selectors.EVENT_READ, hs)
-                return
-            except ssl.SSLWantWriteError:
-                self.sel.modify(hs.fd, selectors.EVENT_WRITE, hs)
-                return
-            finally:
-                self.stepping = None
-            self._handover(hs)
-        except _Failed as e:
-            self._end(hs, "failed", str(e))
-        except (ssl.SSLError, OSError) as e:
-            self._end(hs, "failed", f"handshake: {e}")
-
-    def _hello(self, hs: _Handshake) -> None:
-        """Peek at the ClientHello: a TLS handshake record, and the client's
-        random, which names this connection's lines in the key log."""
-        head = hs.sock.recv(HELLO_PEEK, socket.MSG_PEEK)
-        if len(head) < HELLO_PEEK:
-            raise _Failed("not a TLS ClientHello (the client sent too little)")
-        if head[0] != ktls.RECORD_HANDSHAKE or head[5] != 1:
-            raise _Failed("not a TLS ClientHello")
-        hs.random = head[11:43]
-        hs.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-        # a new socket object over the same descriptor (the selector's key)
-        ctx = hs.svc.contexts[0][1]
-        hs.tls = ctx.wrap_socket(hs.sock, server_side=True, do_handshake_on_connect=False)
-        hs.sock = hs.tls
-
-    def _keylog(self, line: bytes) -> None:
-        """A key log line of the handshake being stepped (NSS key log
-        format: label, client random, secret, in hex).  Kept: TLS 1.3's
-        client traffic secret, the one key the kernel needs from here, if
-        the line names that handshake's ClientHello.  Must not raise."""
-        hs = self.stepping
-        parts = line.split()
-        if hs is None or len(parts) != 3 or parts[0] != b"CLIENT_TRAFFIC_SECRET_0":
-            return
-        with contextlib.suppress(ValueError):
-            if bytes.fromhex(parts[1].decode("ascii")) == hs.random:
-                hs.secret = bytes.fromhex(parts[2].decode("ascii"))
-
-    def _handover(self, hs: _Handshake) -> None:
-        tls = hs.tls
-        assert tls is not None
-        cipher = tls.cipher()
-        version = tls.version()
-        if cipher is None or version is None:
-            raise _Failed("no cipher after the handshake")
-        if version == "TLSv1.3":
-            secret, hs.secret = hs.secret, b""
-            if not secret:
-                raise _Failed("no client traffic secret in the key log")
-            suite = ktls.TLS13_CIPHERS.get(cipher[0])
-            if suite is None:
-                raise _Failed(f"cipher {cipher[0]} cannot run in kernel TLS")
-            ktls.install(tls, ktls.TLS_RX, ktls.tls13_crypto_info(suite, secret))
-        try:
-            if self.client is None:
-                self.client = Handover()
-            self.client.tls_adopt(tls.fileno(), hs.svc.endpoint, hs.names)
-        except L7ctlError as e:
-            self.counters.refused += 1
-            if self.client is not None:
-                # A new socket next time: the module may have been reloaded
-                # (its family's id with it); rare enough to be cheap.
-                self.client.close()
-                self.client = None
-            self._end(hs, "refused", str(e), version, cipher[0])
-            return
-        self.counters.adopted += 1
-        hs.resumed = bool(tls.session_reused)
-        self.counters.resumed += hs.resumed
-        self._end(hs, "adopted", "", version, cipher[0])
-
-    def _end(
-        self, hs: _Handshake, outcome: str, error: str, version: str = "", cipher: str = ""
-    ) -> None:
-        if self.pending.pop(hs.fd, None) is None:
-            return  # ended already
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(hs.fd)
-        hs.sock.close()
-        if hs.tls is not None:
-            hs.tls.close()
-        hs.secret = b""
-        n = self.per_source.get(hs.peer, 1) - 1
-        if n:
-            self.per_source[hs.peer] = n
-        else:
-            self.per_source.pop(hs.peer, None)
-        if outcome == "failed":
-            self.counters.failed += 1
-        elif outcome == "timeout":
-            self.counters.timed_out += 1
-        ms = (time.monotonic() - hs.started) * 1000
-        self._event(outcome, hs.svc.name, hs.peer, hs.sni, version, cipher, error, hs.resumed, ms)
+    # ---- what the loop reports ------------------------------------------------------
+    def _write(self, events: list[tuple[Any, ...]]) -> None:
+        for ev in events:
+            self._event(*ev)
 
     def _event(
         self,
@@ -456,9 +291,9 @@ class Daemon:
         self.events.write(json.dumps(ev) + "\n")
         self.events.flush()
 
-    def _expire(self, now: float) -> float:
-        """End the handshakes past their time, retry listeners, report; the
-        next deadline."""
+    def _timers(self, now: float) -> float:
+        """Rotate the ticket key, report, retry listeners; the next deadline
+        (the loop keeps the handshakes' own)."""
         nxt = now + REPORT_S
         if self.tickets is not None:
             if self.tickets.advance(now):
@@ -469,16 +304,6 @@ class Daemon:
             if self.counters != self.reported:
                 self.log(f"tlsd: {self.counters.line()}")
                 self.reported = replace(self.counters)
-        # Deadlines are accept time plus one timeout, and pending keeps the
-        # order of accepts: the first handshake not yet due ends the look.
-        due = []
-        for hs in self.pending.values():
-            if hs.deadline > now:
-                nxt = min(nxt, hs.deadline)
-                break
-            due.append(hs)
-        for hs in due:
-            self._end(hs, "timeout", "the handshake took too long")
         for svc in self.services.values():
             if svc.sock is None:
                 if svc.retry_at <= now:
@@ -506,27 +331,16 @@ class Daemon:
                 except L7ctlError as e:
                     self.log(f"tlsd: reload refused, the running services stay: {e}")
             now = time.monotonic()
-            nxt = self._expire(now)
-            for key, _ in self.sel.select(timeout=max(0.0, nxt - now)):
-                if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        while self.wake_r.recv(64):
-                            pass
-                elif isinstance(key.data, _Service):
-                    self._accept(key.data)
-                elif key.fd in self.pending:
-                    self._step(key.data)
-        for hs in list(self.pending.values()):
-            self._end(hs, "failed", "the daemon stopped")
+            nxt = self._timers(now)
+            # until a signal, the wakeup pair, or the next deadline
+            self._write(self.loop.run(max(0.0, nxt - now)))
+            with contextlib.suppress(BlockingIOError):
+                while self.wake_r.recv(64):
+                    pass
         for svc in self.services.values():
             self._close_listener(svc)
-        if self.client is not None:
-            self.client.close()
+        self._write(self.loop.close())  # "the daemon stopped"
         self.log(f"tlsd: stopped: {self.counters.line()}")
-
-
-class _Failed(Exception):
-    """A handshake that cannot go on (its reason)."""
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

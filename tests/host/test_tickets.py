@@ -121,7 +121,7 @@ def test_a_rotated_key_no_longer_opens_the_tickets_of_the_last(rules: Path) -> N
     client = client_context("1.3")
     first = handshake(ctx, client)
     assert handshake(ctx, client, first.session).session_reused
-    daemon._expire(keys.rotate_at)  # the daemon's own clock step: installs the next key
+    daemon._timers(keys.rotate_at)  # the daemon's own clock step: installs the next key
     assert not handshake(ctx, client, first.session).session_reused
     newer = handshake(ctx, client)
     assert handshake(ctx, client, newer.session).session_reused

@@ -1,0 +1,33 @@
+"""Type stub for the l7ctl._tlsloop extension (l7ctl/ext/tlsloop_ext.c)."""
+
+from collections.abc import Callable, Sequence
+from ssl import SSLContext
+from typing import Any
+
+HELLO_PEEK: int
+
+class Service:
+    name: str
+    def __init__(
+        self, name: str, certs: Sequence[tuple[SSLContext, int, tuple[str, ...], bytes]]
+    ) -> None: ...
+
+class Loop:
+    def __init__(
+        self,
+        wake_fd: int,
+        handshake_timeout: float,
+        max_handshakes: int,
+        max_per_source: int,
+        events: bool,
+        log: Callable[[str], None] | None = ...,
+    ) -> None: ...
+    def listen(self, fd: int, service: Service, /) -> None: ...
+    def unlisten(self, fd: int, /) -> None: ...
+    def run(self, timeout: float, /) -> list[tuple[Any, ...]]: ...
+    def close(self) -> list[tuple[Any, ...]]: ...
+    def counters(self) -> tuple[int, int, int, int, int, int]: ...
+    def pending(self) -> tuple[int, int]: ...
+
+def pick(certificates: Sequence[Sequence[str]], sni: str | None, /) -> int: ...
+def tls13_rx_info(cipher: str, secret: bytes, /) -> bytes: ...
