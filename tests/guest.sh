@@ -100,6 +100,32 @@ else
 	echo "srcversion $have loaded, $KTCPVS_KO has $want" >"$out/module.check"
 fi
 
+# Where the module's code is, to read addresses of a stalled guest against
+# (tests/vm_monitor.py 'info registers -a', from the host).
+cat /sys/module/ktcpvs/sections/.text >"$out/ktcpvs.text" 2>/dev/null || true
+
+# Every 30 s, what the guest is doing, into $out/heartbeat.txt (the host
+# reads it while the guest runs): a heartbeat that stops says user space no
+# longer runs at all; one that goes on says which task is stuck, and where.
+heartbeat() {
+	while sleep 30; do
+		{
+			echo "$(date -u +%T) up $(cut -d' ' -f1 /proc/uptime) s, load $(cut -d' ' -f1-4 /proc/loadavg)"
+			ps -eo pid,stat,pcpu,time,wchan:28,comm --sort=-pcpu | head -9
+			for pid in $(ps -eo pid= --sort=-pcpu | head -4); do
+				echo "--- $pid $(cat "/proc/$pid/comm" 2>/dev/null)"
+				cat "/proc/$pid/stack" 2>/dev/null
+			done
+			echo "--- softirqs"
+			cat /proc/softirqs
+			echo "--- kernel log, last lines"
+			dmesg | tail -15
+		} >"$out/heartbeat.tmp" 2>&1 && mv "$out/heartbeat.tmp" "$out/heartbeat.txt"
+	done
+}
+heartbeat &
+heartbeat_pid=$!
+
 # Where a test may leave figures it measured (FILE.json), beside the results.
 export KTCPVS_RESULTS="$out"
 if [ "$mode" = script ]; then
@@ -108,6 +134,8 @@ else
 	record run.rc pytest -p no:cacheprovider -o addopts= --durations=8 \
 		--junitxml="$out/junit.xml" "$@"
 fi
+
+kill "$heartbeat_pid" 2>/dev/null || true
 
 # What the tests left behind, for the report: namespaces, memory, processes.
 {

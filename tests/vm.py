@@ -351,6 +351,9 @@ def main() -> int:
     ]  # fmt: skip
     for opt in memdebug.cmdline():
         cmd += ["--append", opt]
+    # QEMU's monitor, to look into a guest that stops making progress from
+    # the host (tests/vm_monitor.py OUT 'info registers -a').
+    cmd.append(f"--qemu-opts=-monitor unix:{out / 'monitor.sock'},server=on,wait=off")
     if os.environ.get("KTCPVS_VM_KVM") != "1":
         cmd.insert(1, "--disable-kvm")  # software emulation: no usable KVM here
     env = dict(os.environ)
