@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +200,36 @@ def perf_argv(events: list[Event], out: Path) -> list[str]:
         if e.filter:
             argv += ["-e", e.perf, "--filter", e.filter]
     return argv
+
+
+def hold(events: list[Event]) -> subprocess.Popen[bytes]:
+    """A perf stat over EVENTS for the whole counted phase, whose counts
+    nobody reads: while it runs, every tracepoint's and software event's
+    static key stays on and every kprobe stays armed, so the counted runs'
+    own perf stat instances only take references and the kernel patches
+    its text once at the phase's start and once at its end, not at each
+    run's start and end.  Why: under the emulator (QEMU 7.2 TCG, two vCPUs)
+    a vCPU went on executing the int3 of such a patch after the text was
+    restored, and looped in the kernel's int3 handler with interrupts off
+    (docs/performance.md, the stall).  release() ends it."""
+    return subprocess.Popen(
+        [*perf_argv(events, Path("/dev/null")), "--", "sleep", "infinity"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def release(holder: subprocess.Popen[bytes]) -> None:
+    """End hold()'s perf stat (its process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(holder.pid, sig)
+        try:
+            holder.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def parse(events: list[Event], text: str) -> dict[str, int]:
