@@ -113,7 +113,7 @@ struct tl_conn {
 	unsigned char addr[16];
 	int addr_len;
 	char peer[INET6_ADDRSTRLEN];
-	double started, deadline;
+	double started, deadline; /* CLOCK_MONOTONIC s; started 0: never */
 	unsigned char secret[SECRET_MAX];
 	int secret_len;
 	char sni[SNI_MAX + 1];
@@ -526,7 +526,7 @@ static void event(LoopObject *lp, const char *outcome, const struct tl_conn *c, 
 			 : Py_NewRef(Py_None);
 	ev = sni ? Py_BuildValue("(sOsNsssNd)", outcome, c->svc->name, c->peer, sni, version,
 				 cipher, error, PyBool_FromLong(resumed),
-				 (now_s() - c->started) * 1000.0)
+				 c->started ? (now_s() - c->started) * 1000.0 : 0.0)
 		 : NULL;
 	if (!ev || PyList_Append(lp->out, ev))
 		PyErr_Clear(); /* a line lost, never the handshake's outcome */
@@ -794,7 +794,7 @@ static void listener_accept(LoopObject *lp, struct tl_listener *l)
 		if (lp->n_pending >= lp->max_handshakes ||
 		    source_count(lp, a, alen) >= lp->max_per_source) {
 			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-			struct tl_conn tmp = { .svc = l->svc, .started = now_s() };
+			struct tl_conn tmp = { .svc = l->svc }; /* never started: 0 ms */
 
 			inet_ntop(ss.ss_family, a, tmp.peer, sizeof(tmp.peer));
 			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
