@@ -97,7 +97,7 @@ echo "deb: contents ok (l7ctl Depends: $depends)"
 # Run from / so that the source tree's l7ctl/ is not the one imported.
 site=$(find "$root/usr/lib/python3/dist-packages" -maxdepth 0)
 packaged() { (cd / && PYTHONPATH=$site /usr/bin/python3 "$@"); }
-where=$(packaged -c 'import l7ctl, l7ctl._http, l7ctl._match; print(l7ctl.__file__)') ||
+where=$(packaged -c 'import l7ctl, l7ctl._http, l7ctl._match, l7ctl._tlsloop; print(l7ctl.__file__)') ||
 	die "the packaged l7ctl's C extensions do not load"
 [[ $where == "$site"/* ]] || die "imported $where, not the packaged l7ctl"
 got=$(packaged "$root/usr/bin/l7ctl" --version)

@@ -117,7 +117,7 @@ install_all() {
 	trap 'rm -rf "$tmp"' RETURN
 	mkdir -p "$tmp/src/kmod"
 	cp -r l7ctl pyproject.toml setup.py README.md "$tmp/src/"
-	cp -r kmod/core "$tmp/src/kmod/"
+	cp -r kmod/core kmod/uapi "$tmp/src/kmod/"
 	find "$tmp/src" \( -name '*.so' -o -name __pycache__ -o -name '*.o' \) -prune -exec rm -rf {} +
 	rm -rf "$PREFIX_VENV"
 	# Debian's Python, whatever PATH says (pyenv, a venv).
