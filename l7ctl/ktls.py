@@ -4,9 +4,11 @@ The kernel's record layer is configured with setsockopt(SOL_TLS, TLS_TX or
 TLS_RX) and a ``tls12_crypto_info_*`` blob (include/uapi/linux/tls.h;
 Documentation/networking/tls.rst).  OpenSSL does this itself where it can
 (SSL_OP_ENABLE_KTLS); Debian 12's OpenSSL 3.0 does not for the receive side
-of TLS 1.3, so the keys of that direction are derived here from the
+of TLS 1.3, so the keys of that direction are derived from the
 connection's traffic secret (RFC 8446 section 7.1/7.3) and installed by hand
-(docs/tls.md says why and what was measured).
+(docs/tls.md says why and what was measured).  The daemon does that in C
+(l7ctl/ext/tlsloop_ext.c); this module is the reference its derivation is
+tested against, and the platform tests' way to install keys themselves.
 """
 
 from __future__ import annotations
