@@ -565,6 +565,18 @@ service {name} listen {VIP}:{port} tls {{
             if name in MODULE_CACHES or any(m in MODULE_CACHES for m in merged.get(name, ()))
         )
 
+    def backend_conns(self) -> int:
+        """The director's established connections to a backend: the server
+        connections the proxies keep (idle pools, in use), whose sockets a
+        held connection's slab figure carries when they were opened (or
+        closed) during its hold."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.topo.director.ns, "ss", "-Htn", "state", "established"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        peers = {f"{a}:80" for a in BACKENDS.values()}
+        return sum(1 for line in out.splitlines() if peers & set(line.split()))
+
     def rss(self, system: str) -> int:
         pgid = self.pgids.get(system)
         if pgid is None:
@@ -589,6 +601,7 @@ service {name} listen {VIP}:{port} tls {{
         time.sleep(1.0)
         slab0 = self.slab()
         rss0 = self.rss(system)
+        backends0 = self.backend_conns()
         p = subprocess.Popen(
             ["ip", "netns", "exec", self.topo.client.ns, sys.executable, str(HERE / "hold.py"),
              host, str(port), str(n), "/img/small.png", "images"],
@@ -617,6 +630,9 @@ service {name} listen {VIP}:{port} tls {{
             res["slab_caches"] = {c: round(d, 1) for c, d in delta.items() if abs(d) >= 32}
             res["slab_merged"] = self.slab_merged(res["slab_caches"])
             res["bytes_per_conn"] = res["slab_per_conn"] + res["rss_per_conn"]
+            # every proxy's idle server pool lives in the director: what the
+            # slab delta holds is the net change over this hold
+            res["backend_conns"] = self.backend_conns() - backends0
             return res
         finally:
             p.stdin.close()

@@ -222,7 +222,10 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
         for s in present:
             st = systems[s]
             st.pop("cpu_us", None)
-            caches = slab_caches(m["runs"].get(s, []))
+            runs = m["runs"].get(s, [])
+            if "error" not in st and runs and all("backend_conns" in r for r in runs):
+                st["backend_conns"] = stat([float(r["backend_conns"]) for r in runs])
+            caches = slab_caches(runs)
             if caches and "error" not in st:
                 st["slab_caches"] = caches
                 for r in m["runs"].get(s, []):
@@ -455,7 +458,7 @@ def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
     lines.append("")
     hdr = (
         f"{'held conns':<17}{'system':<8}{'B/conn':>9} {'[min-max]':<17}{'slab':>8}{'RSS':>8}"
-        f"{'module':>8}{'over direct':>12}{'÷HAProxy':>9}"
+        f"{'module':>8}{'backends':>9}{'over direct':>12}{'÷HAProxy':>9}"
     )
     lines += [hdr, "-" * len(hdr)]
     for mname, m in s["memory"].items():
@@ -466,6 +469,7 @@ def table(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
                 f"{mname:<17}{sys_:<8}{fmt(st, 'bytes_per_conn', '.0f'):>9} "
                 f"{rng(st, 'bytes_per_conn', '.0f'):<17}{fmt(st, 'slab_per_conn', '.0f'):>8}"
                 f"{fmt(st, 'rss_per_conn', '.0f'):>8}{fmt(st, 'module_per_conn', '.0f'):>8}"
+                f"{fmt(st, 'backend_conns', '.0f'):>9}"
                 f"{num(over, '.0f'):>12}{num(r['to_haproxy']):>9}"
             )
             if "error" in st:
@@ -517,22 +521,23 @@ def markdown(s: dict[str, Any], tg: list[dict[str, Any]]) -> str:
     out += [
         "",
         "| held connections | system | bytes/conn median [min-max] | slab | RSS "
-        "| module caches | over direct | ÷ HAProxy (over direct) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| module caches | backend connections added | over direct | ÷ HAProxy (over direct) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in s["memory"].values():
         for sys_ in s["systems"]:
             st, r = m["systems"][sys_], m["ratios"][sys_]
             if "error" in st:
                 out.append(f"| {m['connections']:,} | {sys_} | ERROR: {st['error'][0][:80]} "
-                           "| | | | | |")  # fmt: skip
+                           "| | | | | | |")  # fmt: skip
                 continue
             over = st.get("over_direct_per_conn")
             out.append(
                 f"| {m['connections']:,} | {sys_} | {fmt(st, 'bytes_per_conn', '.0f')} "
                 f"{rng(st, 'bytes_per_conn', '.0f')} | {fmt(st, 'slab_per_conn', '.0f')} "
                 f"| {fmt(st, 'rss_per_conn', '.0f')} | {fmt(st, 'module_per_conn', '.0f')} "
-                f"| {num(over, '.0f')} | {num(r['to_haproxy'])} |"
+                f"| {fmt(st, 'backend_conns', '.0f')} | {num(over, '.0f')} "
+                f"| {num(r['to_haproxy'])} |"
             )
     for m in s["memory"].values():
         rows = cache_rows(m, s["systems"])

@@ -224,6 +224,35 @@ def test_held_memory_is_broken_down_by_slab_cache() -> None:
     assert "kt_conn" in report.table(s, report.targets(s))
 
 
+def test_held_memory_says_how_many_backend_connections_the_proxy_kept() -> None:
+    """The director's connections to the backends opened during the hold (a
+    proxy's idle server pool is in the held connections' figure): their
+    median per system; blank for runs recorded before the count existed."""
+    m = macro({"ktcpvs": [run(1000, 10.0, 2.0, 1.0)]})
+    m["systems"] = ["direct", "ktcpvs", "haproxy"]
+    pools = {"direct": [0, -2, 0], "ktcpvs": [128, 120, 128]}
+    m["memory"] = {
+        "conns_1000": {
+            "connections": 1000,
+            "runs": {
+                s: [dict(held(5000, {}), backend_conns=n) for n in ns] for s, ns in pools.items()
+            }
+            | {"haproxy": [held(6000, {}) for _ in range(3)]},
+        }
+    }
+    s = report.summarize(m)
+    got = {x: st.get("backend_conns") for x, st in s["memory"]["conns_1000"]["systems"].items()}
+    assert got == {
+        "direct": {"median": 0.0, "min": -2.0, "max": 0.0},
+        "ktcpvs": {"median": 128.0, "min": 120.0, "max": 128.0},
+        "haproxy": None,
+    }
+    md = report.markdown(s, report.targets(s))
+    assert "| 1,000 | ktcpvs | 5000 [5000-5000] | 5000 | 0 | 0 | 128 | 0 |" in md
+    assert "| 1,000 | haproxy | 6000 [6000-6000] | 6000 | 0 | 0 |  | 1000 |" in md
+    assert "backends" in report.table(s, report.targets(s))
+
+
 def test_counts_not_run_are_blank_not_errors() -> None:
     """A run without counted runs (run.py --no-counts) shows "-" in the count
     rows; a counted run that failed still shows ERROR."""
