@@ -4,8 +4,6 @@ from collections.abc import Callable, Sequence
 from ssl import SSLContext
 from typing import Any
 
-HELLO_PEEK: int
-
 class Service:
     name: str
     def __init__(

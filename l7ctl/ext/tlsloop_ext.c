@@ -285,7 +285,8 @@ static const struct tl_suite *find_suite(const char *name)
 static int expand_label(const EVP_MD *md, const unsigned char *secret, int secret_len,
 			const char *label, unsigned char *out, int len)
 {
-	unsigned char info[2 + 1 + 6 + 16 + 1 + 1], block[EVP_MAX_MD_SIZE], in[EVP_MAX_MD_SIZE + sizeof(info) + 1];
+	unsigned char info[2 + 1 + 6 + 16 + 1 + 1], block[EVP_MAX_MD_SIZE];
+	unsigned char in[EVP_MAX_MD_SIZE + sizeof(info) + 1];
 	size_t lab = strlen(label), info_len = 0, prev = 0;
 	unsigned int blen;
 	int done = 0, i = 1;
@@ -1348,8 +1349,7 @@ PyMODINIT_FUNC PyInit__tlsloop(void)
 	if (!m)
 		return NULL;
 	if (PyModule_AddObjectRef(m, "Service", (PyObject *)&ServiceType) ||
-	    PyModule_AddObjectRef(m, "Loop", (PyObject *)&LoopType) ||
-	    PyModule_AddIntConstant(m, "HELLO_PEEK", HELLO_PEEK)) {
+	    PyModule_AddObjectRef(m, "Loop", (PyObject *)&LoopType)) {
 		Py_DECREF(m);
 		return NULL;
 	}
