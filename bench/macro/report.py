@@ -228,7 +228,7 @@ def summarize(macro: dict[str, Any]) -> dict[str, Any]:
             caches = slab_caches(runs)
             if caches and "error" not in st:
                 st["slab_caches"] = caches
-                for r in m["runs"].get(s, []):
+                for r in runs:
                     merged.update(r.get("slab_merged", {}))
         direct = med(systems.get("direct", {"error": 1}), "bytes_per_conn")
         for s in present:

@@ -224,7 +224,7 @@ def test_held_memory_is_broken_down_by_slab_cache() -> None:
     assert "kt_conn" in report.table(s, report.targets(s))
 
 
-def test_held_memory_says_how_many_backend_connections_the_proxy_kept() -> None:
+def test_held_memory_says_how_many_backend_connections_each_hold_added() -> None:
     """The director's connections to the backends opened during the hold (a
     proxy's idle server pool is in the held connections' figure): their
     median per system; blank for runs recorded before the count existed."""
