@@ -382,6 +382,12 @@ def test_the_daemon_drops_garbage_stalls_and_a_source_over_its_share(
     )
 
 
+def listening(port: int) -> str:
+    """ss's lines for the TCP listeners on port, with their processes."""
+    ss = ["ss", "-Hltnp", f"sport = :{port}"]
+    return subprocess.run(ss, capture_output=True, text=True, check=True).stdout
+
+
 def test_workers_share_the_address_and_stop_together(tmp_path: Path, daemon_rules: Path) -> None:
     """--workers 2: two processes listen on the address (SO_REUSEPORT); a
     SIGHUP reaches both, SIGTERM stops both (exit 0); a worker that ends on
@@ -397,10 +403,7 @@ def test_workers_share_the_address_and_stop_together(tmp_path: Path, daemon_rule
         deadline = time.monotonic() + 20
         while True:
             kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
-            listening = subprocess.run(
-                ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True
-            ).stdout
-            if len(kids) == 1 and listening.count("pid=") == 2:
+            if len(kids) == 1 and listening(port).count("pid=") == 2:
                 return p, [int(k) for k in kids]
             assert time.monotonic() < deadline and p.poll() is None
             time.sleep(0.1)
@@ -440,6 +443,68 @@ def test_a_handshake_that_fails_in_openssl_is_forgotten_once(
     assert ev["error"].startswith("handshake: ") and ev["client"] == "127.0.0.1", ev
     assert d.loop.pending() == (0, 0)
     assert d.counters.failed == 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time of process pid so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_the_daemon_rests_and_loses_no_client(
+    tmp_path: Path, daemon_rules: Path
+) -> None:
+    """A daemon at its descriptor limit (EMFILE at accept) takes its
+    listener out of the epoll set for 100 ms at a time instead of waking to
+    fail again: it spends next to no CPU while the limit holds, says so on
+    stderr once, and every client that waited in the backlog is served (here:
+    dropped at the handshake timeout, each with its event) once descriptors
+    come free."""
+    port = int(daemon_rules.read_text().split("127.0.0.1:")[1].split()[0])
+    events = tmp_path / "events.jsonl"
+    n, slots, timeout = 8, 4, 2.0
+    p = subprocess.Popen(
+        [sys.executable, "-m", "l7ctl", "tlsd", str(daemon_rules), "--events", str(events),
+         "--handshake-timeout", str(timeout), "--max-handshakes-per-source", "100"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 20
+        while "pid=" not in listening(port):
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.1)
+        import resource
+
+        hard = resource.prlimit(p.pid, resource.RLIMIT_NOFILE)[1]
+        in_use = len(os.listdir(f"/proc/{p.pid}/fd"))
+        resource.prlimit(p.pid, resource.RLIMIT_NOFILE, (in_use + slots, hard))
+        t0 = time.monotonic()
+        for _ in range(n):  # less than a ClientHello's head: each waits for its timeout
+            s = socket.create_connection(("127.0.0.1", port), timeout=4 * timeout * n / slots)
+            s.sendall(b"\x16\x03\x01")
+            clients.append(s)
+        time.sleep(0.5)  # the first ones accepted, the rest in the backlog
+        assert len(os.listdir(f"/proc/{p.pid}/fd")) == in_use + slots
+        cpu = cpu_seconds(p.pid)
+        time.sleep(1.0)  # all descriptors in use: accept fails with EMFILE
+        assert cpu_seconds(p.pid) - cpu < 0.25  # not a loop waking to fail again
+        for s in clients:
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(100) == b""
+        elapsed = time.monotonic() - t0
+    finally:
+        for s in clients:
+            s.close()
+        p.terminate()
+        _, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    assert outcomes(events) == ["timeout"] * n
+    # the clients came in waves of `slots`, each at its handshake timeout
+    assert elapsed >= timeout * (n // slots) - 0.5
+    paused = [ln for ln in err.splitlines() if "(paused for 100 ms)" in ln]
+    assert paused and "Too many open files" in paused[0], err
+    assert len(paused) <= 1 + elapsed / 10  # once per 10 s at most
 
 
 # The module's 421 cases (tests/kernel/test_tls.py), as l7ctl route sees them:
