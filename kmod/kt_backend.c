@@ -39,14 +39,17 @@ void kt_conn_release_backend(struct kt_conn *c)
 }
 
 /*
- * Between requests: keep c's backend connection for reuse; else close it.
- * An empty response buffer of one page stays for the next answer, from
- * whichever server (a page allocation per request otherwise when the
- * scheduler moves a client between servers); kt_conn_park_idle frees it.
+ * Between requests: park c's backend connection for reuse by any client;
+ * else close it.  One the server authenticated (b->conn_auth) is closed:
+ * another client would be taken for this one.  An empty response buffer
+ * of one page stays for the next answer, from whichever server (a page
+ * allocation per request otherwise when the scheduler moves a client
+ * between servers); kt_conn_park_idle frees it.
  */
 void kt_conn_drop_backend(struct kt_conn *c)
 {
-	if (c->b && c->rs == KT_RS_IDLE && kt_backend_reusable(c, c->b->srv)) {
+	if (c->b && c->rs == KT_RS_IDLE && !c->b->conn_auth &&
+	    kt_backend_reusable(c, c->b->srv)) {
 		kt_bconn_park(c);
 		if (c->down.len || c->down.cap != KT_BUF_PAGE)
 			kt_buf_put(&c->down);
@@ -124,6 +127,28 @@ static void kt_backend_ready(struct kt_conn *c, bool connecting)
 }
 
 /*
+ * The client's own backend connection, if its server authenticated it
+ * (NTLM, Negotiate: kt_bconn.conn_auth), goes before the scheduler: when
+ * the request's first try is for that connection's pool and its server may
+ * take requests, the request goes there, on that connection.  The server's
+ * index in c->pool, or -1.  c->b's server is one of c->cfg's (a new
+ * configuration closes it: kt_conn_refresh_config).
+ */
+static int kt_backend_own_pick(struct kt_conn *c, const struct kt_sched_in *in)
+{
+	const struct kt_server *srv;
+	u32 i;
+
+	if (!c->b || !c->b->conn_auth || in->ntried)
+		return -1;
+	srv = c->b->srv;
+	if (&c->cfg->pools[srv->pool] != c->pool)
+		return -1;
+	i = srv - c->pool->servers;
+	return kt_sched_usable(c->pool, i, in, jiffies) ? i : -1;
+}
+
+/*
  * Schedule a server of c->pool not tried yet and start talking to it.
  * @local: a connect of this request already failed on the switch's side
  * (the answer is then 503, not 502, when no server is left).
@@ -142,7 +167,9 @@ static void kt_backend_pick_from(struct kt_conn *c, bool local)
 	kt_addr_bytes(&c->peer, &in.family, in.addr);
 	for (;;) {
 		in.ntried = c->ntried;
-		i = kt_schedule(c->pool, &in);
+		i = kt_backend_own_pick(c, &in);
+		if (i < 0)
+			i = kt_schedule(c->pool, &in);
 		if (i < 0)
 			break;
 		srv = &c->pool->servers[i];

@@ -180,6 +180,10 @@ struct kt_bconn {
 	struct list_head node;		/* srv->idle while parked, under idle_lock */
 	bool parked;			/* under idle_lock; READ_ONCE elsewhere */
 	bool dying;			/* closed in softirq: idle_work releases */
+	bool conn_auth;			/* the server authenticated the connection
+					 * (NTLM, Negotiate): its client's alone,
+					 * never parked; its owner's steps only
+					 * (kt_response.c) */
 	struct delayed_work idle_work;	/* parked: its timeout or an event closes it */
 	struct kt_sk_saved saved;	/* the socket's own callbacks */
 };

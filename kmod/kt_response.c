@@ -90,6 +90,35 @@ static int kt_close_response(struct kt_conn *c)
 }
 
 /*
+ * A final 401 (407) whose WWW-Authenticate (Proxy-Authenticate) field
+ * offers a connection-based scheme: the server is about to authenticate
+ * this backend connection, which from now on serves this client only
+ * (kt_bconn.conn_auth).  The head is complete, its lines end in CRLF.
+ */
+static bool kt_conn_auth_challenge(struct kt_conn *c, unsigned int st)
+{
+	const char *name = st == 401 ? "www-authenticate:" : "proxy-authenticate:";
+	const struct kt_http_msg *m = &c->down.ms->msg;
+	u32 nl = strlen(name), i = m->start_off, start;
+	const u8 *b = c->down.buf;
+
+	while (i < m->head_len && b[i] != '\n')	/* the status line */
+		i++;
+	for (i++; i + 2 < m->head_len;) {
+		start = i;
+		while (b[i] != '\n')
+			i++;
+		i++;
+		if (i - start >= nl + 2 &&
+		    !strncasecmp((const char *)b + start, name, nl) &&
+		    kt_http_auth_per_connection(b + start + nl,
+						i - start - nl - 2))
+			return true;
+	}
+	return false;
+}
+
+/*
  * Add @line (@n bytes, ending in CRLF) to the complete response head in
  * c->down, before its final CRLF.  0 or -ENOMEM.
  */
@@ -127,6 +156,9 @@ static void kt_rs_head_done(struct kt_conn *c)
 		return;
 	}
 	kt_alog_status(c, st);		/* the final answer */
+	if ((st == 401 || st == 407) && c->b && !c->b->conn_auth &&
+	    kt_conn_auth_challenge(c, st))
+		c->b->conn_auth = true;
 	if (m->framing == KT_HTTP_FR_TUNNEL) {
 		/*
 		 * 101 only answers a request that asked to upgrade; a 2xx to
@@ -517,7 +549,10 @@ enum kt_step kt_step_response(struct kt_conn *c)
  * its backend connection goes to the server's idle pool (or is closed when
  * the pool is full), where any client connection can use it, and it lets
  * go of its buffers, its access log record buffer and of the configuration
- * until its next request.
+ * until its next request.  A backend connection its server authenticated
+ * (NTLM, Negotiate) stays with the client, and with it the configuration
+ * its server belongs to and the buffers, as in the second before: only
+ * one the server has closed goes.
  */
 void kt_conn_park_idle(struct kt_conn *c)
 {
@@ -527,6 +562,11 @@ void kt_conn_park_idle(struct kt_conn *c)
 	if (c->cs != KT_CS_OPEN || c->rq != KT_RQ_HEAD || c->parsing ||
 	    c->up.len || c->rs != KT_RS_IDLE)
 		return;
+	if (c->b && c->b->conn_auth) {
+		if (kt_backend_reusable(c, c->b->srv))
+			return;
+		kt_conn_release_backend(c);
+	}
 	kt_conn_drop_backend(c);
 	kt_buf_put(&c->up);
 	kt_buf_put(&c->down);

@@ -2061,3 +2061,43 @@ bool kt_http_cookie(const struct kt_http_msg *m, const u8 *buf,
 	}
 	return false;
 }
+
+/*
+ * challenge = auth-scheme [ 1*SP ( token68 / #auth-param ) ], in a list
+ * (RFC 9110 11.6.1): an element of the list is a scheme unless "=" follows
+ * its token (then it is an auth-param of the challenge before), and commas
+ * inside quoted strings separate nothing.  A scheme whose name starts
+ * "NTLM" or "Nego" (Negotiate and its kin, as HAProxy matches them)
+ * authenticates the connection.
+ */
+bool kt_http_auth_per_connection(const u8 *v, u32 n)
+{
+	bool quoted;
+	u32 i = 0, tok, j;
+
+	while (i < n) {
+		if (kt_http_ws(v[i]) || v[i] == ',') {	/* OWS, empty elements */
+			i++;
+			continue;
+		}
+		tok = i;
+		while (i < n && kt_http_is(v[i], KT_C_TCHAR))
+			i++;
+		for (j = i; j < n && kt_http_ws(v[j]); j++)
+			;
+		if (i - tok >= 4 && (j == n || v[j] != '=') &&
+		    (kt_http_eq_ci(v + tok, 4, "ntlm", 4) ||
+		     kt_http_eq_ci(v + tok, 4, "nego", 4)))
+			return true;
+		/* the rest of the element: up to a comma outside quotes */
+		for (quoted = false; i < n; i++) {
+			if (quoted && v[i] == '\\')
+				i++;
+			else if (v[i] == '"')
+				quoted = !quoted;
+			else if (!quoted && v[i] == ',')
+				break;
+		}
+	}
+	return false;
+}

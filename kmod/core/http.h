@@ -233,6 +233,13 @@ int kt_http_find_field(const struct kt_http_msg *m, const u8 *buf,
 bool kt_http_cookie(const struct kt_http_msg *m, const u8 *buf,
 		    const char *name, u32 name_len, u32 *off, u32 *len);
 
+/*
+ * True if the challenges in a WWW-Authenticate or Proxy-Authenticate
+ * field's value @v[0, @n) offer a scheme that authenticates the connection
+ * rather than each request (NTLM, Negotiate).
+ */
+bool kt_http_auth_per_connection(const u8 *v, u32 n);
+
 /* Body machine for message @m (after KT_HTTP_DONE). */
 void kt_http_body_init(struct kt_http_body *b, const struct kt_http_msg *m);
 

@@ -451,6 +451,22 @@ static PyObject *py_lookup(PyObject *self, PyObject *args, PyObject *kw)
 	return l;
 }
 
+/*
+ * auth_per_connection(value): whether a WWW-Authenticate or
+ * Proxy-Authenticate field's value offers NTLM or Negotiate, the schemes
+ * that make the switch keep a backend connection for its client
+ * (kt_http_auth_per_connection).
+ */
+static PyObject *py_auth_per_connection(PyObject *self, PyObject *args)
+{
+	const char *v;
+	Py_ssize_t n;
+
+	if (!PyArg_ParseTuple(args, "y#", &v, &n))
+		return NULL;
+	return PyBool_FromLong(kt_http_auth_per_connection((const u8 *)v, n));
+}
+
 static PyMethodDef methods[] = {
 	{ "parse", (PyCFunction)(void (*)(void))py_parse,
 	  METH_VARARGS | METH_KEYWORDS,
@@ -462,6 +478,9 @@ static PyMethodDef methods[] = {
 	  METH_VARARGS | METH_KEYWORDS,
 	  "lookup(data, name, cookie=False) -> list of field values, or the "
 	  "cookie's value (None if absent)" },
+	{ "auth_per_connection", py_auth_per_connection, METH_VARARGS,
+	  "auth_per_connection(value) -> whether a WWW-Authenticate value "
+	  "offers NTLM or Negotiate" },
 	{ NULL, NULL, 0, NULL },
 };
 

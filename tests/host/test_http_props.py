@@ -36,6 +36,8 @@ Transfer-Encoding fields in a trailer section (we do not interpret trailers).
 
 from __future__ import annotations
 
+import string
+
 import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -358,3 +360,59 @@ def test_normalized_path_matches_reference(path: bytes, merge: bool) -> None:
 def test_reference_examples(merge: bool) -> None:
     assert ref_normalize(b"/a/b/c/./../../g", merge) == b"/a/g"
     assert ref_normalize(b"/mid/content=5/../6", merge) == b"/mid/6"
+
+
+# -------------------------------------------- challenges that authenticate the connection
+
+_TCHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
+_TOKEN = st.text(alphabet=_TCHARS, min_size=1, max_size=8)
+_SCHEME = st.one_of(
+    st.sampled_from(["Basic", "Digest", "Bearer", "NTLM", "Negotiate", "Nego2", "ntlm", "NEGOtiate",
+                     "NTL", "Neg", "Kerberos", "Mutual"]),
+    _TOKEN,
+)  # fmt: skip
+_OWS = st.sampled_from(["", " ", "\t", "  "])
+_QUOTED = st.lists(
+    st.one_of(st.sampled_from([",", ", NTLM", "Negotiate", "=", " ", '\\"', "\\\\", "x"]), _TOKEN),
+    max_size=5,
+).map(lambda parts: '"' + "".join(parts) + '"')
+_PARAM = st.builds(
+    lambda name, b1, b2, value: name + b1 + "=" + b2 + value,
+    st.one_of(_TOKEN, st.sampled_from(["ntlm", "Negotiate", "nego"])),
+    _OWS, _OWS, st.one_of(_TOKEN, _QUOTED),
+)  # fmt: skip
+_TOKEN68 = st.from_regex(r"[A-Za-z0-9\-._~+/]{1,12}={0,2}", fullmatch=True)
+
+
+@st.composite
+def _challenges(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A WWW-Authenticate value from RFC 9110's grammar, and its schemes."""
+    schemes, out = [], []
+    for _ in range(draw(st.integers(1, 4))):
+        scheme = draw(_SCHEME)
+        schemes.append(scheme)
+        rest = draw(st.one_of(
+            st.just(""),
+            _TOKEN68.map(lambda t: " " + t),
+            st.lists(_PARAM, min_size=1, max_size=3).map(lambda ps: " " + ", ".join(ps)),
+        ))  # fmt: skip
+        out.append(scheme + rest)
+    sep = draw(st.sampled_from([", ", ",", " , ", ", , "]))
+    return draw(_OWS) + sep.join(out) + draw(_OWS), schemes
+
+
+@SETTINGS
+@given(_challenges())
+def test_connection_authenticating_schemes_are_found_in_any_challenge(
+    case: tuple[str, list[str]],
+) -> None:
+    """The switch keeps a backend connection for its client when the
+    server's challenge is NTLM or Negotiate (kt_http_auth_per_connection):
+    true exactly when one of the value's challenges has a scheme starting
+    "NTLM" or "Nego", wherever it stands in the list; never for an
+    auth-param or quoted text that says so."""
+    from l7ctl import _http
+
+    value, schemes = case
+    want = any(s.lower().startswith(("ntlm", "nego")) for s in schemes)
+    assert _http.auth_per_connection(value.encode()) is want

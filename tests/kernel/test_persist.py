@@ -4,15 +4,20 @@ on the demo site's img1 (10.0.1.11) and img2 (10.0.1.12), echo servers that
 name themselves in X-Backend.  Both pools schedule rr, so without
 persistence consecutive requests alternate; `plain` is the control.  Across
 both directors of the two-tier topology: tests/kernel/test_ipvs.py.
+
+Then the persistence no rule asks for: a backend connection that the server
+authenticated (NTLM, Negotiate) stays its client's.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
 import pytest
-from demo_site import Site, get
+from demo_site import Site, connect, get, read_responses
+from topology import wait_port
 
 from l7ctl import tables
 from l7ctl.apply import apply_file
@@ -134,3 +139,143 @@ def test_source_entries_expire(persist: Site) -> None:
     time.sleep(3)
     b = persist.client(lambda: request("/src/e")[1])
     assert b is not None and b != a
+
+
+# -- connection-based authentication --------------------------------------------------
+
+AUTH_RULES = """
+pool one { server 10.0.4.11:80; }
+pool two { scheduler rr; server 10.0.4.11:81; server 10.0.4.11:82; }
+service web listen 10.0.0.1:80 {
+    route two if path prefix "/two/";
+    route one;
+}
+"""
+
+# Each connection's first request is answered with a challenge (the scheme by
+# the path), every later one with 200: the connection is what is authenticated.
+# Every body names the connection (server port, the switch's port) and counts
+# its requests.
+AUTH_SERVER = r"""
+import socket, threading
+def serve(c, port):
+    peer, n, buf = c.getpeername()[1], 0, b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return
+            buf += d
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        target = head.split(b" ", 2)[1]
+        n += 1
+        body = b"%d %d %d" % (port, peer, n)
+        if n > 1:
+            status = b"200 OK\r\n"
+        elif b"/basic" in target:
+            status = b'401 Unauthorized\r\nWWW-Authenticate: Basic realm="x"\r\n'
+        elif b"/proxy" in target:
+            status = b"407 Proxy Authentication Required\r\nProxy-Authenticate: Negotiate\r\n"
+        else:
+            status = b"401 Unauthorized\r\nWWW-Authenticate: NTLM\r\n"
+        c.sendall(b"HTTP/1.1 " + status + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+def run(c, port):
+    try:
+        serve(c, port)
+    except OSError:
+        pass
+    finally:
+        c.close()
+def listen(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("10.0.4.11", port))
+    s.listen(128)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=run, args=(c, port), daemon=True).start()
+for port in (81, 82):
+    threading.Thread(target=listen, args=(port,), daemon=True).start()
+listen(80)
+"""
+
+
+@pytest.fixture
+def auth(site: Site) -> Iterator[Site]:
+    ns = site.topo.nodes["flaky"].ns
+    p = site.topo.spawn(ns, ["python3", "-c", AUTH_SERVER], "auth.out")
+    path = site.tmp / "auth.rules"
+    path.write_text(AUTH_RULES)
+    try:
+        for port in (80, 81, 82):
+            wait_port(ns, "10.0.4.11", port)
+        site.director(lambda: apply_file(path))
+        yield site
+    finally:
+        p.kill()
+        p.wait()
+        site.apply()
+
+
+def exchange(s: socket.socket, path: str) -> tuple[int, tuple[int, int], int]:
+    """One request on s: the status, the backend connection that answered
+    (server port, the switch's port) and how many requests it has served."""
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    (r,) = read_responses(s, 1)
+    port, peer, n = map(int, r.body.split())
+    return r.status, (port, peer), n
+
+
+def test_a_connection_the_server_authenticated_stays_its_clients(auth: Site) -> None:
+    """NTLM and Negotiate authenticate the connection, not the request: a
+    backend connection whose server answered 401 with such a challenge in
+    WWW-Authenticate (407 and Proxy-Authenticate alike) becomes its client's
+    alone.  It is never parked for another client -- not after the client
+    idled past the park delay, not when the client closes (it closes too) --
+    and the client's next requests to that pool go to it, not where the
+    scheduler would send them (rr alternates).  A Basic challenge, which
+    authenticates each request, changes nothing: that connection is pooled."""
+
+    def run() -> None:
+        with connect() as a:
+            st, conn_a, n = exchange(a, "/one/x")
+            assert (st, n) == (401, 1)
+            time.sleep(1.5)  # idle past the park delay
+            with connect() as b:  # another client, scheduled to the same server
+                st, conn_b, n = exchange(b, "/one/x")
+                assert (st, n) == (401, 1) and conn_b != conn_a
+            for i in (2, 3):
+                assert exchange(a, "/one/x") == (200, conn_a, i)
+            time.sleep(1.5)
+            assert exchange(a, "/one/x") == (200, conn_a, 4)
+        time.sleep(0.5)  # a closed: its server connection with it
+        with connect() as c:
+            st, conn_c, n = exchange(c, "/one/x")
+            assert (st, n) == (401, 1) and conn_c not in (conn_a, conn_b)
+
+        with connect() as a2:  # rr would move every next request to the other server
+            st, conn, n = exchange(a2, "/two/x")
+            assert (st, n) == (401, 1)
+            for i in (2, 3, 4):
+                assert exchange(a2, "/two/x") == (200, conn, i)
+            # another pool: the authenticated connection is closed, not parked
+            assert exchange(a2, "/one/x")[0] == 401
+            st, conn2, n = exchange(a2, "/two/x")
+            assert (st, n) == (401, 1) and conn2 != conn
+
+        with connect() as f:  # a proxy's challenge (407), Negotiate
+            st, conn_f, n = exchange(f, "/one/proxy")
+            assert (st, n) == (407, 1)
+            time.sleep(1.5)
+            with connect() as g:
+                st, conn_g, n = exchange(g, "/one/proxy")
+                assert (st, n) == (407, 1) and conn_g != conn_f
+
+        with connect() as d:  # the control: Basic
+            st, conn_d, n = exchange(d, "/one/basic")
+            assert (st, n) == (401, 1)
+        time.sleep(0.5)  # d closed: its server connection parked
+        with connect() as e:
+            assert exchange(e, "/one/basic") == (200, conn_d, 2)
+
+    auth.client(run)
