@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from demo_site import Site, connect, get, read_responses
+from demo_site import Site, connect, get, read_responses, wait_for
+from nsutil import in_netns
 from topology import wait_port
 
 from l7ctl import tables
@@ -235,6 +236,7 @@ def test_a_connection_the_server_authenticated_stays_its_clients(auth: Site) -> 
     and the client's next requests to that pool go to it, not where the
     scheduler would send them (rr alternates).  A Basic challenge, which
     authenticates each request, changes nothing: that connection is pooled."""
+    director = auth.topo.director.ns
 
     def run() -> None:
         with connect() as a:
@@ -274,7 +276,8 @@ def test_a_connection_the_server_authenticated_stays_its_clients(auth: Site) -> 
         with connect() as d:  # the control: Basic
             st, conn_d, n = exchange(d, "/one/basic")
             assert (st, n) == (401, 1)
-        time.sleep(0.5)  # d closed: its server connection parked
+        # d closed: once the switch let go of it, its server connection is parked
+        assert wait_for(lambda: in_netns(director, lambda: Client().info().connections) == 0, 30)
         with connect() as e:
             assert exchange(e, "/one/basic") == (200, conn_d, 2)
 
