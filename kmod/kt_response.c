@@ -445,7 +445,16 @@ static void kt_exchange_done(struct kt_conn *c)
 	 * The buffers stay for the client's next request (no allocation per
 	 * request on a busy keep-alive connection); they go when it idles
 	 * (kt_conn_park_idle).
+	 *
+	 * After a client's first exchange nothing says it will send again
+	 * soon: its backend connection goes to the pool now, not after
+	 * KT_PARK_DELAY, so that a burst of new clients opens as many backend
+	 * connections as requests in flight, not one per client.  Its next
+	 * request takes one back from the pool (usually this one: the pool
+	 * is a stack).  One its server authenticated stays with it.
 	 */
+	if (c->first && !c->up.len && c->b && !c->b->conn_auth)
+		kt_conn_drop_backend(c);
 	c->first = false;
 	kt_conn_start_request(c);
 	/* a client that stays idle gives its backend connection back */

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from demo_site import Response, Site, connect, exchange, get, read_responses, wait_for
+from nsutil import in_netns
 from topology import stop
 
 from l7ctl.netlink import Client, Counters
@@ -412,6 +413,52 @@ def test_backend_connections_are_shared_between_client_connections(site: Site) -
         time.sleep(0.5)  # the switch parks the backend connection when the client's close comes
     assert len(site.received("cgi")) == 4
     assert cgi_conns() - before <= 1  # one backend connection served four client connections
+
+
+def test_new_clients_that_stay_open_share_backend_connections(site: Site) -> None:
+    """New keep-alive clients, one after the other, each sending one request
+    and then staying open: each one's backend connection goes to the pool as
+    its first answer ends, so the next client takes it instead of connecting.
+    A burst of new clients opens as many backend connections as requests in
+    flight, not one per client (a client that has sent only one request
+    does not keep its backend connection for the second after its answer
+    that a client in a run of requests keeps).  Their next requests are
+    served."""
+    n = 8
+    director = site.topo.director.ns
+
+    def cgi_conns() -> int:
+        rows = Client().stats()
+        return sum(r.conns for r in rows if r.kind == "server" and r.name == "cgi")
+
+    def clients() -> tuple[int, list[int]]:
+        socks = []
+        try:
+            before = in_netns(director, cgi_conns)
+            for i in range(n):
+                s = connect()
+                socks.append(s)
+                s.sendall(f"GET /cgi-bin/burst{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                (r,) = read_responses(s, 1)
+                assert r.status == 200
+            opened = in_netns(director, cgi_conns) - before
+            statuses = []
+            for i, s in enumerate(socks):  # their second requests
+                s.sendall(f"GET /cgi-bin/again{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                statuses += [r.status for r in read_responses(s, 1)]
+            return opened, statuses
+        finally:
+            for s in socks:
+                s.close()
+
+    site.apply(header_timeout="11s")  # a new configuration: its pools start empty
+    try:
+        opened, statuses = site.client(clients)
+    finally:
+        site.apply()
+    assert statuses == [200] * n
+    assert len(site.received("cgi")) == 2 * n
+    assert opened == 1  # the pool's one server: one backend connection for them all
 
 
 def test_client_close_keeps_the_server_connection(site: Site) -> None:
