@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import struct
@@ -258,10 +259,15 @@ def daemon_rules(tmp_path: Path, certs: dict[str, tuple[Path, Path]]) -> Path:
     return rules
 
 
+def port_of(rules: Path) -> int:
+    """The port of daemon_rules's TLS service."""
+    return int(rules.read_text().split("127.0.0.1:")[1].split()[0])
+
+
 @pytest.fixture
 def daemon(tmp_path: Path, daemon_rules: Path) -> Iterator[tuple[tlsd.Daemon, int, Path]]:
     rules = daemon_rules
-    port = int(rules.read_text().split("127.0.0.1:")[1].split()[0])
+    port = port_of(rules)
     events = tmp_path / "events.jsonl"
     with open(events, "a", encoding="utf-8") as ev:
         d = tlsd.Daemon(rules, tlsd.Limits(1.0, 16, 3), ev, log=lambda _: None)
@@ -392,7 +398,7 @@ def test_workers_share_the_address_and_stop_together(tmp_path: Path, daemon_rule
     """--workers 2: two processes listen on the address (SO_REUSEPORT); a
     SIGHUP reaches both, SIGTERM stops both (exit 0); a worker that ends on
     its own stops the whole daemon with exit 1, for the service to restart."""
-    port = int(daemon_rules.read_text().split("127.0.0.1:")[1].split()[0])
+    port = port_of(daemon_rules)
 
     def start() -> tuple[subprocess.Popen[str], list[int]]:
         p = subprocess.Popen(
@@ -460,7 +466,7 @@ def test_out_of_descriptors_the_daemon_rests_and_loses_no_client(
     stderr once, and every client that waited in the backlog is served (here:
     dropped at the handshake timeout, each with its event) once descriptors
     come free."""
-    port = int(daemon_rules.read_text().split("127.0.0.1:")[1].split()[0])
+    port = port_of(daemon_rules)
     events = tmp_path / "events.jsonl"
     n, slots, timeout = 8, 4, 2.0
     p = subprocess.Popen(
@@ -474,8 +480,6 @@ def test_out_of_descriptors_the_daemon_rests_and_loses_no_client(
         while "pid=" not in listening(port):
             assert time.monotonic() < deadline and p.poll() is None
             time.sleep(0.1)
-        import resource
-
         hard = resource.prlimit(p.pid, resource.RLIMIT_NOFILE)[1]
         in_use = len(os.listdir(f"/proc/{p.pid}/fd"))
         resource.prlimit(p.pid, resource.RLIMIT_NOFILE, (in_use + slots, hard))
