@@ -142,6 +142,9 @@ for kv in sys.argv[1:]:
     print(f"{kv}: {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped")
     for f in s.get("failures", []):
         print(f"    FAILED {f}")
+    for x in s["problems"]:  # what a crashed guest's console said: tests/vm.py crash_excerpt
+        if x.startswith("the guest did not finish"):
+            print("\n".join(x.splitlines()[1:]))
 print(f"total: {total[0]} passed, {total[1]} failed, {total[2]} skipped")
 EOF
 exit $failed

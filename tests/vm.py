@@ -123,6 +123,25 @@ def kernel_reports(dmesg: str) -> list[tuple[str, str]]:
     return found
 
 
+# The kernel's console goes to console.log from this level up (the
+# loglevel= parameter: 5 shows KERN_WARNING and more urgent, and the
+# KERN_DEFAULT of oops headers and call traces): a report that kills the
+# guest before the guest script can save dmesg is still on the host.
+CONSOLE_LOGLEVEL = 5
+# What a crash report leaves in the summary: where it starts, at most so many lines.
+EXCERPT_LINES = 16
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
+def crash_excerpt(console: str) -> str:
+    """The kernel console's first report in console, as indented lines to append (or "")."""
+    lines = [ln.rstrip() for ln in console.splitlines() if KERNEL_LINE.match(ln)]
+    for i, line in enumerate(lines):
+        if kernel_reports(line):
+            return "".join("\n    " + ln for ln in lines[i : i + EXCERPT_LINES])
+    return ""
+
+
 @dataclass(frozen=True)
 class MemDebug:
     """The memory debugging a boot asks for."""
@@ -250,7 +269,12 @@ def check_results(out: Path, expect_pytest: bool, memdebug: MemDebug) -> list[st
         return p.read_text(errors="replace").strip() if p.exists() else None
 
     if read("done") is None:
-        return [f"the guest did not finish (crash, hang or boot failure): see {out}/console.log"]
+        # The kernel's console is in console.log (crash_excerpt): what a
+        # panic printed before QEMU went away goes into the report.
+        return [
+            "the guest did not finish (crash, hang or boot failure): "
+            f"see {out}/console.log" + crash_excerpt(read("console.log") or "")
+        ]
     if read("insmod.rc") != "0":
         problems.append(f"loading ktcpvs.ko failed ({out}/dmesg.txt)")
     if read("module.check") not in (None, "ok"):
@@ -351,6 +375,9 @@ def main() -> int:
     ]  # fmt: skip
     for opt in memdebug.cmdline():
         cmd += ["--append", opt]
+    # The kernel's console to console.log (vng -v: the boot console on
+    # stderr), warnings and more urgent only (the last loglevel= wins).
+    cmd += ["-v", "--append", f"loglevel={CONSOLE_LOGLEVEL}"]
     # QEMU's monitor, to look into a guest that stops making progress from
     # the host (tests/vm_monitor.py OUT 'info registers -a').
     cmd.append(f"--qemu-opts=-monitor unix:{out / 'monitor.sock'},server=on,wait=off")

@@ -242,6 +242,39 @@ def test_check_results_fails_on_a_report_and_on_taint(tmp_path: Path) -> None:
     assert "did not finish" in vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)[0]
 
 
+PANIC = [
+    "tests/kernel/test_live_fuzz.py ..",
+    "[  861.100001] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+    "[  861.100002] #PF: supervisor read access in kernel mode",
+    "[  861.100003] RIP: 0010:kt_bconn_pop+0x2a/0x120 [ktcpvs]",
+    "[  861.100004] Call Trace:",
+    "[  861.100005]  <IRQ>",
+    "[  861.100006]  kt_backend_pick_from+0x8f/0x2a0 [ktcpvs]",
+    "[  861.100007] Kernel panic - not syncing: Fatal exception in interrupt",
+]
+
+
+def test_a_guest_that_died_reports_what_its_console_said(tmp_path: Path) -> None:
+    """The kernel's last words in console.log reach the report: the first report line on."""
+    boot = [f"[    0.{i:06d}] clean boot line {i}" for i in range(30)]
+    (tmp_path / "console.log").write_text("\n".join([*boot, "guest: pytest output", *PANIC]))
+    (problem,) = vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)
+    head, *excerpt = problem.splitlines()
+    assert "did not finish" in head
+    # From the first report, the kernel's lines only (not the tests' output), in order.
+    assert [ln.strip() for ln in excerpt] == [ln for ln in PANIC if ln.startswith("[")]
+
+    long_report = [f"[  861.2{i:05d}]  frame_{i}+0x1/0x2" for i in range(40)]
+    (tmp_path / "console.log").write_text("\n".join([*PANIC[:2], *long_report]))
+    (problem,) = vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)
+    assert len(problem.splitlines()) == 1 + vm.EXCERPT_LINES
+
+    # A guest that died without a word (QEMU killed, say) names console.log only.
+    (tmp_path / "console.log").write_text("\n".join(boot))
+    (problem,) = vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)
+    assert problem.endswith("console.log")
+
+
 def test_stage_pack_holds_what_the_guest_imports_and_no_debugging_symbols(tmp_path: Path) -> None:
     """tests/stage.sh pack: one tar file with the trees the guest bind-mounts
     (listed in .srcs, each an existing path of this machine: the two
