@@ -816,9 +816,14 @@ def test_a_handover_to_no_service_a_plain_one_or_twice_is_refused(site: Site, ht
     assert "already taken" in second
 
 
-def busy_threads(seconds: float) -> tuple[float, list[tuple[float, str]]]:
-    """The guest's busy share of all CPUs over SECONDS (/proc/stat), and the
-    threads that used CPU meanwhile, busiest first (seconds, name)."""
+# /proc/stat's cpu line, in order (proc(5)).
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def busy_threads(seconds: float) -> tuple[float, dict[str, float], list[tuple[float, str]]]:
+    """The guest's busy share of all CPUs over SECONDS (/proc/stat), that
+    share by kind of time (user, system, irq, softirq...), and the threads
+    that used CPU meanwhile, busiest first (seconds, name)."""
     tick = os.sysconf("SC_CLK_TCK")
 
     def stat() -> tuple[list[int], dict[str, tuple[int, str]]]:
@@ -836,9 +841,25 @@ def busy_threads(seconds: float) -> tuple[float, list[tuple[float, str]]]:
     time.sleep(seconds)
     c1, t1 = stat()
     d = [b - a for a, b in zip(c0, c1, strict=False)]
-    busy = 1 - (d[3] + d[4]) / max(1, sum(d))  # idle and iowait
+    total = max(1, sum(d))
+    busy = 1 - (d[3] + d[4]) / total  # idle and iowait
+    kinds = {k: round(v / total, 2) for k, v in zip(CPU_FIELDS, d, strict=False) if v}
     used = [((v[0] - t0[k][0]) / tick, v[1]) for k, v in t1.items() if k in t0 and v[0] > t0[k][0]]
-    return busy, sorted(used, reverse=True)
+    return busy, kinds, sorted(used, reverse=True)
+
+
+def goes_idle(windows: int = 3, seconds: float = 3.0, limit: float = 0.25) -> list[str]:
+    """Measure up to WINDOWS windows until one is under LIMIT busy: [] then,
+    else what each window saw.  Whatever spins keeps spinning in every
+    window; the harness's own bursts (the heartbeat's ps every 30 s) and an
+    emulated CPU that the host left waiting pass within one."""
+    seen = []
+    for _ in range(windows):
+        busy, kinds, used = busy_threads(seconds)
+        if busy < limit:
+            return []
+        seen.append(f"{busy:.0%} busy {kinds}: {used[:8]}")
+    return seen
 
 
 @pytest.mark.parametrize("close", [False, True], ids=["keepalive", "close"])
@@ -860,8 +881,8 @@ def test_after_wrk_over_https_everything_goes_idle(site: Site, https: Https, clo
         return svc.active
 
     assert wait_for(lambda: site.director(active) == 0, timeout=30), site.director(active)
-    busy, used = busy_threads(3.0)
-    assert busy < 0.25, f"{busy:.0%} busy after the clients left: {used[:8]}"
+    seen = goes_idle()
+    assert not seen, "busy after the clients left, each window: " + "; ".join(seen)
 
 
 def test_wrk_resumes_every_connection_after_its_first(site: Site, https: Https) -> None:
