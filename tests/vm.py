@@ -142,6 +142,16 @@ def crash_excerpt(console: str) -> str:
     return ""
 
 
+def timed_out(out: Path, timeout: int) -> str:
+    """The problem of a guest killed at its timeout, with what its console said."""
+    console = out / "console.log"
+    said = console.read_text(errors="replace") if console.exists() else ""
+    return (
+        f"the guest did not finish: killed after {timeout} s (--timeout): "
+        f"see {console}" + crash_excerpt(said)
+    )
+
+
 @dataclass(frozen=True)
 class MemDebug:
     """The memory debugging a boot asks for."""
@@ -427,14 +437,14 @@ def main() -> int:
         finally:
             timer.cancel()
             stage_tar.unlink(missing_ok=True)
-        if expired.is_set():
-            print(f"vm: kernel {kver}: FAIL: timed out after {args.timeout}s", file=sys.stderr)
-            return 1
     seconds = time.monotonic() - started
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_seconds = ru.ru_utime + ru.ru_stime - cpu_before
 
-    problems = check_results(out, expect_pytest=not args.script, memdebug=memdebug)
+    if expired.is_set():
+        problems = [timed_out(out, args.timeout)]
+    else:
+        problems = check_results(out, expect_pytest=not args.script, memdebug=memdebug)
     counts = None if args.script else junit_counts(out / "junit.xml")
     summary = {
         "kernel": kver,

@@ -275,6 +275,15 @@ def test_a_guest_that_died_reports_what_its_console_said(tmp_path: Path) -> None
     assert problem.endswith("console.log")
 
 
+def test_a_guest_killed_at_its_timeout_reports_what_its_console_said(tmp_path: Path) -> None:
+    """A hung guest's soft lockup or RCU stall report reaches the summary too."""
+    (tmp_path / "console.log").write_text("\n".join(["guest: pytest output", *PANIC]))
+    head, *excerpt = vm.timed_out(tmp_path, 4200).splitlines()
+    assert head.startswith("the guest did not finish: killed after 4200 s")
+    assert excerpt[0].strip() == PANIC[1]
+    assert vm.timed_out(tmp_path / "missing", 60).endswith("console.log")
+
+
 def test_stage_pack_holds_what_the_guest_imports_and_no_debugging_symbols(tmp_path: Path) -> None:
     """tests/stage.sh pack: one tar file with the trees the guest bind-mounts
     (listed in .srcs, each an existing path of this machine: the two
