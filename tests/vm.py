@@ -130,16 +130,24 @@ def kernel_reports(dmesg: str) -> list[tuple[str, str]]:
 CONSOLE_LOGLEVEL = 5
 # What a crash report leaves in the summary: where it starts, at most so many lines.
 EXCERPT_LINES = 16
+# Without a kernel report: the console's last lines (QEMU's own error, say).
+TAIL_LINES = 6
 KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
 
 
 def crash_excerpt(console: str) -> str:
-    """The kernel console's first report in console, as indented lines to append (or "")."""
+    """The kernel console's first report in console, else the console's last
+    lines, as indented lines to append (or "" for an empty console)."""
     lines = [ln.rstrip() for ln in console.splitlines() if KERNEL_LINE.match(ln)]
     for i, line in enumerate(lines):
         if kernel_reports(line):
             return "".join("\n    " + ln for ln in lines[i : i + EXCERPT_LINES])
-    return ""
+    tail = [ln.rstrip() for ln in console.splitlines() if ln.strip()][-TAIL_LINES:]
+    return (
+        "\n    no kernel report; the console's last lines:" + "".join("\n    " + ln for ln in tail)
+        if tail
+        else ""
+    )
 
 
 def timed_out(out: Path, timeout: int) -> str:

@@ -269,8 +269,16 @@ def test_a_guest_that_died_reports_what_its_console_said(tmp_path: Path) -> None
     (problem,) = vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)
     assert len(problem.splitlines()) == 1 + vm.EXCERPT_LINES
 
-    # A guest that died without a word (QEMU killed, say) names console.log only.
-    (tmp_path / "console.log").write_text("\n".join(boot))
+    # Without a kernel report (QEMU itself failed, say): the console's last lines.
+    qemu = "qemu-system-x86_64: tcg fatal error"
+    (tmp_path / "console.log").write_text("\n".join([*boot, "tests/x.py ...", qemu, ""]))
+    (problem,) = vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)
+    head, said, *tail = problem.splitlines()
+    assert "no kernel report" in said
+    assert [ln.strip() for ln in tail] == [*boot[-vm.TAIL_LINES + 2 :], "tests/x.py ...", qemu]
+
+    # An empty console: console.log is named, nothing more.
+    (tmp_path / "console.log").write_text("")
     (problem,) = vm.check_results(tmp_path, expect_pytest=True, memdebug=FULL)
     assert problem.endswith("console.log")
 
