@@ -396,23 +396,25 @@ def test_upgrade_becomes_a_two_way_tunnel(site: Site) -> None:
     assert echoes == [b"HELLO", b"TUNNEL " * 3000]
 
 
-def test_backend_connections_are_shared_between_client_connections(site: Site) -> None:
-    def cgi_conns() -> int:
-        rows = site.director(lambda: Client().stats())
-        return sum(r.conns for r in rows if r.kind == "server" and r.name == "cgi")
+def pool_conns(pool: str) -> int:
+    """Backend connections the switch has opened to POOL's servers (this namespace)."""
+    return sum(r.conns for r in Client().stats() if r.kind == "server" and r.name == pool)
 
+
+def test_backend_connections_are_shared_between_client_connections(site: Site) -> None:
     def one_client() -> int:
         with connect() as s:  # keep-alive request, then the client goes away
             s.sendall(b"GET /cgi-bin/share HTTP/1.1\r\nHost: x\r\n\r\n")
             (r,) = read_responses(s, 1)
             return r.status
 
-    before = cgi_conns()
+    before = site.director(lambda: pool_conns("cgi"))
     for _ in range(4):
         assert site.client(one_client) == 200
         time.sleep(0.5)  # the switch parks the backend connection when the client's close comes
     assert len(site.received("cgi")) == 4
-    assert cgi_conns() - before <= 1  # one backend connection served four client connections
+    # one backend connection served four client connections
+    assert site.director(lambda: pool_conns("cgi")) - before <= 1
 
 
 def test_new_clients_that_stay_open_share_backend_connections(site: Site) -> None:
@@ -427,21 +429,17 @@ def test_new_clients_that_stay_open_share_backend_connections(site: Site) -> Non
     n = 8
     director = site.topo.director.ns
 
-    def cgi_conns() -> int:
-        rows = Client().stats()
-        return sum(r.conns for r in rows if r.kind == "server" and r.name == "cgi")
-
     def clients() -> tuple[int, list[int]]:
         socks = []
         try:
-            before = in_netns(director, cgi_conns)
+            before = in_netns(director, lambda: pool_conns("cgi"))
             for i in range(n):
                 s = connect()
                 socks.append(s)
                 s.sendall(f"GET /cgi-bin/burst{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 (r,) = read_responses(s, 1)
                 assert r.status == 200
-            opened = in_netns(director, cgi_conns) - before
+            opened = in_netns(director, lambda: pool_conns("cgi")) - before
             statuses = []
             for i, s in enumerate(socks):  # their second requests
                 s.sendall(f"GET /cgi-bin/again{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -465,18 +463,14 @@ def test_client_close_keeps_the_server_connection(site: Site) -> None:
     # A client's "Connection: close" ends the client's connection only: the
     # server never sees it, the answer says close, and the server's connection
     # goes to the idle pool for the next client (as HAProxy and nginx do).
-    def cgi_conns() -> int:
-        rows = site.director(lambda: Client().stats())
-        return sum(r.conns for r in rows if r.kind == "server" and r.name == "cgi")
-
-    before = cgi_conns()
+    before = site.director(lambda: pool_conns("cgi"))
     for i in range(5):
         r = site.client(lambda i=i: get(f"/cgi-bin/close{i}"))  # type: ignore[misc]
         assert r.headers.get("connection") == "close"
         raw = echoed(r)
         assert raw.startswith(f"GET /cgi-bin/close{i} HTTP/1.1\r\n")
         assert "connection:" not in raw.lower()
-    assert cgi_conns() - before <= 1
+    assert site.director(lambda: pool_conns("cgi")) - before <= 1
     # HTTP/1.0, and a Connection field with more than "close": passed unchanged
     for raw_req in (
         b"GET /cgi-bin/old HTTP/1.0\r\nHost: x\r\nConnection: close\r\n\r\n",
